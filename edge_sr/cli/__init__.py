@@ -1,0 +1,59 @@
+"""The ``edge-sr`` command line: argparse sub-commands, one module per verb, each a thin shell over one
+library call. ``main(argv) -> int`` so tests call it in-process.
+
+Exit codes: 0 success; 1 a check failed (verify thresholds, some files of a batch failed); 2 bad input
+(an ``edge_sr.errors.EdgeSRError``, printed as one line naming the file and the problem); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge_sr import __version__
+from edge_sr.errors import EdgeSRError
+
+# verb -> module under edge_sr.cli providing ``add_parser(subparsers)``
+VERBS: dict[str, str] = {
+    "models": "cmd_models",
+    "eval": "cmd_eval",
+    "upscale": "cmd_upscale",
+    "train": "cmd_train",
+    "reparam": "cmd_reparam",
+    "convert": "cmd_convert",
+    "verify": "cmd_verify",
+    "quantize": "cmd_quantize",
+    "profile": "cmd_profile",
+    "bench": "cmd_bench",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-sr", description="Super-resolution models from PyTorch to the edge.")
+    parser.add_argument("--version", action="version", version=f"edge-sr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, module in VERBS.items():
+        importlib.import_module(f"edge_sr.cli.{module}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except EdgeSRError as e:
+        print(f"edge-sr {args.verb}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edge-sr {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Checkpoints: ``.safetensors`` with ``arch``, ``args``, ``scale`` and ``form`` in the metadata.
+
+Foreign ``.pth`` / ``.pt`` files (official releases) are read with ``torch.load(weights_only=True)`` only,
+never unpickling code; ``params`` / ``params_ema`` / ``state_dict`` / ``model`` wrappers and ``module.``
+prefixes are unwrapped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from edge_sr.errors import CheckpointError
+from edge_sr.io_utils import atomic_path
+
+Form = Literal["train", "deploy"]
+_WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
+
+
+def model_form(model: nn.Module) -> Form:
+    from edge_sr.reparam import has_fusable
+
+    return getattr(model, "edge_sr_form", None) or ("train" if has_fusable(model) else "deploy")
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    args: dict[str, Any] | None = None,
+    form: Form | None = None,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write the model's weights and metadata to ``path`` (``.safetensors``), atomically."""
+    from safetensors.torch import save_file
+
+    arch = arch or getattr(model, "edge_sr_arch", None)
+    args = dict(args if args is not None else getattr(model, "edge_sr_args", {}) or {})
+    if not arch:
+        raise CheckpointError(path, "the model has no registry name; pass arch=")
+    scale = int(args.get("scale", getattr(model, "scale", 0)))
+    meta = {
+        "arch": arch,
+        "args": json.dumps(args, sort_keys=True),
+        "scale": str(scale),
+        "form": form or model_form(model),
+        "format": "edge-sr/1",
+    }
+    meta.update(extra or {})
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of an edge-sr ``.safetensors`` checkpoint, with ``args`` decoded and ``scale`` an int."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(p, "no such file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(p, f"not a readable safetensors file ({e})") from None
+    if "arch" not in meta:
+        raise CheckpointError(p, "no 'arch' in the metadata: not an edge-sr checkpoint (pass --model for foreign weights)")
+    meta["args"] = json.loads(meta.get("args", "{}"))
+    meta["scale"] = int(meta.get("scale", meta["args"].get("scale", 0)))
+    meta.setdefault("form", "train")
+    return meta
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors`` or (safely) ``.pth/.pt``, unwrapping common wrappers."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(p, "no such file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(p, "file is empty")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd: Any = load_file(str(p))
+        except Exception as e:
+            raise CheckpointError(p, f"not a readable safetensors file ({e})") from None
+    else:
+        try:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(p, f"cannot be loaded with weights_only=True ({msg})") from None
+    for _ in range(3):  # nested wrappers, e.g. {"state_dict": {"params": ...}}
+        if isinstance(sd, dict):
+            key = next((k for k in _WRAPPERS if k in sd and isinstance(sd[k], dict)), None)
+            if key is not None:
+                sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise CheckpointError(p, "does not hold a state dict of tensors")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def load_into(model: nn.Module, state: dict[str, Tensor], path: str | os.PathLike[str]) -> nn.Module:
+    """Load ``state`` strictly; a missing or unexpected key is a ``CheckpointError`` listing the keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        raise CheckpointError(path, "; ".join(parts))
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(
+            path, f"shape mismatch for {len(bad)} keys, e.g. {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        )
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _short(keys: list[str], n: int = 8) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, model: str | None = None, scale: int | None = None, **overrides: Any
+) -> nn.Module:
+    """Rebuild a model from a checkpoint, in eval mode.
+
+    An edge-sr ``.safetensors`` file carries ``arch`` and ``args``. A foreign file needs ``model=`` (a zoo
+    name) plus ``scale`` and any architecture overrides. A ``deploy``-form checkpoint is rebuilt by fusing
+    a fresh train-form model (structure only) before loading the weights.
+    """
+    from edge_sr.models.registry import create_model
+    from edge_sr.reparam import reparameterize
+
+    p = Path(path)
+    form: str = "train"
+    if model is None:
+        if p.suffix != ".safetensors":
+            raise CheckpointError(p, "a foreign checkpoint needs the architecture: pass --model NAME (see `edge-sr models`)")
+        meta = read_metadata(p)
+        args = dict(meta["args"])
+        args.update(overrides)
+        arch, form = meta["arch"], meta["form"]
+        args.setdefault("scale", meta["scale"])
+    else:
+        arch = model
+        args = {**overrides, "scale": scale or overrides.get("scale", 4)}
+    net = create_model(arch, **args)
+    if form == "deploy":
+        net = reparameterize(net)
+    load_into(net, load_state_dict_file(p), p)
+    net.edge_sr_form = form  # type: ignore[assignment]
+    net.edge_sr_source = str(p)  # type: ignore[assignment]
+    return net.eval()

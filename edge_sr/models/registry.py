@@ -1,0 +1,76 @@
+"""The model registry: ``register_model`` / ``create_model`` / ``list_models``.
+
+A registered entry is a factory ``fn(**overrides) -> nn.Module`` whose keyword arguments are the model's
+constructor arguments; the registry records which family (architecture class) it builds so checkpoints can
+store ``arch`` (the entry name) plus ``args`` (the overrides) and rebuild it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from torch import nn
+
+from edge_sr.errors import ConfigError
+
+Kind = Literal["edge", "heavy", "video"]
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    fn: Callable[..., nn.Module]
+    family: str
+    kind: Kind
+    reparameterizable: bool
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    fn: F | None = None, *, family: str | None = None, kind: Kind = "edge", reparameterizable: bool = False
+) -> Any:
+    """Register a factory under its function name. Usable as ``@register_model`` or ``@register_model(...)``."""
+
+    def deco(f: F) -> F:
+        name = f.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        fam = family or (f.__module__.rsplit(".", 1)[-1])
+        _REGISTRY[name] = ModelEntry(name, f, fam, kind, reparameterizable)
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every family (explicit imports, no filesystem scan).
+    import edge_sr.models  # noqa: F401
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ConfigError(None, f"unknown model {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, *, scale: int = 4, **overrides: Any) -> nn.Module:
+    """Build a registered model. Unknown keyword arguments raise ``ConfigError``."""
+    entry = get_entry(name)
+    try:
+        model = entry.fn(scale=scale, **overrides)
+    except TypeError as e:
+        raise ConfigError(None, f"model {name!r}: {e}") from None
+    model.edge_sr_arch = name  # type: ignore[assignment]
+    model.edge_sr_args = {"scale": scale, **overrides}  # type: ignore[assignment]
+    return model
+
+
+def list_models(kind: Kind | None = None) -> list[str]:
+    _ensure_loaded()
+    return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)

@@ -1,0 +1,105 @@
+"""Structural re-parameterization: multi-branch training blocks folded into plain convolutions.
+
+``reparameterize(model)`` replaces, outermost first, every submodule that has a ``fuse()`` method with the
+module that method returns, and returns a model of plain ``Conv2d`` + activations + pixel shuffle. Fusion is
+this explicit step only: no ``forward`` in edge-sr switches path on ``self.training``.
+
+The fusion rules themselves live in :mod:`edge_sr.reparam.rules`, one small function each.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from edge_sr.reparam.rules import (
+    conv_from,
+    depthwise_to_dense,
+    fuse_conv_bn,
+    identity_kernel,
+    merge_1x1_kxk,
+    pad_kernel,
+    pad_with_bias,
+    repeat_identity_kernel,
+    sum_branches,
+)
+
+__all__ = [
+    "EquivalenceReport",
+    "check_equivalent",
+    "conv_from",
+    "depthwise_to_dense",
+    "fuse_conv_bn",
+    "has_fusable",
+    "identity_kernel",
+    "merge_1x1_kxk",
+    "pad_kernel",
+    "pad_with_bias",
+    "repeat_identity_kernel",
+    "reparameterize",
+    "sum_branches",
+]
+
+
+def has_fusable(model: nn.Module) -> bool:
+    """True when any submodule (or the model itself) still has a ``fuse()`` method: a train-form model."""
+    return any(callable(getattr(m, "fuse", None)) for m in model.modules())
+
+
+def _fuse_children(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        if callable(getattr(child, "fuse", None)):
+            setattr(module, name, child.fuse())
+        else:
+            _fuse_children(child)
+
+
+@torch.no_grad()
+def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Return the deploy form of ``model`` (a copy unless ``inplace``), in eval mode.
+
+    BatchNorm layers are folded with their running statistics, so the result equals the eval-mode
+    train-form model. Metadata attributes set by the registry (``edge_sr_arch``, ``edge_sr_args``) carry over.
+    """
+    m = model if inplace else copy.deepcopy(model)
+    m.eval()
+    if callable(getattr(m, "fuse", None)):
+        fused = m.fuse()
+        for attr in ("edge_sr_arch", "edge_sr_args"):
+            if hasattr(m, attr):
+                setattr(fused, attr, getattr(m, attr))
+        m = fused
+    _fuse_children(m)
+    m.edge_sr_form = "deploy"  # type: ignore[assignment]
+    return m.eval()
+
+
+@dataclass(frozen=True)
+class EquivalenceReport:
+    max_abs_diff: float
+    shapes: tuple[tuple[int, ...], ...]
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol
+
+
+@torch.no_grad()
+def check_equivalent(a: nn.Module, b: nn.Module, inputs: Iterable[Tensor], atol: float) -> EquivalenceReport:
+    """Run both models (eval mode) on every input and report the largest absolute output difference."""
+    a.eval()
+    b.eval()
+    worst = 0.0
+    shapes = []
+    for x in inputs:
+        ya, yb = a(x), b(x)
+        if ya.shape != yb.shape:
+            raise AssertionError(f"output shapes differ: {tuple(ya.shape)} vs {tuple(yb.shape)}")
+        worst = max(worst, (ya - yb).abs().max().item())
+        shapes.append(tuple(x.shape))
+    return EquivalenceReport(worst, tuple(shapes), atol)

@@ -1,0 +1,118 @@
+"""Fusion rules of structural re-parameterization, each a small pure function on tensors.
+
+Shapes follow ``nn.Conv2d``: weights (out, in/groups, kh, kw), biases (out,). Every rule returns a
+``(weight, bias)`` pair describing one convolution that computes exactly what the branch computed,
+borders included (the branches that need it pad their intermediate maps with the value that a
+zero-padded input would produce, see ``merge_1x1_kxk``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def fuse_conv_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Fold an inference-mode BatchNorm that follows a conv into the conv.
+
+    ``bn(conv(x)) = gamma * (W x + b - mean) / sqrt(var + eps) + beta``. Uses the module's own ``eps``,
+    its running statistics, and treats a non-affine BN as gamma = 1, beta = 0.
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm2d without running statistics (track_running_stats=False)")
+    std = torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(std)
+    beta = bn.bias if bn.affine else torch.zeros_like(std)
+    b = bias if bias is not None else torch.zeros_like(std)
+    t = gamma / std
+    return weight * t.reshape(-1, 1, 1, 1), beta + (b - bn.running_mean) * t
+
+
+def fold_bn_into_bias_free(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """A BatchNorm on its own as a per-channel affine map: ``(scale, shift)``."""
+    w, b = fuse_conv_bn(torch.ones(bn.num_features, 1, 1, 1, dtype=bn.running_var.dtype), None, bn)
+    return w.reshape(-1), b
+
+
+def pad_kernel(weight: Tensor, size: int) -> Tensor:
+    """Zero-pad a (out, in, k, k) kernel to (out, in, size, size), centred (k and size odd)."""
+    k = weight.shape[-1]
+    if k == size:
+        return weight
+    p = (size - k) // 2
+    return F.pad(weight, (p, p, p, p))
+
+
+def identity_kernel(channels: int, size: int = 3, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A (C, C, size, size) kernel computing the identity map."""
+    k = torch.zeros(channels, channels, size, size, dtype=dtype)
+    idx = torch.arange(channels)
+    k[idx, idx, size // 2, size // 2] = 1.0
+    return k
+
+
+def repeat_identity_kernel(channels: int, repeats: int, size: int = 3, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(C*r, C, size, size) kernel copying input channel c to outputs c*r .. c*r + r - 1.
+
+    Followed by ``pixel_shuffle(s)`` with r = s², this is nearest-neighbour upsampling: the global
+    residual of ECBSR-style nets folded into the last conv.
+    """
+    k = torch.zeros(channels * repeats, channels, size, size, dtype=dtype)
+    out = torch.arange(channels * repeats)
+    k[out, out // repeats, size // 2, size // 2] = 1.0
+    return k
+
+
+def depthwise_to_dense(weight: Tensor) -> Tensor:
+    """(C, 1, k, k) depthwise kernel -> (C, C, k, k) dense kernel with zeros off the diagonal."""
+    c = weight.shape[0]
+    dense = torch.zeros(c, c, *weight.shape[2:], dtype=weight.dtype, device=weight.device)
+    idx = torch.arange(c)
+    dense[idx, idx] = weight[:, 0]
+    return dense
+
+
+def merge_1x1_kxk(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge a 1x1 conv (w1 (M, C, 1, 1), b1) followed by an unpadded kxk conv (w2 (O, M, k, k), b2).
+
+    The branch must pad the 1x1 output with ``b1`` (what the 1x1 conv yields on the zero padding of
+    its input), not with zeros; then the merged kxk conv with zero padding is exact at the borders.
+    """
+    weight = F.conv2d(w2, w1.permute(1, 0, 2, 3))  # (O, C, k, k)
+    k = w2.shape[-1]
+    bias = (w2 * b1.reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3)) + b2
+    assert weight.shape[-1] == k
+    return weight, bias
+
+
+def pad_with_bias(y: Tensor, bias: Tensor, pad: int = 1) -> Tensor:
+    """Pad a 1x1-conv output by ``pad`` pixels filled with the conv bias (per channel). (N, M, H, W) ->
+    (N, M, H+2p, W+2p)."""
+    y = F.pad(y, (pad, pad, pad, pad), mode="constant", value=0.0)
+    b = bias.reshape(1, -1, 1, 1)
+    y[:, :, :pad, :] = b
+    y[:, :, -pad:, :] = b
+    y[:, :, :, :pad] = b
+    y[:, :, :, -pad:] = b
+    return y
+
+
+def sum_branches(*branches: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Parallel branches of equal kernel size add up: sum the weights and the biases."""
+    size = max(w.shape[-1] for w, _ in branches)
+    weight = sum(pad_kernel(w, size) for w, _ in branches)
+    bias = sum(b for _, b in branches)
+    return weight, bias  # type: ignore[return-value]
+
+
+def conv_from(weight: Tensor, bias: Tensor | None, *, padding: int | None = None) -> nn.Conv2d:
+    """Build a plain ``nn.Conv2d`` holding ``weight`` / ``bias`` (same dtype and device)."""
+    out_c, in_c, kh, kw = weight.shape
+    conv = nn.Conv2d(in_c, out_c, (kh, kw), padding=kh // 2 if padding is None else padding, bias=bias is not None)
+    conv = conv.to(device=weight.device, dtype=weight.dtype)
+    conv.weight.data.copy_(weight)
+    if bias is not None:
+        assert conv.bias is not None
+        conv.bias.data.copy_(bias)
+    return conv
