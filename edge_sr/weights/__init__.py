@@ -1,0 +1,25 @@
+"""Bundled pretrained weights, trained by the edge-sr recipes in ``configs/`` (see docs/MODEL_ZOO.md).
+
+Files are ``<arch>_x<scale>.safetensors`` (deploy or train form, as their metadata says).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+DEFAULT_ARCH = "ecbsr_m4c16"
+
+
+def bundled_checkpoints() -> dict[str, dict[int, Path]]:
+    """``{arch: {scale: path}}`` for every bundled file."""
+    out: dict[str, dict[int, Path]] = {}
+    for p in sorted(WEIGHTS_DIR.glob("*_x[0-9].safetensors")):
+        arch, _, s = p.stem.rpartition("_x")
+        out.setdefault(arch, {})[int(s)] = p
+    return out
+
+
+def bundled_checkpoint(scale: int = 4, arch: str | None = None) -> Path | None:
+    """The bundled checkpoint for ``scale`` (default architecture unless ``arch``), or None."""
+    return bundled_checkpoints().get(arch or DEFAULT_ARCH, {}).get(scale)
