@@ -1,0 +1,193 @@
+"""Training datasets: HR folders with LR made on the fly, and paired LR/HR folders.
+
+Images are decoded once and cached in memory as uint8 arrays, so training on two CPU cores is
+compute-bound. Sample ``i`` is a pure function of ``(seed, i)``: which image, which crop, which flips. A
+training run that asks for samples ``step·batch .. step·batch + batch - 1`` therefore gets the same
+batches whatever the number of DataLoader workers, and a resumed run continues bit-exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from edge_sr.data.augment import AugmentConfig, augment_pair
+from edge_sr.data.imresize import imresize, modcrop
+from edge_sr.errors import InputError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def find_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; an error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise InputError(folder, f"no images ({', '.join(IMAGE_EXTS)}) in this folder")
+    return files
+
+
+def load_rgb_uint8(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image to (H, W, 3) uint8 RGB (gray replicated, alpha dropped, 16-bit reduced)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                arr = np.round(arr / 257.0).clip(0, 255).astype(np.uint8)
+                return np.repeat(arr[..., None], 3, axis=2)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise InputError(path, f"cannot decode image ({e})") from None
+
+
+def to_tensor(img: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class _Cached(Dataset):
+    def __init__(self, *, scale: int, patch_size: int, length: int, augment: AugmentConfig | None, seed: int) -> None:
+        self.scale, self.patch_size, self.length, self.seed = scale, patch_size, length, seed
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.hr: list[np.ndarray] = []
+        self.names: list[str] = []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, index])
+
+    def _check_sizes(self, min_hr: int) -> None:
+        for name, img in zip(self.names, self.hr):
+            if min(img.shape[:2]) < min_hr:
+                raise InputError(name, f"image is {img.shape[1]}x{img.shape[0]}, smaller than the HR patch {min_hr}x{min_hr}")
+
+
+class HRFolderDataset(_Cached):
+    """HR images from one or more folders; LR made on the fly with the MATLAB-compatible ``imresize``.
+
+    Each sample: a random HR crop of ``patch_size·scale`` (aligned to the scale), its LR by bicubic
+    downscaling (uint8, exactly as the benchmark LR sets are made), both flipped / rotated alike.
+    Returns ``(lr (3, p, p), hr (3, p·s, p·s))`` float in [0, 1].
+    """
+
+    def __init__(
+        self,
+        folders: Sequence[str | os.PathLike[str]],
+        *,
+        scale: int,
+        patch_size: int = 48,
+        length: int = 1_000_000,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(scale=scale, patch_size=patch_size, length=length, augment=augment, seed=seed)
+        files = [f for folder in folders for f in find_images(folder)]
+        self.names = [str(f) for f in files]
+        self.hr = [load_rgb_uint8(f) for f in files]
+        self._check_sizes(patch_size * scale)
+        # Sample images in proportion to their area, so big images are not under-used.
+        areas = np.array([img.shape[0] * img.shape[1] for img in self.hr], dtype=np.float64)
+        self._cum = np.cumsum(areas / areas.sum())
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        rng = self._rng(index)
+        img = self.hr[min(int(np.searchsorted(self._cum, rng.random(), side="right")), len(self.hr) - 1)]
+        s, p = self.scale, self.patch_size
+        hp = p * s
+        y = int(rng.integers(0, (img.shape[0] - hp) // s + 1)) * s
+        x = int(rng.integers(0, (img.shape[1] - hp) // s + 1)) * s
+        hr = img[y : y + hp, x : x + hp]
+        lr = imresize(hr, 1 / s)
+        lr, hr = augment_pair(lr, hr, self.augment, rng)
+        return to_tensor(lr), to_tensor(hr)
+
+
+_DIV2K_LR = re.compile(r"^(?P<stem>.+)x(?P<s>\d)$")
+
+
+def pair_lr_files(hr_dir: Path, lr_dir: Path, scale: int) -> list[tuple[Path, Path]]:
+    """Match HR files to LR files named ``<stem>.png`` (benchmark layout) or ``<stem>x<s>.png`` (DIV2K)."""
+    lr_files = {p.stem: p for p in find_images(lr_dir)}
+    pairs = []
+    for hr in find_images(hr_dir):
+        lr = lr_files.get(hr.stem) or lr_files.get(f"{hr.stem}x{scale}")
+        if lr is None:
+            raise InputError(lr_dir, f"no LR image for {hr.name} (expected {hr.stem}.png or {hr.stem}x{scale}.png)")
+        pairs.append((hr, lr))
+    return pairs
+
+
+def resolve_paired_layout(root: str | os.PathLike[str], scale: int) -> tuple[Path, Path]:
+    """``(hr_dir, lr_dir)`` of a paired folder: ``HR`` + ``LR_bicubic/X{s}``, or DIV2K's ``*_HR`` + ``*_LR_bicubic/X{s}``."""
+    root = Path(root)
+    if (root / "HR").is_dir():
+        return root / "HR", root / "LR_bicubic" / f"X{scale}"
+    hr_dirs = sorted(root.glob("*_HR"))
+    if hr_dirs:
+        prefix = hr_dirs[0].name[: -len("_HR")]
+        return hr_dirs[0], root / f"{prefix}_LR_bicubic" / f"X{scale}"
+    raise InputError(root, "not a paired dataset: expected HR/ + LR_bicubic/X{s}/ or <name>_HR/ + <name>_LR_bicubic/X{s}/")
+
+
+class PairedFolderDataset(_Cached):
+    """Pre-made LR/HR pairs (BasicSR / DIV2K layouts); random aligned patches, augmented alike."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        scale: int,
+        patch_size: int = 48,
+        length: int = 1_000_000,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(scale=scale, patch_size=patch_size, length=length, augment=augment, seed=seed)
+        hr_dir, lr_dir = resolve_paired_layout(root, scale)
+        pairs = pair_lr_files(hr_dir, lr_dir, scale)
+        self.names = [str(h) for h, _ in pairs]
+        self.hr = [modcrop(load_rgb_uint8(h), scale) for h, _ in pairs]
+        self.lr = [load_rgb_uint8(lr) for _, lr in pairs]
+        for name, h, lr in zip(self.names, self.hr, self.lr):
+            if h.shape[0] != lr.shape[0] * scale or h.shape[1] != lr.shape[1] * scale:
+                raise InputError(name, f"HR {h.shape[1]}x{h.shape[0]} is not x{scale} of its LR {lr.shape[1]}x{lr.shape[0]}")
+        self._check_sizes(patch_size * scale)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        rng = self._rng(index)
+        i = int(rng.integers(0, len(self.hr)))
+        s, p = self.scale, self.patch_size
+        lr_img, hr_img = self.lr[i], self.hr[i]
+        y = int(rng.integers(0, lr_img.shape[0] - p + 1))
+        x = int(rng.integers(0, lr_img.shape[1] - p + 1))
+        lr = lr_img[y : y + p, x : x + p]
+        hr = hr_img[y * s : (y + p) * s, x * s : (x + p) * s]
+        lr, hr = augment_pair(lr, hr, self.augment, rng)
+        return to_tensor(lr), to_tensor(hr)
+
+
+class IndexRangeSampler(torch.utils.data.Sampler[int]):
+    """Yields ``start, start + 1, ...`` up to ``stop``: sample indices are global step·batch positions."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
