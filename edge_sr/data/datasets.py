@@ -8,6 +8,7 @@ batches whatever the number of DataLoader workers, and a resumed run continues b
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from edge_sr.data.augment import AugmentConfig, augment_pair
 from edge_sr.data.imresize import imresize, modcrop
 from edge_sr.errors import InputError
 
+logger = logging.getLogger(__name__)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -70,10 +72,21 @@ class _Cached(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, index])
 
-    def _check_sizes(self, min_hr: int) -> None:
-        for name, img in zip(self.names, self.hr):
-            if min(img.shape[:2]) < min_hr:
-                raise InputError(name, f"image is {img.shape[1]}x{img.shape[0]}, smaller than the HR patch {min_hr}x{min_hr}")
+    def _check_sizes(self, min_hr: int, skip_small: bool) -> list[int]:
+        """Indices of images large enough for one patch; a small image is an error unless ``skip_small``."""
+        keep = []
+        for i, (name, img) in enumerate(zip(self.names, self.hr)):
+            if min(img.shape[:2]) >= min_hr:
+                keep.append(i)
+            elif not skip_small:
+                raise InputError(
+                    name, f"image is {img.shape[1]}x{img.shape[0]}, smaller than the HR patch {min_hr}x{min_hr}"
+                )
+        if not keep:
+            raise InputError(self.names[0], f"no image is at least {min_hr}x{min_hr} (the HR patch)")
+        if len(keep) < len(self.hr):
+            logger.warning("skipped %d of %d images smaller than the HR patch %d", len(self.hr) - len(keep), len(self.hr), min_hr)
+        return keep
 
 
 class HRFolderDataset(_Cached):
@@ -93,12 +106,14 @@ class HRFolderDataset(_Cached):
         length: int = 1_000_000,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        skip_small: bool = False,
     ) -> None:
         super().__init__(scale=scale, patch_size=patch_size, length=length, augment=augment, seed=seed)
         files = [f for folder in folders for f in find_images(folder)]
         self.names = [str(f) for f in files]
         self.hr = [load_rgb_uint8(f) for f in files]
-        self._check_sizes(patch_size * scale)
+        keep = self._check_sizes(patch_size * scale, skip_small)
+        self.names, self.hr = [self.names[i] for i in keep], [self.hr[i] for i in keep]
         # Sample images in proportion to their area, so big images are not under-used.
         areas = np.array([img.shape[0] * img.shape[1] for img in self.hr], dtype=np.float64)
         self._cum = np.cumsum(areas / areas.sum())
@@ -155,6 +170,7 @@ class PairedFolderDataset(_Cached):
         length: int = 1_000_000,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        skip_small: bool = False,
     ) -> None:
         super().__init__(scale=scale, patch_size=patch_size, length=length, augment=augment, seed=seed)
         hr_dir, lr_dir = resolve_paired_layout(root, scale)
@@ -165,7 +181,9 @@ class PairedFolderDataset(_Cached):
         for name, h, lr in zip(self.names, self.hr, self.lr):
             if h.shape[0] != lr.shape[0] * scale or h.shape[1] != lr.shape[1] * scale:
                 raise InputError(name, f"HR {h.shape[1]}x{h.shape[0]} is not x{scale} of its LR {lr.shape[1]}x{lr.shape[0]}")
-        self._check_sizes(patch_size * scale)
+        keep = self._check_sizes(patch_size * scale, skip_small)
+        self.names = [self.names[i] for i in keep]
+        self.hr, self.lr = [self.hr[i] for i in keep], [self.lr[i] for i in keep]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         rng = self._rng(index)
