@@ -33,7 +33,9 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
     return 16.0 + (65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
 
 
-def _prepare(a: np.ndarray, b: np.ndarray, crop_border: int, channel: Channel) -> tuple[np.ndarray, np.ndarray]:
+def _prepare(
+    a: np.ndarray, b: np.ndarray, crop_border: int, channel: Channel
+) -> tuple[np.ndarray, np.ndarray]:
     if a.shape != b.shape:
         raise ValueError(f"image shapes differ: {a.shape} vs {b.shape}")
     a, b = to_uint8_values(a), to_uint8_values(b)

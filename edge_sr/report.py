@@ -13,7 +13,9 @@ from pathlib import Path
 from edge_sr.io_utils import atomic_path
 
 
-def update_section(path: str | os.PathLike[str], name: str, markdown: str, *, title: str | None = None) -> Path:
+def update_section(
+    path: str | os.PathLike[str], name: str, markdown: str, *, title: str | None = None
+) -> Path:
     """Replace (or append) section ``name`` of the markdown file at ``path``, atomically."""
     path = Path(path)
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"

@@ -32,7 +32,9 @@ VERBS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-sr", description="Super-resolution models from PyTorch to the edge.")
+    parser = argparse.ArgumentParser(
+        prog="edge-sr", description="Super-resolution models from PyTorch to the edge."
+    )
     parser.add_argument("--version", action="version", version=f"edge-sr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -44,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except EdgeSRError as e:

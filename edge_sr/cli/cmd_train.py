@@ -1,17 +1,65 @@
-"""`edge-sr train` (placeholder until its issue lands)."""
+"""``edge-sr train CONFIG [--set key=value ...] [--resume] [--init CKPT]``.
+
+Under ``torchrun --nproc_per_node N -m edge_sr.cli train ...`` the process group is set up here (gloo on
+CPU, NCCL on CUDA) and each rank trains its share of every global batch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 
-from edge_sr.errors import ConfigError
+from edge_sr.cli._common import add_json_flag, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not available yet)")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("train", help="train a model from a YAML/TOML recipe (see configs/)")
+    p.add_argument("config", help="recipe file (.yaml, .yml or .toml)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in out_dir from its last checkpoint"
+    )
+    p.add_argument("--init", metavar="CKPT", help="start from these weights (matching names and shapes)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ConfigError(None, "'train' is not available in this build yet")
+    from edge_sr.train import load_config, train
+    from edge_sr.train.loop import export_run_summary
+
+    cfg = load_config(args.config, args.overrides)
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if ddp:
+        import torch
+        import torch.distributed as dist
+
+        backend = "nccl" if cfg.device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            cfg.device = f"cuda:{local}"
+    try:
+        result = train(cfg, resume=args.resume, init=args.init, progress=not args.no_progress)
+    finally:
+        if ddp:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    summary = export_run_summary(result, cfg)
+    best = (
+        f"best val PSNR {result.best_psnr:.3f} dB at step {result.best_step}"
+        if result.best_psnr
+        else "no validation"
+    )
+    emit(args, summary, f"{result.run_dir}: {result.step} steps in {result.seconds:.0f} s; {best}")
+    return 130 if result.interrupted else 0

@@ -36,7 +36,9 @@ class AugmentConfig:
     blend_alpha: tuple[float, float] = (0.6, 1.0)
 
 
-def augment_pair(lr: np.ndarray, hr: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment_pair(
+    lr: np.ndarray, hr: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Dihedral flips / transpose and RGB shuffle, the same for LR and HR. Arrays are (H, W, 3)."""
     if cfg.flip and rng.random() < cfg.flip:
         lr, hr = lr[:, ::-1], hr[:, ::-1]
@@ -69,7 +71,9 @@ def _beta(alpha: float, g: torch.Generator) -> float:
     return float(a[0] / a.sum())
 
 
-def augment_batch(lr: Tensor, hr: Tensor, scale: int, cfg: AugmentConfig, g: torch.Generator) -> tuple[Tensor, Tensor]:
+def augment_batch(
+    lr: Tensor, hr: Tensor, scale: int, cfg: AugmentConfig, g: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Batch-level CutBlur-family augmentations; each applied to the whole batch with its probability."""
     n = lr.shape[0]
     if cfg.blend and _rand(g) < cfg.blend:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,9 @@ def to_tensor(img: np.ndarray) -> Tensor:
 
 
 class _Cached(Dataset):
-    def __init__(self, *, scale: int, patch_size: int, length: int, augment: AugmentConfig | None, seed: int) -> None:
+    def __init__(
+        self, *, scale: int, patch_size: int, length: int, augment: AugmentConfig | None, seed: int
+    ) -> None:
         self.scale, self.patch_size, self.length, self.seed = scale, patch_size, length, seed
         self.augment = augment if augment is not None else AugmentConfig()
         self.hr: list[np.ndarray] = []
@@ -80,12 +82,18 @@ class _Cached(Dataset):
                 keep.append(i)
             elif not skip_small:
                 raise InputError(
-                    name, f"image is {img.shape[1]}x{img.shape[0]}, smaller than the HR patch {min_hr}x{min_hr}"
+                    name,
+                    f"image is {img.shape[1]}x{img.shape[0]}, smaller than the HR patch {min_hr}x{min_hr}",
                 )
         if not keep:
             raise InputError(self.names[0], f"no image is at least {min_hr}x{min_hr} (the HR patch)")
         if len(keep) < len(self.hr):
-            logger.warning("skipped %d of %d images smaller than the HR patch %d", len(self.hr) - len(keep), len(self.hr), min_hr)
+            logger.warning(
+                "skipped %d of %d images smaller than the HR patch %d",
+                len(self.hr) - len(keep),
+                len(self.hr),
+                min_hr,
+            )
         return keep
 
 
@@ -107,9 +115,11 @@ class HRFolderDataset(_Cached):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         skip_small: bool = False,
+        exclude: Collection[str | os.PathLike[str]] = (),
     ) -> None:
         super().__init__(scale=scale, patch_size=patch_size, length=length, augment=augment, seed=seed)
-        files = [f for folder in folders for f in find_images(folder)]
+        skip = {Path(e).resolve() for e in exclude}
+        files = [f for folder in folders for f in find_images(folder) if f.resolve() not in skip]
         self.names = [str(f) for f in files]
         self.hr = [load_rgb_uint8(f) for f in files]
         keep = self._check_sizes(patch_size * scale, skip_small)
@@ -141,7 +151,9 @@ def pair_lr_files(hr_dir: Path, lr_dir: Path, scale: int) -> list[tuple[Path, Pa
     for hr in find_images(hr_dir):
         lr = lr_files.get(hr.stem) or lr_files.get(f"{hr.stem}x{scale}")
         if lr is None:
-            raise InputError(lr_dir, f"no LR image for {hr.name} (expected {hr.stem}.png or {hr.stem}x{scale}.png)")
+            raise InputError(
+                lr_dir, f"no LR image for {hr.name} (expected {hr.stem}.png or {hr.stem}x{scale}.png)"
+            )
         pairs.append((hr, lr))
     return pairs
 
@@ -155,7 +167,9 @@ def resolve_paired_layout(root: str | os.PathLike[str], scale: int) -> tuple[Pat
     if hr_dirs:
         prefix = hr_dirs[0].name[: -len("_HR")]
         return hr_dirs[0], root / f"{prefix}_LR_bicubic" / f"X{scale}"
-    raise InputError(root, "not a paired dataset: expected HR/ + LR_bicubic/X{s}/ or <name>_HR/ + <name>_LR_bicubic/X{s}/")
+    raise InputError(
+        root, "not a paired dataset: expected HR/ + LR_bicubic/X{s}/ or <name>_HR/ + <name>_LR_bicubic/X{s}/"
+    )
 
 
 class PairedFolderDataset(_Cached):
@@ -180,7 +194,10 @@ class PairedFolderDataset(_Cached):
         self.lr = [load_rgb_uint8(lr) for _, lr in pairs]
         for name, h, lr in zip(self.names, self.hr, self.lr):
             if h.shape[0] != lr.shape[0] * scale or h.shape[1] != lr.shape[1] * scale:
-                raise InputError(name, f"HR {h.shape[1]}x{h.shape[0]} is not x{scale} of its LR {lr.shape[1]}x{lr.shape[0]}")
+                raise InputError(
+                    name,
+                    f"HR {h.shape[1]}x{h.shape[0]} is not x{scale} of its LR {lr.shape[1]}x{lr.shape[0]}",
+                )
         keep = self._check_sizes(patch_size * scale, skip_small)
         self.names = [self.names[i] for i in keep]
         self.hr, self.lr = [self.hr[i] for i in keep], [self.lr[i] for i in keep]

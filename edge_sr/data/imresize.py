@@ -20,11 +20,15 @@ import numpy as np
 def _cubic(x: np.ndarray) -> np.ndarray:
     ax = np.abs(x)
     ax2, ax3 = ax * ax, ax * ax * ax
-    return (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2))
+    return (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * (
+        (ax > 1) & (ax <= 2)
+    )
 
 
 @lru_cache(maxsize=256)
-def contributions(in_len: int, out_len: int, scale: float, antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def contributions(
+    in_len: int, out_len: int, scale: float, antialias: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Weights (out_len, P) and 0-based input indices (out_len, P) for one dimension."""
     kernel_width = 4.0
     aa = antialias and scale < 1
@@ -46,7 +50,9 @@ def contributions(in_len: int, out_len: int, scale: float, antialias: bool = Tru
     return np.ascontiguousarray(weights[:, keep]), np.ascontiguousarray(idx[:, keep])
 
 
-def _resize_dim(img: np.ndarray, dim: int, out_len: int, scale: float, antialias: bool, to_uint8: bool) -> np.ndarray:
+def _resize_dim(
+    img: np.ndarray, dim: int, out_len: int, scale: float, antialias: bool, to_uint8: bool
+) -> np.ndarray:
     w, idx = contributions(img.shape[dim], out_len, scale, antialias)
     x = np.moveaxis(img, dim, 0).astype(np.float64, copy=False)  # (L, ...)
     gathered = x[idx]  # (out, P, ...)

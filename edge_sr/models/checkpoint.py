@@ -73,7 +73,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(p, f"not a readable safetensors file ({e})") from None
     if "arch" not in meta:
-        raise CheckpointError(p, "no 'arch' in the metadata: not an edge-sr checkpoint (pass --model for foreign weights)")
+        raise CheckpointError(
+            p, "no 'arch' in the metadata: not an edge-sr checkpoint (pass --model for foreign weights)"
+        )
     meta["args"] = json.loads(meta.get("args", "{}"))
     meta["scale"] = int(meta.get("scale", meta["args"].get("scale", 0)))
     meta.setdefault("form", "train")
@@ -128,7 +130,8 @@ def load_into(model: nn.Module, state: dict[str, Tensor], path: str | os.PathLik
     if bad:
         k = bad[0]
         raise CheckpointError(
-            path, f"shape mismatch for {len(bad)} keys, e.g. {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            path,
+            f"shape mismatch for {len(bad)} keys, e.g. {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}",
         )
     model.load_state_dict(state, strict=True)
     return model
@@ -154,7 +157,9 @@ def load_checkpoint(
     form: str = "train"
     if model is None:
         if p.suffix != ".safetensors":
-            raise CheckpointError(p, "a foreign checkpoint needs the architecture: pass --model NAME (see `edge-sr models`)")
+            raise CheckpointError(
+                p, "a foreign checkpoint needs the architecture: pass --model NAME (see `edge-sr models`)"
+            )
         meta = read_metadata(p)
         args = dict(meta["args"])
         args.update(overrides)

@@ -43,7 +43,9 @@ _MASKS: dict[str, list[tuple[int, int, float]]] = {
 class SeqConv3x3(nn.Module):
     """A 1x1 conv followed by a 3x3 conv (learned, or a fixed edge filter with learned per-channel scale)."""
 
-    def __init__(self, *, seq_type: SeqType, in_channels: int, out_channels: int, depth_multiplier: float = 2.0) -> None:
+    def __init__(
+        self, *, seq_type: SeqType, in_channels: int, out_channels: int, depth_multiplier: float = 2.0
+    ) -> None:
         super().__init__()
         self.seq_type = seq_type
         if seq_type == "conv1x1-conv3x3":
@@ -110,7 +112,13 @@ class ECB(nn.Module):
         if self.collapsed:
             w, b = self.rep_params()
             return self.act(F.conv2d(x, w, b, padding=1))
-        y = self.conv3x3(x) + self.conv1x1_3x3(x) + self.conv1x1_sbx(x) + self.conv1x1_sby(x) + self.conv1x1_lpl(x)
+        y = (
+            self.conv3x3(x)
+            + self.conv1x1_3x3(x)
+            + self.conv1x1_sbx(x)
+            + self.conv1x1_sby(x)
+            + self.conv1x1_lpl(x)
+        )
         if self.with_idt:
             y = y + x
         return self.act(y)
@@ -185,7 +193,9 @@ class NearestResidual(nn.Module):
     def __init__(self, *, colors: int, scale: int) -> None:
         super().__init__()
         self.colors = colors
-        self.register_buffer("kernel", repeat_identity_kernel(colors, scale * scale, size=1), persistent=False)
+        self.register_buffer(
+            "kernel", repeat_identity_kernel(colors, scale * scale, size=1), persistent=False
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.kernel.to(x.dtype))

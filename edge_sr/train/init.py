@@ -1,0 +1,28 @@
+"""``--init CKPT``: start from other weights (e.g. ×2 -> ×4 with the body reused), reporting what loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from edge_sr.models.checkpoint import load_state_dict_file
+
+
+@dataclass(frozen=True)
+class InitReport:
+    loaded: list[str]  # tensors copied from the checkpoint
+    new: list[str]  # tensors kept at their fresh initialisation (absent, or another shape)
+    ignored: list[str]  # checkpoint tensors the model has no use for
+
+
+def init_from(model: nn.Module, path: str) -> InitReport:
+    """Copy every tensor of ``path`` whose name and shape match into ``model``; the rest stay fresh."""
+    state = load_state_dict_file(path)
+    own = model.state_dict()
+    loaded = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
+    for k in loaded:
+        own[k].copy_(state[k])
+    new = sorted(set(own) - set(loaded))
+    ignored = sorted(set(state) - set(loaded))
+    return InitReport(sorted(loaded), new, ignored)
