@@ -1,17 +1,37 @@
-"""`edge-sr reparam` (placeholder until its issue lands)."""
+"""`edge-sr reparam CKPT -o OUT [--check | --no-check] [--json]`: fuse a train-form checkpoint."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from edge_sr.errors import ConfigError
+from edge_sr.cli._common import add_json_flag, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reparam", help="(not available yet)")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("reparam", help="fuse a train-form checkpoint into its deploy form, proven equal")
+    p.add_argument("checkpoint", help="train-form checkpoint (.safetensors, or a foreign .pth with --model)")
+    p.add_argument("-o", "--out", required=True, help="deploy-form checkpoint to write (.safetensors)")
+    p.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare both forms in float64 on random inputs before writing (default: on)",
+    )
+    p.add_argument("--atol", type=float, default=1e-9, help="tolerance of the check (default 1e-9)")
+    p.add_argument("--model", default=None, help="zoo name, for a foreign checkpoint")
+    p.add_argument("--scale", type=int, default=None, help="scale, for a foreign checkpoint")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ConfigError(None, "'reparam' is not available in this build yet")
+    from edge_sr.reparam import reparameterize_checkpoint
+
+    r = reparameterize_checkpoint(
+        args.checkpoint, args.out, check=args.check, atol=args.atol, model=args.model, scale=args.scale
+    )
+    check = f"max abs diff {r.max_abs_diff:.2e} (float64, atol {r.atol:g})" if r.checked else "not checked"
+    text = f"{r.arch} x{r.scale}: {r.params_train} -> {r.params_deploy} parameters; {check}; wrote {r.out}"
+    emit(args, dataclasses.asdict(r), text)
+    return 0

@@ -16,31 +16,48 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from edge_sr.reparam.batchnorm import FreezableBatchNorm2d, freeze_batchnorm
 from edge_sr.reparam.rules import (
+    conv3xc,
     conv_from,
     depthwise_to_dense,
+    edge_filter_branch,
+    expand_squeeze_bn,
     fuse_conv_bn,
+    identity_bn,
     identity_kernel,
     merge_1x1_kxk,
+    merge_kxk_1x1,
     pad_kernel,
     pad_with_bias,
     repeat_identity_kernel,
+    repsr_block,
     sum_branches,
 )
 
 __all__ = [
     "EquivalenceReport",
+    "FreezableBatchNorm2d",
+    "ReparamResult",
     "check_equivalent",
+    "conv3xc",
     "conv_from",
     "depthwise_to_dense",
+    "edge_filter_branch",
+    "expand_squeeze_bn",
+    "freeze_batchnorm",
     "fuse_conv_bn",
     "has_fusable",
+    "identity_bn",
     "identity_kernel",
     "merge_1x1_kxk",
+    "merge_kxk_1x1",
     "pad_kernel",
     "pad_with_bias",
     "repeat_identity_kernel",
     "reparameterize",
+    "reparameterize_checkpoint",
+    "repsr_block",
     "sum_branches",
 ]
 
@@ -103,3 +120,7 @@ def check_equivalent(a: nn.Module, b: nn.Module, inputs: Iterable[Tensor], atol:
         worst = max(worst, (ya - yb).abs().max().item())
         shapes.append(tuple(x.shape))
     return EquivalenceReport(worst, tuple(shapes), atol)
+
+
+# Imported last: the checkpoint helper uses the functions above (and imports the model zoo lazily).
+from edge_sr.reparam.checkpoint import ReparamResult, reparameterize_checkpoint  # noqa: E402

@@ -52,7 +52,9 @@ def identity_kernel(channels: int, size: int = 3, *, dtype: torch.dtype = torch.
     return k
 
 
-def repeat_identity_kernel(channels: int, repeats: int, size: int = 3, *, dtype: torch.dtype = torch.float32) -> Tensor:
+def repeat_identity_kernel(
+    channels: int, repeats: int, size: int = 3, *, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """(C*r, C, size, size) kernel copying input channel c to outputs c*r .. c*r + r - 1.
 
     Followed by ``pixel_shuffle(s)`` with r = s², this is nearest-neighbour upsampling: the global
@@ -109,10 +111,83 @@ def sum_branches(*branches: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 def conv_from(weight: Tensor, bias: Tensor | None, *, padding: int | None = None) -> nn.Conv2d:
     """Build a plain ``nn.Conv2d`` holding ``weight`` / ``bias`` (same dtype and device)."""
     out_c, in_c, kh, kw = weight.shape
-    conv = nn.Conv2d(in_c, out_c, (kh, kw), padding=kh // 2 if padding is None else padding, bias=bias is not None)
+    conv = nn.Conv2d(
+        in_c, out_c, (kh, kw), padding=kh // 2 if padding is None else padding, bias=bias is not None
+    )
     conv = conv.to(device=weight.device, dtype=weight.dtype)
     conv.weight.data.copy_(weight)
     if bias is not None:
         assert conv.bias is not None
         conv.bias.data.copy_(bias)
     return conv
+
+
+def merge_kxk_1x1(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge a kxk conv (w1 (M, C, k, k), b1) followed by a 1x1 conv (w2 (O, M, 1, 1), b2).
+
+    A 1x1 conv has no spatial extent, so the result is exact everywhere, borders included:
+    ``W[o] = sum_m w2[o, m] * w1[m]`` and ``b = w2 @ b1 + b2``.
+    """
+    m2 = w2.reshape(w2.shape[0], w2.shape[1])  # (O, M)
+    weight = torch.einsum("om,mckl->ockl", m2, w1)
+    return weight, m2 @ b1 + b2
+
+
+def identity_bn(channels: int, bn: nn.BatchNorm2d, size: int = 3) -> tuple[Tensor, Tensor]:
+    """An identity branch followed by BatchNorm (RepVGG's third branch) as one (C, C, size, size) conv."""
+    idt = identity_kernel(channels, size, dtype=bn.running_var.dtype).to(bn.running_var.device)
+    return fuse_conv_bn(idt, None, bn)
+
+
+def edge_filter_branch(
+    k0: Tensor, b0: Tensor, scale: Tensor, mask: Tensor, bias: Tensor
+) -> tuple[Tensor, Tensor]:
+    """ECB's 1x1 -> scaled fixed edge filter branch (Sobel-x, Sobel-y or Laplacian) as one 3x3 conv.
+
+    ``k0`` (C', C, 1, 1), ``b0`` (C',): the 1x1 conv; ``scale`` (C', 1, 1, 1) the learned per-channel gain;
+    ``mask`` (C', 1, 3, 3) the fixed filter, applied depthwise; ``bias`` (C',). The depthwise kernel
+    ``scale * mask`` becomes dense, then merges with the 1x1 (the branch pads with ``b0``, see
+    ``merge_1x1_kxk``).
+    """
+    return merge_1x1_kxk(k0, b0, depthwise_to_dense(scale * mask), bias)
+
+
+def expand_squeeze_bn(
+    expand: tuple[Tensor, Tensor], bn: nn.BatchNorm2d, squeeze: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """A RepSR path: kxk expand conv -> BatchNorm (population statistics) -> 1x1 squeeze conv, as one kxk conv."""
+    w, b = fuse_conv_bn(expand[0], expand[1], bn)
+    return merge_kxk_1x1(w, b, squeeze[0], squeeze[1])
+
+
+def repsr_block(
+    paths: list[tuple[tuple[Tensor, Tensor], nn.BatchNorm2d, tuple[Tensor, Tensor]]],
+    identity_channels: int | None,
+    size: int = 3,
+) -> tuple[Tensor, Tensor]:
+    """The RepSR block (expand-BN-squeeze paths plus a clean residual) as one ``size`` x ``size`` conv.
+
+    ``paths`` lists ``(expand, bn, squeeze)``; ``identity_channels`` is C when the block adds its input
+    (no BatchNorm on that path, as in the paper), else None.
+    """
+    branches = [expand_squeeze_bn(e, bn, s) for e, bn, s in paths]
+    w, b = sum_branches(*[(pad_kernel(w, size), b) for w, b in branches])
+    if identity_channels is not None:
+        w = w + identity_kernel(identity_channels, size, dtype=w.dtype).to(w.device)
+    return w, b
+
+
+def conv3xc(
+    first: tuple[Tensor, Tensor],
+    middle: tuple[Tensor, Tensor],
+    last: tuple[Tensor, Tensor],
+    skip: tuple[Tensor, Tensor],
+) -> tuple[Tensor, Tensor]:
+    """SPAN's Conv3XC as one 3x3 conv: (1x1 -> unpadded 3x3 -> 1x1 on the zero-padded input) + 1x1 skip.
+
+    Padding the *input* with zeros makes the first 1x1 emit its bias on the border ring, which is exactly
+    what ``merge_1x1_kxk`` assumes, so the fused conv (zero padding 1) is exact at the borders.
+    """
+    w, b = merge_1x1_kxk(first[0], first[1], middle[0], middle[1])
+    w, b = merge_kxk_1x1(w, b, last[0], last[1])
+    return sum_branches((w, b), skip)

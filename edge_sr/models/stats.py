@@ -1,0 +1,161 @@
+"""Model size and cost: parameters, multiply-accumulates per LR pixel, and a zoo summary.
+
+MACs are counted by ``torch.utils.flop_counter.FlopCounterMode``, which sees every convolution (regular,
+grouped, transposed), linear layer and matrix product at the dispatcher, so functional ``F.conv2d`` calls
+inside training-time blocks count too (module hooks would miss them). Element-wise work (activations, BN in
+train form, additions, interpolation, attention softmax) is not counted, as is customary in SR papers.
+The model runs once on a small input on the ``meta`` device when it can (no compute, no memory), else on
+the CPU; MACs scale with the pixel count, so dividing by the LR pixels gives a per-pixel figure.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# 1280x720 output: what one 720p frame costs.
+HD_OUTPUT = (720, 1280)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared ones counted once; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2  # the counter reports 2 FLOPs per multiply-accumulate
+
+
+def macs_per_lr_pixel(model: nn.Module, scale: int | None = None, size: tuple[int, int] = (32, 32)) -> float:
+    """Multiply-accumulates per input (LR) pixel, measured on a ``size`` input in eval mode.
+
+    Args:
+        model: an SR model, (N, 3, H, W) -> (N, 3, sH, sW). Its device and dtype are used.
+        scale: unused for the count (the model knows its scale); accepted for call-site clarity.
+        size: input height and width; a multiple of common window sizes (8, 16) keeps windowed
+            transformers free of padding.
+    """
+    del scale
+    p = next(iter(model.parameters()), None)
+    device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        macs = _count_macs(model, torch.zeros(1, 3, *size, device=device, dtype=dtype))
+    finally:
+        model.train(was_training)
+    return macs / (size[0] * size[1])
+
+
+def _build(name: str, scale: int, meta: bool) -> nn.Module:
+    from edge_sr.models.registry import create_model
+
+    if not meta:
+        return create_model(name, scale=scale)
+    with torch.device("meta"):
+        return create_model(name, scale=scale)
+
+
+def model_summary(name: str, scale: int = 4) -> dict[str, Any]:
+    """Parameters and cost of the registered model ``name`` at ``scale``.
+
+    Returns:
+        ``{"name", "family", "kind", "reparameterizable", "scale", "params", "macs_per_lr_pixel",
+        "gmacs_720p"}`` where ``gmacs_720p`` is GMACs for one 1280x720 output frame. For a
+        re-parameterizable model the figures are for the deploy form, with ``params_train`` and
+        ``macs_per_lr_pixel_train`` added for the training form.
+    """
+    from edge_sr.models.registry import get_entry
+    from edge_sr.reparam import reparameterize
+
+    entry = get_entry(name)
+    out: dict[str, Any] = {
+        "name": name,
+        "family": entry.family,
+        "kind": entry.kind,
+        "reparameterizable": entry.reparameterizable,
+        "scale": scale,
+    }
+    model: nn.Module | None = None
+    macs: float | None = None
+    for meta in (True, False):  # the meta device first; some models compute values at build time
+        try:
+            model = _build(name, scale, meta)
+            macs = macs_per_lr_pixel(model)
+            break
+        except Exception as e:  # noqa: BLE001 - fall back to a real CPU run
+            log.debug("meta-device count of %s failed (%s); running on the CPU", name, e)
+            if not meta:
+                raise
+    assert model is not None and macs is not None
+    if entry.reparameterizable:
+        out["params_train"], out["macs_per_lr_pixel_train"] = count_params(model), macs
+        model = reparameterize(model)  # the fusion rules are tensor algebra: they run on meta tensors too
+        macs = macs_per_lr_pixel(model)
+    lr_pixels = (HD_OUTPUT[0] // scale) * (HD_OUTPUT[1] // scale)
+    out.update(params=count_params(model), macs_per_lr_pixel=macs, gmacs_720p=macs * lr_pixels / 1e9)
+    return out
+
+
+# --- the zoo as a table: what `edge-sr models` prints ---
+
+
+def zoo_rows(kind: str | None = None, scale: int = 4) -> list[dict[str, Any]]:
+    """One ``model_summary`` per registered model, plus ``bundled``: ``{scale: checkpoint path}``.
+
+    A model that fails to build is listed with ``error`` set and no figures, so one broken family does
+    not hide the others.
+    """
+    from edge_sr.models.registry import get_entry, list_models
+    from edge_sr.weights import bundled_checkpoints
+
+    bundled = bundled_checkpoints()
+    rows = []
+    for name in list_models(kind=kind):  # type: ignore[arg-type]
+        try:
+            row = model_summary(name, scale=scale)
+        except Exception as e:  # noqa: BLE001 - listed, not fatal
+            log.warning("model %s cannot be built: %s", name, e)
+            entry = get_entry(name)
+            row = {"name": name, "family": entry.family, "kind": entry.kind, "params": None}
+            row.update(macs_per_lr_pixel=None, gmacs_720p=None, error=(str(e).splitlines() or [""])[0][:200])
+        row["bundled"] = {str(s): str(p) for s, p in sorted(bundled.get(name, {}).items())}
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{suffix}"
+    return f"{v:.0f}"
+
+
+def zoo_table(kind: str | None = None, scale: int = 4) -> tuple[list[dict[str, Any]], str]:
+    """``(rows, text)``: the rows of ``zoo_rows`` and a fixed-width table of them."""
+    rows = zoo_rows(kind=kind, scale=scale)
+    head = ("name", "family", "kind", "params", "MACs/LR px", f"GMACs 720p x{scale}", "bundled")
+    body = []
+    for r in rows:
+        gm = r.get("gmacs_720p")
+        bundled = ",".join(f"x{s}" for s in r["bundled"]) or ("error: " + r["error"] if "error" in r else "-")
+        kind_s = r["kind"] + (" (rep)" if r.get("reparameterizable") else "")
+        gm_s = "-" if gm is None else f"{gm:.2f}"
+        body.append(
+            (r["name"], r["family"], kind_s, _fmt(r["params"]), _fmt(r["macs_per_lr_pixel"]), gm_s, bundled)
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in (head, *body)]
+    note = "(rep): re-parameterizable, figures for the deploy form; GMACs for one 1280x720 output frame."
+    return rows, "\n".join([*lines, "", note])

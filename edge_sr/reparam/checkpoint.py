@@ -1,0 +1,94 @@
+"""Fuse a train-form checkpoint into a deploy-form one, checking that both compute the same function."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edge_sr.errors import CheckpointError, ConversionError
+
+# Random inputs of the equivalence check: odd sizes and a batch of two, so borders and batching are covered.
+CHECK_SIZES: tuple[tuple[int, int, int, int], ...] = ((1, 3, 17, 23), (2, 3, 32, 24), (1, 3, 9, 40))
+
+
+@dataclass(frozen=True)
+class ReparamResult:
+    """What ``reparameterize_checkpoint`` did."""
+
+    src: str
+    out: str
+    arch: str
+    scale: int
+    params_train: int
+    params_deploy: int
+    checked: bool
+    max_abs_diff: float | None
+    atol: float
+
+
+def reparameterize_checkpoint(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    check: bool = True,
+    atol: float = 1e-9,
+    model: str | None = None,
+    scale: int | None = None,
+) -> ReparamResult:
+    """Read a train-form checkpoint, fuse it, check equivalence, write a deploy-form ``.safetensors``.
+
+    The check runs both forms in float64 on random inputs (``CHECK_SIZES``) and fails when the largest
+    absolute difference exceeds ``atol``; then nothing is written. The output is written atomically.
+
+    Args:
+        src: train-form edge-sr checkpoint (or a foreign ``.pth`` with ``model`` and ``scale``).
+        out: where the deploy-form checkpoint goes.
+        check: run the equivalence check before writing.
+        atol: tolerance of the float64 check.
+        model: zoo name, for foreign checkpoints only.
+        scale: scale, for foreign checkpoints only.
+
+    Raises:
+        CheckpointError: the checkpoint is already in deploy form or cannot be read.
+        ConversionError: the fused model differs from the train-form one.
+    """
+    from edge_sr.models import load_checkpoint, save_checkpoint
+    from edge_sr.models.checkpoint import read_metadata
+    from edge_sr.models.stats import count_params
+    from edge_sr.reparam import check_equivalent, has_fusable, reparameterize
+
+    src_p = Path(src)
+    if model is None and src_p.suffix == ".safetensors" and read_metadata(src_p)["form"] == "deploy":
+        raise CheckpointError(src_p, "already fused (form: deploy); use it as it is")
+    net = load_checkpoint(src_p, model=model, scale=scale) if model else load_checkpoint(src_p)
+    if not has_fusable(net):
+        raise CheckpointError(src_p, f"{net.edge_sr_arch} has no re-parameterizable blocks; nothing to fuse")
+    # Fuse in float64 (the kernel products lose nothing), check there, store float32.
+    net64 = copy.deepcopy(net).double()
+    deploy64 = reparameterize(net64)
+    diff: float | None = None
+    if check:
+        gen = torch.Generator().manual_seed(0)
+        xs = [torch.rand(s, generator=gen, dtype=torch.float64) for s in CHECK_SIZES]
+        rep = check_equivalent(net64, deploy64, xs, atol)
+        diff = rep.max_abs_diff
+        if not rep.passed:
+            raise ConversionError(src_p, f"deploy form differs by {diff:.3g} > {atol:g}; nothing was written")
+    deploy = deploy64.float()
+    args = dict(getattr(net, "edge_sr_args", {}))
+    save_checkpoint(deploy, out, arch=net.edge_sr_arch, args=args, form="deploy")
+    return ReparamResult(
+        src=str(src_p),
+        out=str(out),
+        arch=str(net.edge_sr_arch),
+        scale=int(args.get("scale", 0)),
+        params_train=count_params(net),
+        params_deploy=count_params(deploy),
+        checked=check,
+        max_abs_diff=diff,
+        atol=atol,
+    )
