@@ -1,0 +1,192 @@
+"""Benchmark evaluation the way SR papers report it: ``evaluate(data_dir, scale, model)``.
+
+The protocol (see the benchmark README): HR mod-cropped to a multiple of ``scale``; LR from
+``LR_bicubic/X{scale}/<name>`` when the folder has it, else made from the cropped HR with the MATLAB-exact
+``imresize``; the SR output taken as uint8 (clip, round); PSNR / SSIM on the Y channel with ``scale`` pixels
+shaved at every border. A grayscale image is copied to 3 channels for the model and measured on its gray
+values (the model's output reduced to BT.601 luma), as the classic MATLAB evaluation does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from edge_sr.data.imresize import imresize, modcrop
+from edge_sr.errors import CheckpointError, InputError
+from edge_sr.metrics import psnr, ssim
+
+log = logging.getLogger(__name__)
+
+ModelLike = None | str | os.PathLike[str] | nn.Module | Callable[[Tensor], Tensor]
+LRSource = Literal["auto", "shipped", "imresize"]
+_LUMA = np.array([0.299, 0.587, 0.114])  # BT.601 full-range luma weights
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    name: str
+    psnr: float
+    ssim: float
+
+
+@dataclass
+class EvalResult:
+    """Mean and per-image scores. ``lr_source`` says where LR came from: ``shipped`` files or ``imresize``."""
+
+    psnr: float
+    ssim: float
+    scale: int
+    images: list[ImageScore] = field(default_factory=list)
+    model: str = ""
+    lr_source: str = "shipped"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "psnr": self.psnr,
+            "ssim": self.ssim,
+            "scale": self.scale,
+            "model": self.model,
+            "lr_source": self.lr_source,
+            "images": [asdict(s) for s in self.images],
+        }
+
+
+def _read_u8(path: Path) -> np.ndarray:
+    """Benchmark PNG -> (H, W) or (H, W, 3) uint8, gray kept single-channel."""
+    from edge_sr.data.io import read_image
+
+    im = read_image(path)
+    v = np.round(im.rgb * 255.0).astype(np.uint8)
+    return v[..., 0] if im.was_gray else v
+
+
+def resolve_model(
+    model: ModelLike, scale: int, device: str = "cpu"
+) -> tuple[Callable[[Tensor], Tensor] | None, str]:
+    """``model`` -> (a function (1, 3, h, w) -> (1, 3, sh, sw), or None for bicubic; a display name)."""
+    from edge_sr.models import load_checkpoint
+    from edge_sr.models.checkpoint import read_metadata
+    from edge_sr.weights import bundled_checkpoint
+
+    if isinstance(model, str) and model == "bicubic":
+        return None, "bicubic"
+    if model is None:
+        path = bundled_checkpoint(scale)
+        if path is None:
+            raise CheckpointError(
+                None, f"no bundled x{scale} model in this build; pass --checkpoint P or --model bicubic"
+            )
+        model = path
+    if isinstance(model, str | os.PathLike):
+        p = Path(model)
+        meta_scale = read_metadata(p)["scale"] if p.suffix == ".safetensors" else scale
+        if meta_scale != scale:
+            raise CheckpointError(p, f"is a x{meta_scale} model; --scale {scale} needs a x{scale} checkpoint")
+        net = load_checkpoint(p).to(device)
+        name = p.name
+    elif isinstance(model, nn.Module):
+        net, name = model.eval().to(device), type(model).__name__
+    else:
+        return model, getattr(model, "__name__", type(model).__name__)
+
+    def run(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return net(x.to(device)).float().cpu()
+
+    return run, name
+
+
+def super_resolve(fn: Callable[[Tensor], Tensor] | None, lr: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 LR (H, W[, 3]) -> uint8 SR (sH, sW[, 3]); gray in, gray out (BT.601 luma of the RGB output)."""
+    if fn is None:
+        return imresize(lr, float(scale))  # MATLAB bicubic, rounding to uint8 after each pass
+    gray = lr.ndim == 2
+    rgb = np.repeat(lr[..., None], 3, axis=-1) if gray else lr
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    y = fn(x)  # (1, 3, sH, sW)
+    if tuple(y.shape[-2:]) != (lr.shape[0] * scale, lr.shape[1] * scale):
+        raise CheckpointError(
+            None, f"the model returned {tuple(y.shape)} for a x{scale} input {tuple(x.shape)}"
+        )
+    out = y[0].permute(1, 2, 0).double().clamp(0, 1).numpy() * 255.0
+    if gray:  # full-range BT.601 luma: equal channels give back the same gray value
+        out = out @ _LUMA
+    return np.round(out).astype(np.uint8)
+
+
+def evaluate(
+    data_dir: str | os.PathLike[str],
+    scale: int,
+    model: ModelLike = None,
+    *,
+    lr: LRSource = "auto",
+    device: str = "cpu",
+) -> EvalResult:
+    """Score ``model`` on a benchmark folder (``HR/`` and optionally ``LR_bicubic/X{scale}/``).
+
+    Args:
+        data_dir: the benchmark folder.
+        scale: 2, 3 or 4.
+        model: ``"bicubic"``; a checkpoint path; an ``nn.Module`` or a function mapping (1, 3, h, w) float in
+            [0, 1] to (1, 3, h·scale, w·scale); None for the bundled model of that scale.
+        lr: ``auto`` uses the shipped LR files when present, ``imresize`` always makes LR from HR,
+            ``shipped`` requires the files.
+        device: where a model runs.
+    """
+    root = Path(data_dir)
+    hr_dir = root / "HR"
+    if not hr_dir.is_dir():
+        raise InputError(
+            root, "has no HR/ folder; expected <DIR>/HR/*.png and optionally <DIR>/LR_bicubic/X<s>/"
+        )
+    from edge_sr.data.io import FORMATS
+
+    names = sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in FORMATS and not p.name.startswith("."))
+    if not names:
+        raise InputError(hr_dir, "holds no images")
+    lr_dir = root / "LR_bicubic" / f"X{scale}"
+    use_shipped = lr != "imresize" and lr_dir.is_dir()
+    if lr == "shipped" and not use_shipped:
+        raise InputError(lr_dir, "no such folder; use lr='auto' to make LR with imresize")
+    fn, name = resolve_model(model, scale, device)
+    scores = []
+    for hr_path in names:
+        hr = modcrop(_read_u8(hr_path), scale)
+        if use_shipped:
+            lr_path = lr_dir / hr_path.name
+            if not lr_path.is_file():
+                raise InputError(lr_path, "missing: every HR image needs its LR file (or pass lr='imresize')")
+            lr_img = _read_u8(lr_path)
+            if lr_img.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
+                raise InputError(
+                    lr_path, f"size {lr_img.shape[:2]} does not match HR {hr.shape[:2]} / {scale}"
+                )
+        else:
+            lr_img = imresize(hr, 1.0 / scale)
+        sr = super_resolve(fn, lr_img, scale)
+        if sr.ndim != hr.ndim:  # a gray HR with an RGB LR file (or the reverse): compare like with like
+            sr = (
+                np.repeat(sr[..., None], 3, axis=-1)
+                if hr.ndim == 3
+                else np.round(sr @ _LUMA).astype(np.uint8)
+            )
+        s = ImageScore(hr_path.stem, psnr(sr, hr, crop_border=scale), ssim(sr, hr, crop_border=scale))
+        log.info("%s: %.4f dB / %.4f", s.name, s.psnr, s.ssim)
+        scores.append(s)
+    return EvalResult(
+        psnr=float(np.mean([s.psnr for s in scores])),
+        ssim=float(np.mean([s.ssim for s in scores])),
+        scale=scale,
+        images=scores,
+        model=name,
+        lr_source="shipped" if use_shipped else "imresize",
+    )

@@ -1,0 +1,164 @@
+"""Tiled inference: run an SR function over an image in overlapping tiles and assemble a seamless result.
+
+Each tile carries ``overlap`` pixels of context on every inner side. Neighbouring tiles split their shared
+region at the midpoint between their centres, so every output pixel comes from the tile in which it lies
+farthest from an edge; when ``overlap`` covers the model's receptive field the result equals the untiled
+one. The output is written into one preallocated buffer (optionally uint8 / uint16 / float16), so memory
+grows with the tile, not the image. ``exact=True`` gives fixed-shape runners tiles of exactly ``tile``
+size: the last tile of a row or column shifts inward, and an image smaller than the tile is padded
+(reflect, else replicate) and the padding cropped from the output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from edge_sr.errors import ConfigError
+
+TileFn = Callable[[Tensor], Tensor]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile along one axis: input window ``[start, start + size)`` and the kept part ``[keep0, keep1)``."""
+
+    start: int
+    size: int
+    keep0: int
+    keep1: int
+
+
+def plan_axis(length: int, tile: int, overlap: int, *, exact: bool = False) -> list[Span]:
+    """Tiles covering ``[0, length)`` along one axis (``length`` already padded to ``tile`` in exact mode)."""
+    if length <= tile:
+        if exact and length != tile:
+            raise ValueError(f"exact tiling needs length >= tile, got {length} < {tile}")
+        return [Span(0, length, 0, length)]
+    step = tile - 2 * overlap
+    n = 1 + math.ceil((length - tile) / step)
+    starts = [min(i * step, length - tile) for i in range(n)]  # the last tile shifts inward
+    # The boundary between neighbours sits midway between their centres: a + T/2 and b + T/2.
+    cuts = [0] + [(a + b + tile) // 2 for a, b in zip(starts[:-1], starts[1:])] + [length]
+    return [Span(s, tile, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
+
+
+def count_tiles(
+    height: int, width: int, tile: int | tuple[int, int], overlap: int, *, exact: bool = False
+) -> int:
+    """How many tiles :func:`tiled_apply` runs for an image of this size."""
+    th, tw = _pair(tile)
+    return len(plan_axis(max(height, th) if exact else height, th, overlap, exact=exact)) * len(
+        plan_axis(max(width, tw) if exact else width, tw, overlap, exact=exact)
+    )
+
+
+def _pair(tile: int | tuple[int, int]) -> tuple[int, int]:
+    return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+
+
+def _pad_to(x: Tensor, th: int, tw: int) -> Tensor:
+    """Pad (1, C, H, W) at the bottom / right up to (th, tw): reflect where the image is large enough."""
+    ph, pw = max(0, th - x.shape[-2]), max(0, tw - x.shape[-1])
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    return F.pad(x.float(), (0, pw, 0, ph), mode=mode).to(x.dtype)
+
+
+def _store(y: Tensor, dtype: torch.dtype) -> Tensor:
+    """Float tile output -> the buffer's dtype (integer buffers hold values of [0, 1] quantized, rounded)."""
+    if dtype == torch.uint8:
+        return y.clamp(0, 1).mul(255).round_().to(torch.uint8)
+    if dtype == torch.uint16:
+        return y.clamp(0, 1).mul(65535).round_().to(torch.int32).to(torch.uint16)
+    return y.to(dtype)
+
+
+def _load(t: Tensor) -> Tensor:
+    """Input buffer slice -> float32 (integer buffers hold quantized [0, 1] values)."""
+    if t.dtype == torch.uint8:
+        return t.float().div_(255)
+    if t.dtype == torch.uint16:
+        return t.to(torch.int32).float().div_(65535)
+    return t.float()
+
+
+@torch.no_grad()
+def tiled_apply(
+    fn: TileFn,
+    x: Tensor,
+    *,
+    scale: int,
+    tile: int | tuple[int, int],
+    overlap: int,
+    batch: int = 1,
+    progress: Progress | None = None,
+    exact: bool = False,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Apply ``fn`` tile by tile.
+
+    Args:
+        fn: maps a float32 batch (B, C, h, w) to (B, C', h·scale, w·scale); C' may differ from C.
+        x: (1, C, H, W) float, or uint8 / uint16 holding [0, 1] quantized (kept small for huge images).
+        scale: the upscaling factor of ``fn``.
+        tile: tile size (int, or (h, w)).
+        overlap: context in pixels on each inner side of a tile, cropped from the output.
+        batch: tiles passed to ``fn`` at once.
+        progress: called as ``progress(done_tiles, total_tiles)`` after each batch.
+        exact: every tile exactly ``tile`` in size (fixed-shape runners).
+        out_dtype: dtype of the returned buffer; default ``x``'s float dtype (float32 for integer input).
+
+    Returns:
+        (1, C', H·scale, W·scale) in ``out_dtype``, on the CPU.
+    """
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"tiled_apply expects (1, C, H, W), got {tuple(x.shape)}")
+    th, tw = _pair(tile)
+    if min(th, tw) <= 2 * overlap:
+        raise ConfigError(
+            None, f"tile {th}x{tw} must be larger than twice the overlap ({overlap}); use a larger --tile"
+        )
+    h, w = x.shape[-2:]
+    if exact:
+        x = _pad_to(x, th, tw)
+    rows = plan_axis(x.shape[-2], th, overlap, exact=exact)
+    cols = plan_axis(x.shape[-1], tw, overlap, exact=exact)
+    jobs = [(r, c) for r in rows for c in cols]
+    if out_dtype is None:
+        out_dtype = x.dtype if x.dtype.is_floating_point else torch.float32
+    out: Tensor | None = None
+    s = scale
+    for i in range(0, len(jobs), max(1, batch)):
+        group = jobs[i : i + max(1, batch)]
+        inp = torch.cat(
+            [_load(x[..., r.start : r.start + r.size, c.start : c.start + c.size]) for r, c in group]
+        )
+        y = fn(inp)  # (B, C', r.size·s, c.size·s)
+        if y.shape[-2:] != (inp.shape[-2] * s, inp.shape[-1] * s) or y.shape[0] != inp.shape[0]:
+            raise ValueError(f"fn returned {tuple(y.shape)} for input {tuple(inp.shape)} at scale {s}")
+        if out is None:  # allocate once the output channel count is known
+            out = torch.empty((1, y.shape[1], h * s, w * s), dtype=out_dtype)
+        y = y.detach().cpu()
+        for k, (r, c) in enumerate(group):
+            r1, c1 = min(r.keep1, h), min(c.keep1, w)  # in exact mode, drop the padding
+            if r.keep0 >= r1 or c.keep0 >= c1:
+                continue
+            piece = y[
+                k,
+                :,
+                (r.keep0 - r.start) * s : (r1 - r.start) * s,
+                (c.keep0 - c.start) * s : (c1 - c.start) * s,
+            ]
+            out[0, :, r.keep0 * s : r1 * s, c.keep0 * s : c1 * s] = _store(piece, out_dtype)
+        if progress is not None:
+            progress(min(i + len(group), len(jobs)), len(jobs))
+    assert out is not None
+    return out

@@ -1,0 +1,317 @@
+"""Upscale image files with an SR model: ``upscale_files(inputs, out, ...)`` and ``upscale_array(...)``.
+
+Tiled inference (``edge_sr.tiling``), 16-bit kept, gray kept gray, alpha upscaled separately and kept, EXIF
+orientation applied, every output written to a temporary name and renamed. In a batch, a bad file is
+reported in one line and skipped. On GPU hosts: tiles batched on the device, FP16 / BF16 autocast with a
+guard (a tile whose output is not finite or far out of range is recomputed in FP32 and counted), and a
+CUDA out-of-memory error retried with half the tile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edge_sr.data.io import FORMATS, list_images, read_image, write_image
+from edge_sr.errors import CheckpointError, ConfigError, EdgeSRError, InputError, OutputError
+from edge_sr.tiling import count_tiles, tiled_apply
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "fp16", "bf16"]
+AlphaMode = Literal["bicubic", "model"]
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_GUARD_MAX = 4.0  # SR outputs live in [0, 1]; a tile beyond this magnitude overflowed or diverged
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass
+class FileResult:
+    input: str
+    output: str | None = None
+    ok: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+    tiles: int = 0
+    fp32_fallback_tiles: int = 0
+
+
+@dataclass
+class UpscaleReport:
+    """What ``upscale_files`` did; ``exit_code`` is 0 (all written), 1 (some failed) or 2 (none written)."""
+
+    scale: int
+    checkpoint: str
+    device: str
+    precision: str
+    tile: int
+    files: list[FileResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if not f.ok]
+
+    @property
+    def exit_code(self) -> int:
+        if not self.failed:
+            return 0
+        return 2 if len(self.failed) == len(self.files) else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "files"}
+        d["files"] = [asdict(f) for f in self.files]
+        d["written"] = sum(f.ok for f in self.files)
+        d["failed"] = len(self.failed)
+        d["fp32_fallback_tiles"] = sum(f.fp32_fallback_tiles for f in self.files)
+        return d
+
+
+class TileRunner:
+    """Runs a model on float32 CPU tiles: device transfer, autocast and the FP32 fallback guard."""
+
+    def __init__(self, model: nn.Module, *, device: str = "cpu", precision: Precision = "fp32") -> None:
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise ConfigError(None, f"unknown precision {precision!r}; choose from fp32, fp16, bf16")
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.precision = precision
+        self.fallbacks = 0
+
+    def _forward(self, x: Tensor, low: bool) -> Tensor:
+        with torch.no_grad():
+            if low:
+                with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
+                    return self.model(x).float()
+            return self.model(x).float()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """(B, 3, h, w) float32 -> (B, 3, sh, sw) float32 on the CPU."""
+        x = x.to(self.device, non_blocking=True)
+        low = self.precision != "fp32"
+        y = self._forward(x, low)
+        if low:
+            bad = ~torch.isfinite(y).flatten(1).all(1) | (y.abs().flatten(1).amax(1) > _GUARD_MAX)
+            if bool(bad.any()):  # recompute only the broken tiles, in FP32
+                y[bad] = self._forward(x[bad], False)
+                self.fallbacks += int(bad.sum())
+        return y.cpu()
+
+
+def _gray_fn(fn: Any) -> Any:
+    """Wrap a 3-channel fn for 1-channel tiles: replicate in, BT.601 luma out."""
+    w = torch.tensor(_LUMA).view(1, 3, 1, 1)
+
+    def run(t: Tensor) -> Tensor:
+        return (fn(t.expand(-1, 3, -1, -1)) * w).sum(1, keepdim=True)
+
+    return run
+
+
+def _bicubic_fn(scale: int) -> Any:
+    def run(t: Tensor) -> Tensor:
+        return F.interpolate(t, scale_factor=scale, mode="bicubic", align_corners=False)
+
+    return run
+
+
+def upscale_array(
+    rgb: np.ndarray,
+    runner: Any,
+    *,
+    scale: int,
+    alpha: np.ndarray | None = None,
+    gray: bool = False,
+    tile: int = 256,
+    tile_overlap: int = 16,
+    tile_batch: int = 1,
+    alpha_mode: AlphaMode = "bicubic",
+    bit_depth: int = 8,
+    progress: Any = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Upscale one image held in memory.
+
+    Args:
+        rgb: (H, W, 3) float in [0, 1].
+        runner: maps (B, 3, h, w) float32 -> (B, 3, h·scale, w·scale) (a model or a :class:`TileRunner`).
+        scale: the runner's factor.
+        alpha: (H, W) float in [0, 1], upscaled separately (``alpha_mode``: bicubic or the model on a replicate).
+        gray: return (sH, sW) gray values instead of RGB.
+        bit_depth: 8 -> uint8 results, 16 -> uint16 (memory: the output is never held as float32).
+        progress: ``progress(done, total)`` per tile batch.
+
+    Returns:
+        (sH, sW, 3) or (sH, sW) array and the (sH, sW) alpha or None, uint8 / uint16.
+    """
+    out_dtype = torch.uint16 if bit_depth == 16 else torch.uint8
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]  # (1, 3, H, W) view, no copy
+    fn = runner
+    if gray:
+        x, fn = x[:, :1], _gray_fn(runner)
+    kw = dict(scale=scale, tile=tile, overlap=tile_overlap, batch=tile_batch, out_dtype=out_dtype)
+    y = tiled_apply(fn, x, progress=progress, **kw)  # type: ignore[arg-type]
+    out = y[0].permute(1, 2, 0).numpy()
+    out = out[..., 0] if gray else out
+    a_out = None
+    if alpha is not None:
+        a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None]
+        afn = _gray_fn(runner) if alpha_mode == "model" else _bicubic_fn(scale)
+        a_out = tiled_apply(afn, a, **kw)[0, 0].numpy()  # type: ignore[arg-type]
+    return out, a_out
+
+
+def load_model(
+    checkpoint: str | os.PathLike[str] | None, *, model: str | None = None, scale: int | None = None
+) -> tuple[nn.Module, Path]:
+    """The model to upscale with: a checkpoint (edge-sr, or foreign with ``model``), else the bundled one."""
+    from edge_sr.models import load_checkpoint
+    from edge_sr.models.checkpoint import read_metadata
+    from edge_sr.weights import bundled_checkpoint
+
+    if checkpoint is None:
+        path = bundled_checkpoint(scale or 4)
+        if path is None:
+            raise CheckpointError(None, f"no bundled x{scale or 4} model in this build; pass --checkpoint P")
+    else:
+        path = Path(checkpoint)
+    if model is not None:  # foreign weights: the architecture and scale come from the command line
+        return load_checkpoint(path, model=model, scale=scale or 4), path
+    have = read_metadata(path)["scale"]
+    if scale is not None and scale != have:
+        raise CheckpointError(
+            path, f"is a x{have} model and cannot upscale x{scale}; pass a x{scale} checkpoint"
+        )
+    return load_checkpoint(path), path
+
+
+def _output_path(src: Path, out: Path, single_file_out: bool) -> Path:
+    return out if single_file_out else out / src.name
+
+
+def _bar(enabled: bool, **kw: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kw)
+
+
+def upscale_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    scale: int | None = None,
+    tile: int = 256,
+    tile_overlap: int = 16,
+    device: str = "cpu",
+    precision: Precision = "fp32",
+    tile_batch: int = 1,
+    alpha_mode: AlphaMode = "bicubic",
+    progress: bool = True,
+) -> UpscaleReport:
+    """Upscale files and folders into ``out`` (a file when one input and ``out`` has an image extension).
+
+    Bad inputs are reported one per line (``UpscaleReport.files[i].error``) and skipped; see ``exit_code``.
+    An output folder that cannot be written, a checkpoint without the requested scale, or a tile smaller
+    than the model allows raise an ``EdgeSRError`` before any file is processed.
+    """
+    files = list_images(inputs)
+    if not files:
+        raise InputError(
+            ", ".join(map(str, inputs)) or None, "no images found (png, jpg, jpeg, webp, tif, tiff)"
+        )
+    out = Path(out)
+    single = out.suffix.lower() in FORMATS
+    if single and len(files) > 1:
+        raise ConfigError(out, f"names one file but there are {len(files)} inputs; give an output folder")
+    folder = out.parent if single else out
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(folder, f"cannot create the output folder ({e.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(folder, "output folder is not writable; choose another -o")
+    net, ckpt = load_model(checkpoint, model=model, scale=scale)
+    s = int(getattr(net, "scale", scale or 4))
+    min_tile = getattr(net, "min_tile_size", None)
+    if min_tile is not None and tile < int(min_tile):
+        raise ConfigError(
+            None, f"--tile {tile} is smaller than this model's window ({min_tile}); use --tile {min_tile}+"
+        )
+    runner = TileRunner(net, device=device, precision=precision)
+    report = UpscaleReport(scale=s, checkpoint=str(ckpt), device=device, precision=precision, tile=tile)
+    show = progress and sys.stderr.isatty()
+    targets: dict[Path, str] = {}
+    with _bar(show, total=len(files), unit="file", position=0) as fbar:
+        for src in files:
+            res = FileResult(input=str(src))
+            report.files.append(res)
+            t0 = time.perf_counter()
+            try:
+                dst = _output_path(src, out, single)
+                if dst.resolve() in targets:
+                    raise InputError(
+                        src, f"has the same name as {targets[dst.resolve()]}; its output would overwrite it"
+                    )
+                targets[dst.resolve()] = str(src)
+                tile = _upscale_one(
+                    src, dst, runner, report, res, tile, tile_overlap, tile_batch, alpha_mode, show
+                )
+                res.ok, res.output = True, str(dst)
+            except EdgeSRError as e:
+                res.error = str(e)
+                log.info("skipped: %s", e)
+            res.seconds = round(time.perf_counter() - t0, 3)
+            fbar.update(1)
+    report.tile = tile
+    return report
+
+
+def _upscale_one(src, dst, runner, report, res, tile, overlap, batch, alpha_mode, show) -> int:  # noqa: ANN001
+    """Read, upscale, write one file; returns the tile size that worked (smaller after a CUDA OOM)."""
+    img = read_image(src)
+    h, w = img.size
+    s = report.scale
+    fallbacks0 = runner.fallbacks
+    while True:
+        n = count_tiles(h, w, tile, overlap) * (2 if img.alpha is not None else 1)
+        with _bar(show, total=n, unit="tile", position=1, leave=False, desc=src.name) as tbar:
+            last = [0]  # tiled_apply counts from 0 in each call (RGB, then alpha)
+
+            def step(done: int, total: int, bar: Any = tbar, last: list[int] = last) -> None:
+                bar.update(done - last[0] if done >= last[0] else done)
+                last[0] = done
+
+            try:
+                rgb, alpha = upscale_array(
+                    img.rgb, runner, scale=s, alpha=img.alpha, gray=img.was_gray, tile=tile, tile_overlap=overlap,
+                    tile_batch=batch, alpha_mode=alpha_mode, bit_depth=img.bit_depth, progress=step,
+                )  # fmt: skip
+                break
+            except torch.OutOfMemoryError:
+                if tile // 2 <= 2 * overlap or tile // 2 < int(
+                    getattr(runner.model, "min_tile_size", 0) or 0
+                ):
+                    raise OutputError(
+                        src, f"out of device memory even with tile {tile}; use --device cpu"
+                    ) from None
+                torch.cuda.empty_cache()
+                tile //= 2
+                note = f"{src}: out of device memory; retrying with --tile {tile}"
+                log.warning(note)
+                report.notes.append(note)
+    res.tiles = n
+    res.fp32_fallback_tiles = runner.fallbacks - fallbacks0
+    write_image(dst, rgb, alpha, bit_depth=img.bit_depth, gray=img.was_gray)
+    return tile
