@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-sr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for verb, module in VERBS.items():
+    for module in VERBS.values():
         importlib.import_module(f"edge_sr.cli.{module}").add_parser(sub)
     return parser
 

@@ -152,7 +152,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def _parse_scalar(text: str) -> Any:
     import yaml
 
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; numbers written that way are numbers
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:

@@ -1,0 +1,177 @@
+"""Training pipeline: configs, exact resume, --init, DDP, bad input, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from edge_sr.cli import main
+from edge_sr.errors import ConfigError, InputError
+from edge_sr.train import TrainConfig, load_config, train
+from edge_sr.train.config import apply_overrides
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+T91 = DATA / "train" / "T91"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_cfg(tmp_path: Path, iters: int = 8, **extra: object) -> Path:
+    import yaml
+
+    cfg = {
+        "model": {"name": "ecbsr_m4c8", "scale": 2, "args": {"collapsed": True}},
+        "data": {
+            "train_folders": [str(T91)],
+            "patch_size": 12,
+            "batch_size": 3,
+            "holdout": 2,
+            "val_max_size": 48,
+            "augment": {"mixup": 0.5, "cutmix": 0.5, "blend": 0.3, "rgb_shuffle": 0.5},
+        },
+        "iters": iters,
+        "val_every": 4,
+        "save_every": 2,
+        "log_every": 1,
+        "out_dir": str(tmp_path / "run"),
+        "threads": 1,
+    }
+    for k, v in extra.items():
+        cfg[k] = v
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_config_unknown_key_and_types(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {name: ecbsr_m4c8}\nitres: 5\n")
+    with pytest.raises(ConfigError, match="itres"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="optim.lr"):
+        apply_overrides(TrainConfig(), ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="optimizer"):
+        apply_overrides(TrainConfig(), ["optim.optimizer=sgd"])
+    cfg = apply_overrides(TrainConfig(), ["optim.lr=1e-3", "iters=7", "model.args.collapsed=true"])
+    assert cfg.optim.lr == 1e-3 and cfg.iters == 7 and cfg.model.args == {"collapsed": True}
+    toml = tmp_path / "c.toml"
+    toml.write_text('iters = 3\n[model]\nname = "espcn"\n')
+    assert load_config(toml).model.name == "espcn"
+
+
+def test_resume_is_bit_exact(tmp_path: Path) -> None:
+    straight = load_config(_write_cfg(tmp_path / "a", iters=8))
+    train(straight, progress=False)
+    halves = load_config(_write_cfg(tmp_path / "b", iters=8))
+    r1 = train(halves, progress=False, until=4)
+    assert r1.step == 4
+    r2 = train(halves, progress=False, resume=True)
+    assert r2.step == 8
+    a = load_file(str(tmp_path / "a" / "run" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "run" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ea = load_file(str(tmp_path / "a" / "run" / "last_ema.safetensors"))
+    eb = load_file(str(tmp_path / "b" / "run" / "last_ema.safetensors"))
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    # and training changed the weights at all
+    init = load_file(str(tmp_path / "a" / "run" / "best.safetensors"))
+    assert (tmp_path / "a" / "run" / "config.yaml").is_file()
+    lines = [json.loads(x) for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_psnr" in r for r in lines) and all(r["loss"] > 0 for r in lines if "loss" in r)
+    assert init.keys() == a.keys()
+
+
+def test_init_reports_loaded_and_new(tmp_path: Path) -> None:
+    cfg = load_config(_write_cfg(tmp_path / "x2", iters=2))
+    train(cfg, progress=False)
+    from edge_sr.models import create_model
+    from edge_sr.train import init_from
+
+    m4 = create_model("ecbsr_m4c8", scale=4)
+    report = init_from(m4, str(tmp_path / "x2" / "run" / "last.safetensors"))
+    assert any(k.startswith("backbone.0.") for k in report.loaded)
+    assert any(k.startswith("backbone.5.") for k in report.new)  # tail: 3·s² outputs differ from x2
+    assert not set(report.loaded) & set(report.new)
+
+
+def test_bad_input_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = load_config(_write_cfg(tmp_path, iters=2))
+    cfg.data.train_folders = [str(empty)]
+    with pytest.raises(InputError, match="no images"):
+        train(cfg, progress=False)
+    cfg.data.train_folders = [str(T91)]
+    cfg.data.skip_small, cfg.data.patch_size = False, 60  # T91 has 78x78 images < 120
+    with pytest.raises(InputError, match="smaller than the HR patch"):
+        train(cfg, progress=False)
+    cfg.data.patch_size, cfg.data.val_dir = 12, str(tmp_path)
+    with pytest.raises(InputError, match="no HR/"):
+        train(cfg, progress=False)
+    path = _write_cfg(tmp_path, iters=2)
+    assert main(["train", str(path), "--set", "model.name=nope", "--no-progress"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_cfg(tmp_path, iters=2)
+    assert main(["train", str(path), "--no-progress", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["step"] == 2 and out["best_psnr"] > 10
+
+
+def test_ddp_two_cpu_ranks_stay_in_sync(tmp_path: Path) -> None:
+    path = _write_cfg(tmp_path, iters=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "edge_sr.cli",
+        "train",
+        str(path),
+        "--no-progress",
+        "--json",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(outs) == 2 and all(o["ranks_in_sync"] is True and o["step"] == 4 for o in outs)
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
+    path = _write_cfg(tmp_path, iters=100000, save_every=100000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_sr.cli", "train", str(path), "--no-progress"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert (tmp_path / "run" / "last.state.pt").is_file()
+    assert not list((tmp_path / "run").glob(".*tmp*"))
+    state = torch.load(tmp_path / "run" / "last.state.pt", weights_only=True)
+    assert state["step"] >= 3
