@@ -1,1 +1,241 @@
-"""placeholder."""
+"""Export SR models to phone formats: ``export(model, target, out, spec) -> Artifact``.
+
+One module per target owns everything about its format (export, metadata embedding, its runner); this
+table is the only place that lists them. Adding a target is one module and one line here.
+
+    artifact = export(model, "onnx", "out/", ExportSpec(input_size=(180, 320), precision="fp16"))
+    artifact.path, artifact.manifest_path, artifact.manifest
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from edge_sr.convert.manifest import (
+    build_manifest,
+    embedded_metadata,
+    manifest_path,
+    read_manifest,
+    sha256_path,
+    size_bytes,
+    write_manifest,
+)
+from edge_sr.convert.spec import Artifact, ExportSpec
+from torch import Tensor, nn
+
+from edge_sr.errors import ConfigError, ConversionError, EdgeSRError
+from edge_sr.io_utils import atomic_path
+
+__all__ = [
+    "TARGETS",
+    "Artifact",
+    "ExportSpec",
+    "export",
+    "manifest_path",
+    "prepare_model",
+    "read_manifest",
+    "target_for_path",
+    "target_module",
+]
+
+logger = logging.getLogger(__name__)
+
+# target name -> module owning the format (export, embedded metadata, runner)
+TARGETS: dict[str, str] = {
+    "coreml": "edge_sr.convert.coreml",
+    "executorch": "edge_sr.convert.executorch",
+    "onnx": "edge_sr.convert.onnx",
+    "tflite": "edge_sr.convert.tflite",
+}
+
+
+def target_module(target: str) -> ModuleType:
+    """The module of ``target``; ``ConfigError`` naming the choices for an unknown one."""
+    if target not in TARGETS:
+        raise ConfigError(None, f"unknown target {target!r}; choose from {', '.join(sorted(TARGETS))}")
+    return importlib.import_module(TARGETS[target])
+
+
+def target_for_path(path: str | os.PathLike[str]) -> str | None:
+    """The target whose artifact suffix ``path`` has (``.onnx`` -> ``onnx``), else None."""
+    suffix = Path(path).suffix.lower()
+    for name in TARGETS:
+        if target_module(name).SUFFIX == suffix:
+            return name
+    return None
+
+
+class _IOWrapper(nn.Module):
+    """Adapts a model's I/O: NHWC layout and/or float32 I/O around an fp16 model.
+
+    (N, H, W, 3) -> permute -> (N, 3, H, W) -> model -> (N, 3, sH, sW) -> permute -> (N, sH, sW, 3)
+    """
+
+    def __init__(self, model: nn.Module, *, nhwc: bool, half: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.nhwc = nhwc
+        self.half = half
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.nhwc:
+            x = x.permute(0, 3, 1, 2)
+        if self.half:
+            x = x.half()
+        y = self.model(x)
+        if self.half:
+            y = y.float()
+        return y.permute(0, 2, 3, 1) if self.nhwc else y
+
+
+def prepare_model(model: nn.Module, spec: ExportSpec, example: Tensor) -> tuple[nn.Module, dict[str, Any]]:
+    """Deploy form + pixel-shuffle lowering of an eager model; a PT2E ``GraphModule`` passes through.
+
+    Returns:
+        (the model to export, facts for the manifest: ``form``, ``reparameterized``, shuffles replaced).
+    """
+    from edge_sr.convert.pixelshuffle import lower_pixel_shuffle
+
+    from edge_sr.reparam import has_fusable, reparameterize
+
+    if isinstance(model, torch.fx.GraphModule):
+        # an already-converted (e.g. PT2E-quantized) graph: exported as it is
+        return model, {"form": "deploy", "reparameterized": False, "pixel_shuffles": 0}
+    facts: dict[str, Any] = {
+        "form": getattr(model, "edge_sr_form", None) or "deploy",
+        "reparameterized": False,
+    }
+    if has_fusable(model):
+        model = reparameterize(model)
+        facts.update(form="deploy", reparameterized=True)
+        logger.info("train-form model fused into its deploy form before export")
+    model = model.eval()
+    model, n = lower_pixel_shuffle(model, spec.pixel_shuffle, example)
+    facts["pixel_shuffles"] = n
+    return model, facts
+
+
+def _resolve_out(
+    out: str | os.PathLike[str], suffix: str, arch: str | None, scale: int, precision: str
+) -> Path:
+    p = Path(out)
+    if p.is_dir() or not p.suffix:
+        return p / f"{arch or 'model'}_x{scale}_{precision}{suffix}"
+    if p.suffix.lower() != suffix:
+        raise ConfigError(p, f"the artifact of this target must end in {suffix}")
+    return p
+
+
+_OP_PATTERNS = (
+    r"(aten[.:]{1,2}[A-Za-z_][\w.]*)",
+    r"op(?:erator)? ['\"]([\w.:]+)['\"]",
+    r"[Uu]nsupported (?:op|operator)[s]?:? ['\"]?([\w.:]+)",
+)
+
+
+def _conversion_error(path: Path, target: str, e: BaseException) -> ConversionError:
+    """One line naming the target and, when the message names it, the offending op."""
+    msg = str(e) or type(e).__name__
+    for pat in _OP_PATTERNS:
+        m = re.search(pat, msg)
+        if m:
+            return ConversionError(path, f"{target} cannot convert op '{m.group(1)}' ({type(e).__name__})")
+    first = msg.strip().splitlines()[0][:200] if msg.strip() else type(e).__name__
+    return ConversionError(path, f"{target} conversion failed: {first}")
+
+
+def export(
+    model: nn.Module,
+    target: str,
+    out: str | os.PathLike[str],
+    spec: ExportSpec | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    quantization: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> Artifact:
+    """Export ``model`` to ``target`` and write ``<artifact>.json`` beside it, both atomically.
+
+    Args:
+        model: an SR model (train form is fused first) or a PT2E-converted ``GraphModule``.
+        target: ``coreml``, ``executorch``, ``onnx`` or ``tflite``.
+        out: the artifact path, or a folder to name it in (``<arch>_x<s>_<precision><suffix>``).
+        spec: shapes, precision, layout, I/O kind, pixel-shuffle lowering (default: fixed 64x64 FP32).
+        source: the checkpoint the model came from (its sha256 goes into the manifest).
+        quantization: the quantization scheme for the manifest (``{"scheme", "inputs", "outputs", ...}``),
+            given by ``edge_sr.quantize`` together with ``precision="int8"``.
+        options: target-specific extras (e.g. ``quant_config`` for tflite, ``partitioners`` for executorch).
+
+    Returns:
+        ``Artifact(path, manifest_path, manifest)``.
+
+    Raises:
+        ConfigError: unknown target or bad output path. ConversionError: the target cannot take the spec or
+        an op (named in the message). Nothing is left on disk after a failure.
+    """
+    spec = spec or ExportSpec()
+    mod = target_module(target)
+    mod.check_spec(spec)
+    if spec.precision == "int8" and quantization is None:
+        raise ConversionError(None, f"int8 {target} artifacts need calibration: use `edge-sr quantize`")
+    arch = getattr(model, "edge_sr_arch", None)
+    args = dict(getattr(model, "edge_sr_args", {}) or {})
+    scale = int(args.get("scale", getattr(model, "scale", 0)) or 0)
+    path = _resolve_out(out, mod.SUFFIX, arch, scale, spec.precision)
+    h, w = spec.example_size
+    example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    prepared, facts = prepare_model(model, spec, example)
+    if not scale:  # infer from one forward pass
+        with torch.no_grad():
+            scale = int(prepared(example).shape[-1] // w)
+    net: nn.Module = prepared
+    if spec.layout == "NHWC" or (spec.precision == "fp16" and mod.FP16_BY_CAST):
+        net = _IOWrapper(
+            prepared, nhwc=spec.layout == "NHWC", half=spec.precision == "fp16" and mod.FP16_BY_CAST
+        )
+        if net.half:
+            net.model = net.model.half()
+    example_io = example.permute(0, 2, 3, 1).contiguous() if spec.layout == "NHWC" else example
+    src = source or getattr(model, "edge_sr_source", None)
+    source_info = (
+        {"checkpoint": str(src), "sha256": sha256_path(src)} if src and Path(src).is_file() else None
+    )
+    manifest = build_manifest(
+        target=target,
+        artifact=path.name,
+        arch=arch,
+        args=args,
+        scale=scale,
+        form=facts["form"],
+        reparameterized=facts["reparameterized"],
+        precision=spec.precision,
+        input_shape=spec.input_shape(),
+        layout=spec.layout,
+        io=spec.io,
+        pixel_shuffle=spec.pixel_shuffle,
+        inputs=[],
+        outputs=[],
+        quantization=quantization,
+        source=source_info,
+    )
+    mpath = manifest_path(path)
+    with atomic_path(mpath) as tmp_manifest, atomic_path(path) as tmp:
+        try:
+            info = mod.write(net.eval(), example_io, spec, tmp, embedded_metadata(manifest), options or {})
+        except EdgeSRError:
+            raise
+        except Exception as e:  # converters raise anything; report one line naming the op
+            raise _conversion_error(path, target, e) from e
+        manifest.update(info)
+        manifest["artifact_sha256"] = sha256_path(tmp)
+        manifest["size_bytes"] = size_bytes(tmp)
+        write_manifest(tmp_manifest, manifest)
+    logger.info("wrote %s (%d bytes) and its manifest", path, manifest["size_bytes"])
+    return Artifact(path, mpath, manifest)

@@ -1,0 +1,112 @@
+"""What an export should produce: ``ExportSpec`` (a frozen dataclass) and the ``Artifact`` it returns.
+
+Shapes: exactly one of ``input_size`` (fixed H, W), ``dynamic`` (H and W each in [min, max]) or ``sizes``
+(several fixed sizes: CoreML enumerated shapes, TFLite signatures). The batch is always 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edge_sr.errors import ConfigError
+
+Target = Literal["coreml", "executorch", "onnx", "tflite"]
+Precision = Literal["fp32", "fp16", "int8"]
+Layout = Literal["NCHW", "NHWC"]
+IO = Literal["tensor", "image"]
+PixelShuffleMode = Literal["reshape", "rank4", "depth_to_space", "conv_transpose"]
+PIXEL_SHUFFLE_MODES: tuple[str, ...] = ("reshape", "rank4", "depth_to_space", "conv_transpose")
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """How to export a model.
+
+    Attributes:
+        input_size: fixed input (H, W); used when ``dynamic`` and ``sizes`` are unset.
+        dynamic: (min, max) for both H and W: a ranged shape (CoreML RangeDim, torch.export ``Dim``).
+        sizes: several fixed (H, W): CoreML enumerated shapes or one TFLite signature each.
+        precision: fp32 or fp16 (int8 artifacts come from ``edge_sr.quantize``).
+        layout: NCHW (the torch contract) or NHWC I/O (what TFLite and Android code feed).
+        io: ``tensor`` or ``image`` (CoreML ``ImageType`` in and out, values 0-255).
+        pixel_shuffle: how ``nn.PixelShuffle`` is lowered, see ``edge_sr.convert.pixelshuffle``.
+        opset: ONNX opset (18 or newer).
+        deployment_target: CoreML minimum deployment target (``iOS16``, ``iOS17``, ``macOS13`` ...).
+        delegate: ExecuTorch backend: ``xnnpack`` or ``coreml`` (lowers on Linux, runs on Apple only).
+    """
+
+    input_size: tuple[int, int] = (64, 64)
+    dynamic: tuple[int, int] | None = None
+    sizes: tuple[tuple[int, int], ...] = ()
+    precision: Precision = "fp32"
+    layout: Layout = "NCHW"
+    io: IO = "tensor"
+    pixel_shuffle: PixelShuffleMode = "reshape"
+    opset: int = 18
+    deployment_target: str = "iOS16"
+    delegate: Literal["xnnpack", "coreml"] = "xnnpack"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ConfigError(None, f"unknown precision {self.precision!r}; choose from fp32, fp16, int8")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ConfigError(None, f"unknown layout {self.layout!r}; choose NCHW or NHWC")
+        if self.io not in ("tensor", "image"):
+            raise ConfigError(None, f"unknown io {self.io!r}; choose tensor or image")
+        if self.pixel_shuffle not in PIXEL_SHUFFLE_MODES:
+            raise ConfigError(
+                None,
+                f"unknown pixel_shuffle {self.pixel_shuffle!r}; choose from {', '.join(PIXEL_SHUFFLE_MODES)}",
+            )
+        if self.delegate not in ("xnnpack", "coreml"):
+            raise ConfigError(None, f"unknown delegate {self.delegate!r}; choose xnnpack or coreml")
+        if self.opset < 18:
+            raise ConfigError(
+                None, f"opset {self.opset} is too old; the torch.export exporter needs 18 or newer"
+            )
+        if self.dynamic is not None:
+            lo, hi = self.dynamic
+            if not 2 <= lo <= hi:
+                raise ConfigError(None, f"dynamic range {lo}:{hi} must satisfy 2 <= MIN <= MAX")
+        for h, w in (self.input_size, *self.sizes):
+            if h < 1 or w < 1:
+                raise ConfigError(None, f"input size {h}x{w} must be positive")
+
+    @property
+    def shape_mode(self) -> Literal["fixed", "dynamic", "enumerated"]:
+        if self.dynamic is not None:
+            return "dynamic"
+        return "enumerated" if self.sizes else "fixed"
+
+    @property
+    def example_size(self) -> tuple[int, int]:
+        """The (H, W) traced: the fixed size, the first enumerated size, or a size inside the range."""
+        if self.dynamic is not None:
+            lo, hi = self.dynamic
+            # torch.export specializes sizes 0/1; keep the example away from them and inside the range
+            n = min(max(lo, 32), hi)
+            return (n, n)
+        return tuple(self.sizes[0]) if self.sizes else tuple(self.input_size)  # type: ignore[return-value]
+
+    def input_shape(self) -> dict[str, Any]:
+        """The manifest's description of the accepted input sizes."""
+        if self.dynamic is not None:
+            return {"mode": "dynamic", "min": self.dynamic[0], "max": self.dynamic[1]}
+        if self.sizes:
+            return {"mode": "enumerated", "sizes": [list(s) for s in self.sizes]}
+        return {"mode": "fixed", "size": list(self.input_size)}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported model: the artifact path, its manifest path and the manifest's content."""
+
+    path: Path
+    manifest_path: Path
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.manifest.get("size_bytes", 0))

@@ -1,0 +1,48 @@
+"""Backends behind ``edge_sr.runtime.load``: which runner opens which file.
+
+Artifact runners come from the target modules of ``edge_sr.convert`` (each format's module owns its runner);
+checkpoints run in torch. Every backend exposes ``forward(x) -> y`` on arrays in the artifact's own layout
+and dtype; ``edge_sr.runtime.Runner`` adds layout, value range, int8 quantization and tiling.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_sr.errors import RuntimeBackendError
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+class TorchBackend:
+    """An eager model (from a checkpoint, or given) as a backend: NCHW float32 in and out."""
+
+    def __init__(self, model: torch.nn.Module, *, path: str | os.PathLike[str] | None = None) -> None:
+        self.model = model.eval()
+        self.path = Path(path) if path else None
+        self.input_names = ["input"]
+        self.output_names = ["output"]
+
+    @torch.no_grad()
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+def open_backend(path: Path, target: str | None, *, threads: int | None = None, **model_kw: Any) -> Any:
+    """The backend for ``path``: a target module's runner, or torch for a checkpoint."""
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        from edge_sr.models import load_checkpoint
+
+        return TorchBackend(load_checkpoint(path, **model_kw), path=path)
+    if target is None:
+        raise RuntimeBackendError(
+            path, "unknown artifact kind; expected .onnx, .tflite, .pte, .mlpackage, .safetensors or .pth"
+        )
+    from edge_sr.convert import target_module
+
+    return target_module(target).Runner(path, threads=threads)

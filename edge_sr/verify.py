@@ -1,0 +1,262 @@
+"""Prove an artifact still does SR: run it and the float model over LR/HR pairs and compare.
+
+Per image and on average: Y-PSNR / SSIM of the artifact and of the float model against HR (BasicSR
+convention: border shave = scale), the artifact's PSNR against the float output (RGB, raw floats in [0, 1]),
+and the max absolute difference. The verdict depends on the artifact's precision:
+
+- fp32: max abs difference <= 1e-4
+- fp16: PSNR against float >= 50 dB
+- int8: mean Y-PSNR against HR within 0.2 dB of the float model's
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_sr.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[str, np.ndarray, np.ndarray]  # (name, LR uint8 (h, w, 3), HR uint8 (h·s, w·s, 3))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pass criteria per precision."""
+
+    fp32_max_abs_diff: float = 1e-4
+    fp16_psnr_vs_float: float = 50.0
+    int8_psnr_drop: float = 0.2
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    name: str
+    psnr: float
+    psnr_float: float
+    ssim: float
+    ssim_float: float
+    psnr_vs_float: float
+    max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Means over the images, the verdict and the per-image rows."""
+
+    passed: bool
+    precision: str
+    criterion: str
+    psnr: float
+    psnr_float: float
+    ssim: float
+    ssim_float: float
+    psnr_vs_float: float
+    max_abs_diff: float
+    images: list[ImageResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``edge-sr verify --json``)."""
+        d = asdict(self)
+        d["images"] = [asdict(r) for r in self.images]
+        return d
+
+
+def _psnr_float(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two float images in [0, 1] (peak 1), no rounding: resolves differences far below 1/255."""
+    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1).astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def load_pairs(data: str | os.PathLike[str], scale: int, *, limit: int | None = None) -> list[Pair]:
+    """LR/HR pairs of a benchmark folder (``HR/`` + ``LR_bicubic/X{s}/``); HR cropped to ``s`` × LR size."""
+    from edge_sr.data.datasets import load_rgb_uint8, pair_lr_files, resolve_paired_layout
+
+    hr_dir, lr_dir = resolve_paired_layout(data, scale)
+    if not lr_dir.is_dir():
+        raise InputError(lr_dir, f"no LR folder for scale {scale}")
+    pairs = []
+    for hr_path, lr_path in pair_lr_files(hr_dir, lr_dir, scale)[:limit]:
+        lr, hr = load_rgb_uint8(lr_path), load_rgb_uint8(hr_path)
+        h, w = lr.shape[:2]
+        if hr.shape[0] < h * scale or hr.shape[1] < w * scale:
+            raise InputError(hr_path, f"HR {hr.shape[1]}x{hr.shape[0]} is smaller than {scale} x LR {w}x{h}")
+        pairs.append((hr_path.stem, lr, hr[: h * scale, : w * scale]))
+    return pairs
+
+
+def _shared_set5() -> Path | None:
+    # the development tree keeps benchmark data beside the repository (../shared/data)
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks" / "Set5"
+    return root if (root / "HR").is_dir() else None
+
+
+def _synthetic_hr(seed: int, size: int) -> np.ndarray:
+    """A deterministic (size, size, 3) uint8 test picture: gradients, rings, stripes and a soft edge."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    f1, f2 = rng.uniform(3, 9, size=2)
+    rings = 0.5 + 0.5 * np.cos(2 * np.pi * f1 * np.hypot(xx - 0.5, yy - 0.5))
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * f2 * (xx + 0.3 * yy))
+    edge = 1.0 / (1.0 + np.exp(-40 * (xx - yy)))
+    img = np.stack(
+        [0.6 * rings + 0.4 * xx, 0.5 * stripes + 0.5 * edge, 0.7 * yy + 0.3 * rings * edge], axis=-1
+    )
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def builtin_pairs(scale: int, *, count: int = 3, lr_size: int = 48) -> list[Pair]:
+    """A few small LR/HR pairs for a quick check: Set5 crops when the data is present, else synthetic images.
+
+    Crops are ``lr_size`` LR pixels (``lr_size·s`` HR) taken around each image's centre, aligned to the LR grid.
+    """
+    root = _shared_set5()
+    if root is not None and (root / "LR_bicubic" / f"X{scale}").is_dir():
+        out = []
+        for name, lr, hr in load_pairs(root, scale, limit=count):
+            n = min(lr_size, *lr.shape[:2])
+            y0, x0 = (lr.shape[0] - n) // 2, (lr.shape[1] - n) // 2
+            out.append(
+                (
+                    name,
+                    lr[y0 : y0 + n, x0 : x0 + n],
+                    hr[y0 * scale : (y0 + n) * scale, x0 * scale : (x0 + n) * scale],
+                )
+            )
+        return out
+    from edge_sr.data.imresize import imresize
+
+    pairs = []
+    for i in range(count):
+        hr = _synthetic_hr(i, lr_size * scale)
+        pairs.append((f"synthetic{i}", imresize(hr, output_shape=(lr_size, lr_size)), hr))
+    return pairs
+
+
+def _reference_model(reference: nn.Module | str | os.PathLike[str]) -> nn.Module:
+    if isinstance(reference, nn.Module):
+        return reference.eval()
+    from edge_sr.models import load_checkpoint
+
+    return load_checkpoint(reference)
+
+
+def verify(
+    artifact: Any,
+    *,
+    reference: nn.Module | str | os.PathLike[str],
+    data: str | os.PathLike[str] | list[Pair] | None = None,
+    scale: int | None = None,
+    thresholds: Thresholds | None = None,
+    limit: int | None = None,
+    record: bool = True,
+) -> VerifyReport:
+    """Run ``artifact`` and the float ``reference`` over LR/HR pairs and judge the artifact.
+
+    Args:
+        artifact: an artifact path or an ``edge_sr.runtime.Runner``.
+        reference: the float model, or its checkpoint.
+        data: a benchmark folder (``HR/`` + ``LR_bicubic/X{s}/``), a list of (name, LR, HR) uint8 pairs, or
+            None for the built-in images (``builtin_pairs``).
+        scale: the scale (default: the artifact's).
+        thresholds: pass criteria (defaults: ``Thresholds()``).
+        limit: use at most this many images of ``data``.
+        record: write the result into the artifact's manifest (``verification``).
+
+    Returns:
+        The report; ``report.passed`` is the verdict.
+    """
+    from edge_sr.convert.manifest import record_verification
+    from edge_sr.metrics import psnr, ssim
+    from edge_sr.runtime import Runner, from_model, load
+
+    runner = artifact if isinstance(artifact, Runner) else load(artifact)
+    model = _reference_model(reference)
+    float_runner = from_model(model)
+    s = int(scale or runner.scale)
+    if float_runner.scale != s:
+        raise ConfigError(None, f"the reference model is x{float_runner.scale} but the artifact is x{s}")
+    if data is None:
+        pairs = builtin_pairs(s)
+    elif isinstance(data, list):
+        pairs = data[:limit]
+    else:
+        pairs = load_pairs(data, s, limit=limit)
+    if not pairs:
+        raise InputError(None if isinstance(data, list) else data, "no images to verify on")
+    thr = thresholds or Thresholds()
+    rows = []
+    for name, lr, hr in pairs:
+        x = lr.astype(np.float32) / 255.0
+        with torch.no_grad():
+            y_float = float_runner.run(x)
+        y = runner.run(x)
+        rows.append(
+            ImageResult(
+                name=name,
+                psnr=psnr(y, hr, crop_border=s),
+                psnr_float=psnr(y_float, hr, crop_border=s),
+                ssim=ssim(y, hr, crop_border=s),
+                ssim_float=ssim(y_float, hr, crop_border=s),
+                psnr_vs_float=_psnr_float(y, y_float),
+                max_abs_diff=float(np.max(np.abs(y - y_float))),
+            )
+        )
+        logger.info(
+            "%s: %.2f dB (float %.2f dB), %.2f dB vs float",
+            name,
+            rows[-1].psnr,
+            rows[-1].psnr_float,
+            rows[-1].psnr_vs_float,
+        )
+    mean = {
+        k: float(np.mean([getattr(r, k) for r in rows])) for k in ("psnr", "psnr_float", "ssim", "ssim_float")
+    }
+    vs_float = [r.psnr_vs_float for r in rows]
+    psnr_vs_float = (
+        math.inf
+        if all(math.isinf(v) for v in vs_float)
+        else float(np.mean([v for v in vs_float if math.isfinite(v)]))
+    )
+    max_abs = max(r.max_abs_diff for r in rows)
+    precision = runner.precision
+    if precision == "int8":
+        passed = mean["psnr_float"] - mean["psnr"] <= thr.int8_psnr_drop
+        criterion = f"Y-PSNR within {thr.int8_psnr_drop} dB of float"
+    elif precision == "fp16":
+        passed = psnr_vs_float >= thr.fp16_psnr_vs_float
+        criterion = f"PSNR vs float >= {thr.fp16_psnr_vs_float} dB"
+    else:
+        passed = max_abs <= thr.fp32_max_abs_diff
+        criterion = f"max abs diff <= {thr.fp32_max_abs_diff:g}"
+    report = VerifyReport(
+        passed=bool(passed),
+        precision=precision,
+        criterion=criterion,
+        psnr_vs_float=psnr_vs_float,
+        max_abs_diff=max_abs,
+        images=rows,
+        **mean,
+    )
+    if record and runner.path is not None and runner.kind != "torch":
+        record_verification(runner.path, _json_safe(report.to_dict()))
+    return report
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
