@@ -1,17 +1,75 @@
-"""`edge-sr profile` (placeholder until its issue lands)."""
+"""`edge-sr profile ARTIFACT`: latency (min / median / p90), peak memory, size, per-operator breakdown and
+achieved GMAC/s against this CPU's measured peak; ``--adb`` runs the platform's benchmark tool on a phone."""
 
 from __future__ import annotations
 
 import argparse
 
-from edge_sr.errors import ConfigError
+from edge_sr.cli._common import add_json_flag, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="(not available yet)")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "profile",
+        help="time an artifact (.pte, .onnx, .tflite, .mlpackage on macOS) or a checkpoint",
+        description="Latency min / median / p90 after warm-up, peak RSS, size, per-operator times (ExecuTorch "
+        "ETDump, onnxruntime profiler, torch profiler) and GMAC/s as a share of this CPU's FP32 peak.",
+    )
+    p.add_argument("artifact", help="a .pte, .onnx, .tflite, .mlpackage or .safetensors file")
+    p.add_argument(
+        "--input-size",
+        default=None,
+        metavar="HxW",
+        help="input size for dynamic artifacts and checkpoints (default: the manifest's, else 180x320)",
+    )
+    p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--no-ops", action="store_true", help="skip the per-operator breakdown")
+    p.add_argument(
+        "--adb",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SERIAL",
+        help="run on an Android device over adb (optional serial) with --benchmark-binary",
+    )
+    p.add_argument(
+        "--benchmark-binary",
+        default=None,
+        metavar="PATH",
+        help="ExecuTorch executor_runner (for .pte) or TFLite benchmark_model (for .tflite), built "
+        "for the device",
+    )
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ConfigError(None, "'profile' is not available in this build yet")
+    from edge_sr.profile import parse_size, profile
+
+    size = parse_size(args.input_size) if args.input_size else None
+    if args.adb is not None:
+        from edge_sr.profile_adb import profile_adb
+
+        report = profile_adb(
+            args.artifact,
+            binary=args.benchmark_binary,
+            serial=args.adb or None,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+            input_size=size,
+            ops=not args.no_ops,
+        )
+    else:
+        report = profile(
+            args.artifact,
+            input_size=size,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+            ops=not args.no_ops,
+        )
+    emit(args, report.to_dict(), report.to_text())
+    return 0
