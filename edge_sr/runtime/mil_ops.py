@@ -655,6 +655,12 @@ def _slice_update(a, op):
     return x
 
 
+@_reg("crop")
+def _crop(a, op):
+    x, (top, bottom), (left, right) = a["x"], _ints(a["crop_height"]), _ints(a["crop_width"])
+    return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
+
+
 @_reg("pad")
 def _pad(a, op):
     x, pad = a["x"], _ints(a["pad"])
