@@ -1,1 +1,108 @@
-"""Placeholder: this family is being written."""
+"""RCAN: Residual Channel Attention Networks (Zhang et al., ECCV 2018).
+
+Parameter names follow the official ``RCAN_TestCode/code/model/rcan.py`` so released ``.pt`` files load
+unchanged with strict key checking: ``sub_mean`` / ``add_mean``, ``head.0``, residual groups
+``body.{g}.body.{b}.body.{0,2}`` (RCAB convs) and ``body.{g}.body.{b}.body.3.conv_du.{0,2}`` (channel
+attention), the group's closing conv ``body.{g}.body.{n_resblocks}``, the body's closing conv
+``body.{n_resgroups}``, and ``tail.0.{0,2,...}`` / ``tail.1``.
+
+The official network works on [0, 255] (``rgb_range`` 255) with the DIV2K mean; our contract is [0, 1]
+in and out, so ``forward`` scales at the boundary.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from edge_sr.models.edsr import DIV2K_MEAN, MeanShift, Upsampler, check_scale, conv3x3
+from edge_sr.models.registry import register_model
+
+
+class CALayer(nn.Module):
+    """Channel attention: global average -> 1x1 squeeze (C/r) -> ReLU -> 1x1 expand -> sigmoid gate."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1),
+            nn.ReLU(),
+            nn.Conv2d(channels // reduction, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (N, C, H, W) * (N, C, 1, 1)
+        return x * self.conv_du(self.avg_pool(x))
+
+
+class RCAB(nn.Module):
+    """Residual channel attention block: conv -> ReLU -> conv -> CA, plus the input."""
+
+    def __init__(self, n_feats: int, reduction: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv3x3(n_feats, n_feats), nn.ReLU(), conv3x3(n_feats, n_feats), CALayer(n_feats, reduction)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + x
+
+
+class ResidualGroup(nn.Module):
+    """``n_resblocks`` RCABs and a conv, plus the input."""
+
+    def __init__(self, n_feats: int, reduction: int, n_resblocks: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *[RCAB(n_feats, reduction) for _ in range(n_resblocks)], conv3x3(n_feats, n_feats)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + x
+
+
+class RCAN(nn.Module):
+    """RCAN. (N, 3, H, W) in [0, 1] -> (N, 3, H·scale, W·scale).
+
+    Args:
+        scale: upscaling factor (2, 3 or 4).
+        n_resgroups: residual groups (10).
+        n_resblocks: RCABs per group (20).
+        n_feats: feature channels (64).
+        reduction: channel-attention squeeze ratio (16).
+        rgb_range: the value range the weights were trained on (255 for the official releases).
+    """
+
+    def __init__(
+        self,
+        *,
+        scale: int = 4,
+        n_resgroups: int = 10,
+        n_resblocks: int = 20,
+        n_feats: int = 64,
+        reduction: int = 16,
+        rgb_range: float = 255.0,
+    ) -> None:
+        super().__init__()
+        check_scale(scale)
+        self.scale, self.rgb_range = scale, rgb_range
+        self.sub_mean = MeanShift(rgb_range, DIV2K_MEAN)
+        self.head = nn.Sequential(conv3x3(3, n_feats))
+        self.body = nn.Sequential(
+            *[ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)],
+            conv3x3(n_feats, n_feats),
+        )
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), conv3x3(n_feats, 3))
+        self.add_mean = MeanShift(rgb_range, DIV2K_MEAN, sign=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.head(self.sub_mean(x * self.rgb_range))  # [0, 1] -> [0, 255] - mean
+        x = self.body(x) + x
+        return self.add_mean(self.tail(x)) / self.rgb_range
+
+
+@register_model(family="rcan", kind="heavy")
+def rcan(**overrides) -> RCAN:
+    """RCAN: 10 groups of 20 RCABs, 64 features, channel attention reduction 16."""
+    return RCAN(**{"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16, **overrides})

@@ -1,1 +1,295 @@
-"""Placeholder: this family is being written."""
+"""SwinIR: Image Restoration Using Swin Transformer (Liang et al., ICCVW 2021), classical and lightweight SR.
+
+State-dict keys and shapes are those of the official ``network_swinir.py``, so released ``.pth`` files load
+unchanged with strict key checking (the ``params`` wrapper is unwrapped by the loader):
+``conv_first``, ``patch_embed.norm``, ``layers.{i}.residual_group.blocks.{j}.{norm1, attn.{relative_position_bias_table,
+relative_position_index, qkv, proj}, norm2, mlp.{fc1, fc2}}``, ``layers.{i}.residual_group.blocks.{odd j}.attn_mask``,
+``layers.{i}.conv``, ``norm``, ``conv_after_body``, then ``conv_before_upsample.0``, ``upsample.{0,2}``,
+``conv_last`` (classical) or ``upsample.0`` (lightweight).
+
+Buffers: official files carry ``relative_position_index`` and, for shifted blocks, ``attn_mask`` sized for
+the training patch (``img_size``, 64 for the DF2K releases, 48 for DIV2K ones). Both are persistent buffers
+here so those files load strictly; ``forward`` never reads ``attn_mask`` and recomputes the mask from the
+runtime size (see :mod:`edge_sr.models.swin_common`), so one exported graph serves every size. The RGB mean
+is a non-persistent buffer, as the official model keeps it out of its state dict.
+
+Contract: (N, 3, H, W) in [0, 1] -> (N, 3, H·scale, W·scale); inputs are reflect-padded to the window
+multiple and the output cropped, as the official test script does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from edge_sr.errors import ConfigError
+from edge_sr.models.registry import register_model
+from edge_sr.models.swin_common import (
+    RGB_MEAN,
+    Mlp,
+    Upsample,
+    UpsampleOneStep,
+    WindowAttention,
+    check_scale,
+    check_tile,
+    crop,
+    cyclic_shift,
+    min_tile_size,
+    pad_to_window,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
+__all__ = ["SwinIR", "min_tile_size", "swinir_classical", "swinir_lightweight"]
+
+Upsampler = Literal["pixelshuffle", "pixelshuffledirect"]
+
+
+def resi_conv(dim: int, kind: str) -> nn.Module:
+    """The conv closing each residual group and the body: ``1conv`` (one 3x3) or ``3conv`` (3x3, 1x1, 3x3)."""
+    if kind == "1conv":
+        return nn.Conv2d(dim, dim, 3, 1, 1)
+    if kind == "3conv":
+        return nn.Sequential(
+            nn.Conv2d(dim, dim // 4, 3, 1, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(dim // 4, dim, 3, 1, 1),
+        )
+    raise ConfigError(None, f"resi_connection {kind!r} is not supported; choose 1conv or 3conv")
+
+
+class SwinBlock(nn.Module):
+    """Swin transformer block: (B, H·W, C) -> (B, H·W, C), window attention (shifted when ``shift`` > 0)."""
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        img_size: int,
+    ) -> None:
+        super().__init__()
+        self.window_size, self.shift = window_size, shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(
+            dim=dim, window_size=window_size, num_heads=num_heads, qkv_bias=qkv_bias, own_index=True
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim=dim, hidden=int(dim * mlp_ratio))
+        if shift > 0:
+            # Only for checkpoint compatibility: the mask at the training size, as official files store it.
+            self.register_buffer("attn_mask", shifted_window_mask(img_size, img_size, window_size, shift))
+
+    def forward(self, x: Tensor, hw: tuple[int, int], mask: Tensor | None) -> Tensor:
+        h, w = hw
+        b, _, c = x.shape
+        y = self.norm1(x).reshape(b, h, w, c)
+        if self.shift > 0:
+            y = cyclic_shift(y, -self.shift)
+        y = self.attn(window_partition(y, self.window_size), mask=mask if self.shift > 0 else None)
+        y = window_reverse(y, self.window_size, b, h, w)
+        if self.shift > 0:
+            y = cyclic_shift(y, self.shift)
+        x = x + y.reshape(b, h * w, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class BasicLayer(nn.Module):
+    """A stack of Swin blocks alternating plain and shifted windows (key ``blocks``)."""
+
+    def __init__(self, *, blocks: list[SwinBlock]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor, hw: tuple[int, int], mask: Tensor | None) -> Tensor:
+        for blk in self.blocks:
+            x = blk(x, hw, mask)
+        return x
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer Block: tokens -> Swin blocks -> image -> conv -> tokens, plus the input."""
+
+    def __init__(self, *, dim: int, blocks: list[SwinBlock], resi_connection: str) -> None:
+        super().__init__()
+        self.residual_group = BasicLayer(blocks=blocks)
+        self.conv = resi_conv(dim, resi_connection)
+
+    def forward(self, x: Tensor, hw: tuple[int, int], mask: Tensor | None) -> Tensor:
+        b, _, c = x.shape
+        y = self.residual_group(x, hw, mask).transpose(1, 2).reshape(b, c, hw[0], hw[1])
+        return self.conv(y).flatten(2).transpose(1, 2) + x
+
+
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) -> (B, H·W, C), with the optional LayerNorm the official model keeps (key ``norm``)."""
+
+    def __init__(self, *, dim: int, norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim) if norm else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(2).transpose(1, 2)
+        return self.norm(x) if self.norm is not None else x
+
+
+class SwinIR(nn.Module):
+    """SwinIR for SR. (N, 3, H, W) in [0, 1] -> (N, 3, H·scale, W·scale).
+
+    Args:
+        scale: upscaling factor (2, 3 or 4); the official ``upscale``.
+        img_size: training patch size; sizes the stored ``attn_mask`` buffers (and, as officially, a window
+            larger than it shrinks to it).
+        embed_dim: transformer width.
+        depths: Swin blocks per residual group.
+        num_heads: attention heads per residual group.
+        window_size: attention window (8 for the official SR models).
+        mlp_ratio: MLP hidden width over ``embed_dim``.
+        qkv_bias: bias on the qkv projection.
+        img_range: the network's internal value range (1.0 for the released SR models).
+        upsampler: ``pixelshuffle`` (classical) or ``pixelshuffledirect`` (lightweight).
+        resi_connection: ``1conv`` or ``3conv``.
+        num_feat: channels of the classical reconstruction head.
+        patch_norm: LayerNorm after the patch embedding.
+    """
+
+    def __init__(
+        self,
+        *,
+        scale: int = 4,
+        img_size: int = 64,
+        embed_dim: int = 180,
+        depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        window_size: int = 8,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        img_range: float = 1.0,
+        upsampler: Upsampler = "pixelshuffle",
+        resi_connection: str = "1conv",
+        num_feat: int = 64,
+        patch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        check_scale(scale)
+        if len(depths) != len(num_heads):
+            raise ConfigError(None, f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
+        if embed_dim % max(num_heads) != 0:
+            raise ConfigError(None, f"embed_dim {embed_dim} is not divisible by num_heads {list(num_heads)}")
+        self.scale, self.img_range, self.upsampler = scale, img_range, upsampler
+        # Official rule: a window larger than the training patch shrinks to it and disables the shift.
+        self.window_size = min(window_size, img_size)
+        self.shift = window_size // 2 if img_size > window_size else 0
+        if img_size % self.window_size:
+            raise ConfigError(
+                None, f"img_size {img_size} is not a multiple of window_size {self.window_size}"
+            )
+        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+
+        self.conv_first = nn.Conv2d(3, embed_dim, 3, 1, 1)
+        self.patch_embed = PatchEmbed(dim=embed_dim, norm=patch_norm)
+
+        def blocks(depth: int, heads: int) -> list[SwinBlock]:
+            return [
+                SwinBlock(
+                    dim=embed_dim,
+                    num_heads=heads,
+                    window_size=self.window_size,
+                    shift=0 if i % 2 == 0 else self.shift,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    img_size=img_size,
+                )
+                for i in range(depth)
+            ]
+
+        self.layers = nn.ModuleList(
+            RSTB(dim=embed_dim, blocks=blocks(d, h), resi_connection=resi_connection)
+            for d, h in zip(depths, num_heads)
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = resi_conv(embed_dim, resi_connection)
+        if upsampler == "pixelshuffle":
+            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU())
+            self.upsample: nn.Module = Upsample(scale, num_feat)
+            self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
+        elif upsampler == "pixelshuffledirect":
+            self.upsample = UpsampleOneStep(scale, embed_dim, 3)
+        else:
+            raise ConfigError(
+                None, f"upsampler {upsampler!r} is not supported; choose pixelshuffle or pixelshuffledirect"
+            )
+        self.apply(_init_weights)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        mask = None
+        if self.shift > 0:  # (B·nW, N, N), computed once per forward from the runtime size
+            mask = shifted_window_mask(h, w, self.window_size, self.shift, x.device).repeat(b, 1, 1)
+        t = self.patch_embed(x)  # (B, H·W, C)
+        for layer in self.layers:
+            t = layer(t, (h, w), mask)
+        return self.norm(t).transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        if not torch.compiler.is_compiling():
+            check_tile(self, int(h), int(w))
+        mean = self.mean.to(x.dtype)
+        x = (pad_to_window(x, self.window_size) - mean) * self.img_range
+        x = self.conv_first(x)
+        x = self.conv_after_body(self.forward_features(x)) + x
+        if self.upsampler == "pixelshuffle":
+            x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        else:
+            x = self.upsample(x)
+        return crop(x, h * self.scale, w * self.scale) / self.img_range + mean
+
+
+def _init_weights(m: nn.Module) -> None:
+    # The official initialisation: truncated normal linears with zero bias, unit LayerNorms.
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+@register_model(family="swinir", kind="heavy")
+def swinir_classical(**overrides) -> SwinIR:
+    """SwinIR-M classical SR (the ×2/×3/×4 DF2K releases, ``img_size`` 64)."""
+    return SwinIR(
+        **{
+            "embed_dim": 180,
+            "depths": (6,) * 6,
+            "num_heads": (6,) * 6,
+            "upsampler": "pixelshuffle",
+            **overrides,
+        }
+    )
+
+
+@register_model(family="swinir", kind="heavy")
+def swinir_lightweight(**overrides) -> SwinIR:
+    """SwinIR-S lightweight SR: 60 wide, 4 groups, one-step pixel-shuffle tail."""
+    return SwinIR(
+        **{
+            "embed_dim": 60,
+            "depths": (6,) * 4,
+            "num_heads": (6,) * 4,
+            "upsampler": "pixelshuffledirect",
+            **overrides,
+        }
+    )

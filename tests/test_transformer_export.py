@@ -1,0 +1,79 @@
+"""One exported transformer graph serves every input size in its range (ONNX and ExecuTorch).
+
+Sizes include ones that are not multiples of the window: padding, the shifted-window mask and the crop
+are all computed from the runtime H/W inside the graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge_sr.errors import ConfigError
+from edge_sr.models import create_model
+from edge_sr.models.swin_common import export_dynamic
+
+TINY = {
+    "swinir_classical": {
+        "img_size": 16, "embed_dim": 12, "depths": (2,), "num_heads": (2,), "window_size": 4, "num_feat": 8,
+    },
+    "hat_s": {
+        "embed_dim": 12, "depths": (2,), "num_heads": (2,), "window_size": 4, "compress_ratio": 3,
+        "squeeze_factor": 4, "num_feat": 8,
+    },
+}  # fmt: skip
+ONNX_SIZES = [(8, 8), (13, 17), (20, 24), (33, 9), (40, 27)]
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, scale=2, **TINY[name]).eval()
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_onnx_one_graph_all_sizes(name: str, tmp_path) -> None:
+    import onnxruntime as ort
+
+    model = _model(name)
+    example = torch.rand(1, 3, 20, 24)
+    ep = export_dynamic(model, example, min_size=8, max_size=40)
+    h, w = torch.export.Dim("h", min=8, max=40), torch.export.Dim("w", min=8, max=40)
+    onx = torch.onnx.export(ep, (example,), dynamo=True, dynamic_shapes=({2: h, 3: w},), verbose=False)
+    path = tmp_path / f"{name}.onnx"
+    onx.save(str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = sess.get_inputs()[0].name
+    for size in ONNX_SIZES:
+        x = torch.rand(1, 3, *size)
+        got = sess.run(None, {feed: x.numpy()})[0]
+        with torch.no_grad():
+            ref = model(x).numpy()
+        assert got.shape == (1, 3, 2 * size[0], 2 * size[1])
+        assert np.abs(got - ref).max() < 1e-4, size
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_executorch_two_sizes(name: str, tmp_path) -> None:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    model = _model(name)
+    ep = export_dynamic(model, torch.rand(1, 3, 16, 20), min_size=8, max_size=24, shape_asserts=False)
+    program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+    path = tmp_path / f"{name}.pte"
+    path.write_bytes(program.buffer)
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    for size in [(16, 16), (13, 22)]:
+        x = torch.rand(1, 3, *size)
+        got = method.execute([x])[0]
+        with torch.no_grad():
+            ref = model(x)
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max() < 1e-4, size
+
+
+def test_export_range_below_window_is_refused() -> None:
+    with pytest.raises(ConfigError, match="smaller than the attention window"):
+        export_dynamic(_model("hat_s"), torch.rand(1, 3, 8, 8), min_size=3, max_size=16)
