@@ -161,7 +161,7 @@ class LayoutZoo(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.fc1, self.fc2 = nn.Linear(8, 4), nn.Linear(4, 8)
+        self.fc1, self.fc2 = nn.Linear(16, 4), nn.Linear(4, 16)
 
     def forward(self, x):
         y = self.conv(x)  # (1, 8, 16, 16)
@@ -180,7 +180,11 @@ class LayoutZoo(nn.Module):
         up = F.interpolate(y[:, :3], scale_factor=2, mode="nearest") + F.interpolate(
             x, scale_factor=2, mode="bilinear", align_corners=False
         )
-        return up + torch.exp(-y[:, 3:6].abs()).repeat(1, 1, 2, 2) + torch.sqrt(y[:, 6:7] ** 2 + 1)
+        return (
+            up
+            + torch.exp(-y[:, 3:6].abs()).repeat(1, 1, 2, 2)
+            + torch.sqrt(y[:, 6:7] ** 2 + 1).repeat(1, 3, 2, 2)
+        )
 
 
 class TinyTransformer(nn.Module):
@@ -251,7 +255,11 @@ def ecbsr():
 def test_image_input_applies_scale_bias_and_channel_order(ecbsr, lr, tmp_path, layout) -> None:
     bias = [-0.1, 0.0, 0.2]
     image = ct.ImageType(
-        name="x", shape=tuple(lr.shape), scale=1 / 255, bias=bias, color_layout=getattr(ct.colorlayout, layout)
+        name="x",
+        shape=tuple(lr.shape),
+        scale=1 / 255,
+        bias=bias,
+        color_layout=getattr(ct.colorlayout, layout),
     )
     _convert(ecbsr, lr, tmp_path / "img.mlpackage", "fp32", inputs=[image])
     runner = MILRunner(tmp_path / "img.mlpackage")
@@ -317,7 +325,7 @@ def test_constexpr_kernels_match_coremltools(ecbsr, lr, tmp_path, target, kind) 
         "int4_block": cto.OpLinearQuantizerConfig(
             mode="linear", dtype="int4", granularity="per_block", block_size=4, weight_threshold=0
         ),
-        "palettize": cto.OpPalettizerConfig(mode="kmeans", nbits=2, weight_threshold=0),
+        "palettize": cto.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=0),
         "prune": cto.OpMagnitudePrunerConfig(target_sparsity=0.5, weight_threshold=0),
     }[kind]
     fn = {
@@ -335,13 +343,42 @@ def test_constexpr_kernels_match_coremltools(ecbsr, lr, tmp_path, target, kind) 
         args = {k: v.val for k, v in op.inputs.items()}
         mine = OPS[op.op_type](args, op)
         theirs = op.materialized_val_inference()
-        for m, t in zip(mine if isinstance(mine, tuple) else (mine,), theirs if isinstance(theirs, tuple) else (theirs,)):
-            np.testing.assert_allclose(np.asarray(m, np.float32), np.asarray(t, np.float32), rtol=0, atol=1e-6)
+        for m, t in zip(
+            mine if isinstance(mine, tuple) else (mine,), theirs if isinstance(theirs, tuple) else (theirs,)
+        ):
+            np.testing.assert_allclose(
+                np.asarray(m, np.float32), np.asarray(t, np.float32), rtol=0, atol=1e-6
+            )
+    # end to end: the same network with the weights coremltools decompresses, run in torch
+    ref = _with_program_weights(ecbsr, program)(lr).detach().numpy()
     out = _run(tmp_path / "c.mlpackage", lr)
+    assert np.abs(out - ref).max() <= 1e-4
+
+
+def _materialize(var) -> np.ndarray:
+    """A weight as coremltools itself decompresses it (an implementation independent of ours)."""
+    if var.val is not None:
+        return np.asarray(var.val, np.float32)
+    val = var.op.materialized_val_inference()
+    return np.asarray(val[1] if isinstance(val, tuple) else val, np.float32)
+
+
+def _with_program_weights(model: nn.Module, program) -> nn.Module:
+    """A copy of ``model`` whose Conv2d weights and biases are the program's, in program order."""
+    twin = reparameterize(model)
+    convs = [
+        op
+        for op in program.functions["main"].operations
+        if op.op_type == "conv" and not op.weight.name.startswith("b_")  # b_*: registered buffers
+    ]
+    modules = [m for m in twin.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == len(modules)
     with torch.no_grad():
-        ref = ecbsr(lr).numpy()
-    assert np.isfinite(out).all() and out.shape == ref.shape
-    assert _psnr(out, ref) > 15  # compressed weights, but still the same network
+        for op, m in zip(convs, modules):
+            m.weight.copy_(torch.from_numpy(_materialize(op.weight)))
+            if m.bias is not None and op.bias is not None:
+                m.bias.copy_(torch.from_numpy(_materialize(op.bias)))
+    return twin
 
 
 def test_unsupported_op_is_named(tmp_path) -> None:
@@ -354,7 +391,9 @@ def test_unsupported_op_is_named(tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ct.convert(prog, minimum_deployment_target=ct.target.iOS17).save(str(tmp_path / "topk.mlpackage"))
-    with pytest.raises(RuntimeBackendError, match="CoreML op 'topk' is not supported by the reference executor"):
+    with pytest.raises(
+        RuntimeBackendError, match="CoreML op 'topk' is not supported by the reference executor"
+    ):
         MILRunner(tmp_path / "topk.mlpackage")
 
 
@@ -373,13 +412,15 @@ def test_feed_errors_and_missing_model(ecbsr, lr, tmp_path) -> None:
 def test_flexible_shapes_are_read_and_enforced(ecbsr, lr, tmp_path) -> None:
     shape = ct.Shape((1, 3, ct.RangeDim(8, 32, default=16), ct.RangeDim(8, 32, default=16)))
     ep = torch.export.export(
-        ecbsr, (lr,), dynamic_shapes=({2: torch.export.Dim("h", min=8, max=32), 3: torch.export.Dim("w", min=8, max=32)},)
+        ecbsr,
+        (lr,),
+        dynamic_shapes=({2: torch.export.Dim("h", min=8, max=32), 3: torch.export.Dim("w", min=8, max=32)},),
     ).run_decompositions({})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ct.convert(ep, minimum_deployment_target=ct.target.iOS17, inputs=[ct.TensorType(name="x", shape=shape)]).save(
-            str(tmp_path / "dyn.mlpackage")
-        )
+        ct.convert(
+            ep, minimum_deployment_target=ct.target.iOS17, inputs=[ct.TensorType(name="x", shape=shape)]
+        ).save(str(tmp_path / "dyn.mlpackage"))
     runner = MILRunner(tmp_path / "dyn.mlpackage")
     assert runner.input_specs["x"].shape_range == ((1, 1), (3, 3), (8, 32), (8, 32))
     x = torch.rand(1, 3, 12, 20)
@@ -416,9 +457,9 @@ def test_block_rearrangements_follow_their_definitions(tmp_path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ct.convert(prog, minimum_deployment_target=ct.target.iOS17, compute_precision=ct.precision.FLOAT32).save(
-            str(tmp_path / "d2s.mlpackage")
-        )
+        ct.convert(
+            prog, minimum_deployment_target=ct.target.iOS17, compute_precision=ct.precision.FLOAT32
+        ).save(str(tmp_path / "d2s.mlpackage"))
     runner = MILRunner(tmp_path / "d2s.mlpackage")
     x = np.random.default_rng(0).random((1, c * b * b, h, w)).astype(np.float32)
     d2s, s2d, unshuffle = (runner.run({runner.input_names[0]: x})[n] for n in runner.output_names)

@@ -165,15 +165,19 @@ def _image_preprocessing(func: Any, name: str) -> tuple[float, tuple[float, ...]
     return scale, bias
 
 
+def _color_layout(color_space: int) -> str:
+    from coremltools.proto import FeatureTypes_pb2 as ft
+
+    return ft.ImageFeatureType.ColorSpace.Name(color_space)
+
+
 def _input_spec(func: Any, desc: Any) -> MILInputSpec:
     var = func.inputs[desc.name]
     shape = tuple(int(n) if isinstance(n, (int, np.integer)) else -1 for n in var.shape)
     kind = desc.type.WhichOneof("Type")
     if kind == "imageType":
         img = desc.type.imageType
-        from coremltools.proto import FeatureTypes_pb2 as ft
-
-        layout = ft.ImageFeatureType.ColorSpace.Name(img.colorSpace)
+        layout = _color_layout(img.colorSpace)
         scale, bias = _image_preprocessing(func, desc.name)
         channels = 1 if layout.startswith("GRAYSCALE") else 3
         enum = tuple((1, channels, int(s.height), int(s.width)) for s in img.enumeratedSizes.sizes)
@@ -208,6 +212,7 @@ class MILRunner:
     Attributes:
         input_names / output_names: feed and result names, in the model's order.
         input_specs: name -> ``MILInputSpec`` (shape, dtype, image preprocessing, flexible shapes).
+        image_outputs: output name -> color layout, for the outputs declared as images.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -221,6 +226,12 @@ class MILRunner:
         self.input_names = [d.name for d in spec.description.input]
         self.output_names = [d.name for d in spec.description.output]
         self.input_specs = {d.name: _input_spec(self.function, d) for d in spec.description.input}
+        # image outputs: name -> color layout; CoreML hands them back as 8-bit pixel buffers
+        self.image_outputs = {
+            d.name: _color_layout(d.type.imageType.colorSpace)
+            for d in spec.description.output
+            if d.type.WhichOneof("Type") == "imageType"
+        }
         self._check_supported()
 
     def _check_supported(self) -> None:
@@ -239,7 +250,8 @@ class MILRunner:
                 module docstring.
 
         Returns:
-            Output name -> array in the dtype the program declares (float16 for FP16 I/O).
+            Output name -> array in the dtype the program declares (float16 for FP16 I/O); image outputs
+            as (1, C, H, W) float32 pixel values, rounded and clipped to [0, 255], in RGB order.
 
         Raises:
             InputError: a feed is missing, unknown, or of a shape the artifact does not allow.
@@ -256,7 +268,10 @@ class MILRunner:
             env[name] = self._prepare(self.input_specs[name], np.asarray(feeds[name]))
         for op in self.function.operations:
             self._execute(op, env)
-        return {name: env[var.name] for name, var in zip(self.output_names, self.function.outputs)}
+        outputs = {name: env[var.name] for name, var in zip(self.output_names, self.function.outputs)}
+        for name, layout in self.image_outputs.items():
+            outputs[name] = _image_from_tensor(outputs[name], layout)
+        return outputs
 
     def _prepare(self, spec: MILInputSpec, x: np.ndarray) -> np.ndarray:
         dtype = _NP_DTYPES[spec.dtype]
@@ -319,4 +334,14 @@ def _image_to_tensor(x: np.ndarray, layout: str) -> np.ndarray:
         x = x[:, ::-1]
     if layout != "GRAYSCALE_FLOAT16":
         x = np.clip(np.round(x), 0, 255)  # an 8-bit pixel buffer
+    return np.ascontiguousarray(x)
+
+
+def _image_from_tensor(x: np.ndarray, layout: str) -> np.ndarray:
+    """(1, C, H, W) program output -> (1, C, H, W) float32 pixel values as an 8-bit buffer holds them, RGB."""
+    x = np.asarray(x, dtype=np.float32)
+    if layout == "BGR":
+        x = x[:, ::-1]
+    if layout != "GRAYSCALE_FLOAT16":
+        x = np.clip(np.round(x), 0, 255)
     return np.ascontiguousarray(x)
