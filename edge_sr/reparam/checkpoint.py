@@ -58,12 +58,17 @@ def reparameterize_checkpoint(
     """
     from edge_sr.models import load_checkpoint, save_checkpoint
     from edge_sr.models.checkpoint import read_metadata
+    from edge_sr.models.registry import get_entry
     from edge_sr.models.stats import count_params
     from edge_sr.reparam import check_equivalent, has_fusable, reparameterize
 
     src_p = Path(src)
-    if model is None and src_p.suffix == ".safetensors" and read_metadata(src_p)["form"] == "deploy":
-        raise CheckpointError(src_p, "already fused (form: deploy); use it as it is")
+    if model is None and src_p.suffix == ".safetensors":
+        meta = read_metadata(src_p)
+        if not get_entry(meta["arch"]).reparameterizable:
+            raise CheckpointError(src_p, f"{meta['arch']} has no re-parameterizable blocks; nothing to fuse")
+        if meta["form"] == "deploy":
+            raise CheckpointError(src_p, "already fused (form: deploy); use it as it is")
     net = load_checkpoint(src_p, model=model, scale=scale) if model else load_checkpoint(src_p)
     if not has_fusable(net):
         raise CheckpointError(src_p, f"{net.edge_sr_arch} has no re-parameterizable blocks; nothing to fuse")

@@ -1,0 +1,173 @@
+"""Train versus deploy form of every re-parameterizable zoo model: parameters, MACs, CPU latency.
+
+``python -m edge_sr.reparam_bench [--models ...] [--runs N] [--threads T] [--doc docs/BENCHMARKS.md]``
+writes the ``reparam`` section of the benchmarks page. Latency is the median of ``runs`` timed forward
+passes on a 1x3x180x320 input (a 720p frame at x4), after one warm-up; the two forms alternate within one
+loop so both see the same machine load, and the ratio is taken from that same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReparamBenchRow:
+    name: str
+    params_train: int
+    params_deploy: int
+    macs_train: float  # per LR pixel
+    macs_deploy: float
+    ms_train: float  # median latency
+    ms_deploy: float
+
+    @property
+    def speedup(self) -> float:
+        return self.ms_train / self.ms_deploy
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@torch.inference_mode()
+def _latencies(models: list[nn.Module], x: torch.Tensor, runs: int) -> list[float]:
+    for m in models:  # warm-up (allocator, oneDNN primitive cache)
+        m(x)
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(runs):
+        for i, m in enumerate(models):  # alternate, so both forms see the same load
+            t0 = time.perf_counter()
+            m(x)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def bench_reparam(
+    models: list[str] | None = None,
+    input_size: tuple[int, int] = (180, 320),
+    runs: int = 5,
+    scale: int = 4,
+    threads: int | None = None,
+    doc: str | Path | None = None,
+    command: str | None = None,
+) -> list[ReparamBenchRow]:
+    """Measure train and deploy form of each model; optionally write the ``reparam`` section of ``doc``.
+
+    Args:
+        models: zoo names (default: every re-parameterizable model).
+        input_size: LR input height and width.
+        runs: timed runs per form (median reported).
+        scale: the models' scale.
+        threads: torch intra-op threads (default: leave as is).
+        doc: markdown file whose ``reparam`` section is replaced (``edge_sr.report.update_section``).
+        command: the command line to quote in the section.
+    """
+    from edge_sr.models import create_model, get_entry, list_models
+    from edge_sr.models.stats import count_params, macs_per_lr_pixel
+    from edge_sr.reparam import reparameterize
+
+    if threads:
+        torch.set_num_threads(threads)
+    names = models or [n for n in list_models() if get_entry(n).reparameterizable]
+    x = torch.rand(1, 3, *input_size)
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        train = create_model(name, scale=scale).eval()
+        deploy = reparameterize(train)
+        ms_t, ms_d = _latencies([train, deploy], x, runs)
+        row = ReparamBenchRow(
+            name,
+            count_params(train),
+            count_params(deploy),
+            macs_per_lr_pixel(train),
+            macs_per_lr_pixel(deploy),
+            ms_t,
+            ms_d,
+        )
+        log.info("%s: train %.1f ms, deploy %.1f ms (x%.2f)", name, ms_t, ms_d, row.speedup)
+        rows.append(row)
+    if doc is not None:
+        from edge_sr.report import update_section
+
+        update_section(
+            doc, "reparam", render(rows, input_size, scale, runs, command), title="edge-sr benchmarks"
+        )
+    return rows
+
+
+def render(
+    rows: list[ReparamBenchRow], input_size: tuple[int, int], scale: int, runs: int, command: str | None
+) -> str:
+    """The markdown section."""
+    h, w = input_size
+    lines = [
+        "## Re-parameterization: train versus deploy form",
+        "",
+        f"Input 1x3x{h}x{w} (x{scale}), float32, eager PyTorch on the CPU; latency = median of {runs} runs after one "
+        "warm-up, the two forms alternating in one loop (ratio from that same run). MACs per LR pixel count "
+        "convolutions and matrix products (`edge_sr.models.stats`).",
+        "",
+        f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python "
+        f"{platform.python_version()}.",
+        "",
+        "| model | params train | params deploy | MACs/px train | MACs/px deploy | ms train | ms deploy | speed-up |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.params_train:,} | {r.params_deploy:,} | {r.macs_train / 1e3:,.1f}K | "
+            f"{r.macs_deploy / 1e3:,.1f}K | {r.ms_train:,.1f} | {r.ms_deploy:,.1f} | {r.speedup:.2f}x |"
+        )
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edge_sr.reparam_bench", description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=None, help="zoo names (default: all re-parameterizable)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--size", type=int, nargs=2, default=(180, 320), metavar=("H", "W"))
+    p.add_argument("--doc", default="docs/BENCHMARKS.md", help="markdown file to update ('' to skip)")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON object")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    command = "python -m edge_sr.reparam_bench " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    rows = bench_reparam(
+        args.models, tuple(args.size), args.runs, args.scale, args.threads, args.doc or None, command.strip()
+    )
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps({"rows": [{**asdict(r), "speedup": r.speedup} for r in rows]}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
