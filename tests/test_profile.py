@@ -176,7 +176,7 @@ def test_parse_benchmark_model_litert() -> None:
     ops = r["ops"]
     assert len(ops) == 8 and sum(o.delegated for o in ops) == 7  # Delegate/<op> rows; TRANSPOSE on the CPU
     assert ops[2].ms == pytest.approx(3.104) and "Convolution (NHWC, F32) IGEMM" in ops[2].name
-    assert sum(o.ms for o in ops) == pytest.approx(9.863, abs=1e-3)
+    assert sum(o.ms for o in ops) == pytest.approx(10.063, abs=1e-3)
 
 
 def test_parse_executor_runner() -> None:
