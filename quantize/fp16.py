@@ -1,0 +1,143 @@
+"""FP16 range check and mixed precision.
+
+FP16 holds magnitudes up to 65504; below 2^-14 (6.1e-5) values are subnormal and lose precision, below 2^-24
+(6.0e-8) they flush to zero. :func:`fp16_ranges` runs the calibration patches through the float model with a
+forward hook on every leaf module and records, per layer, the largest |activation| and |weight| and the share of
+non-zero activations that would be subnormal or zero in FP16. A layer *overflows* when any value exceeds the
+FP16 maximum; it *underflows* when more than ``underflow_share`` of its non-zero outputs fall below the smallest
+normal FP16.
+
+Mixed precision (:func:`keep_fp32`): the offending layers are wrapped in :class:`KeepFP32`, which keeps their
+parameters float32 through ``model.half()`` and casts around them, so targets that export by casting the
+torch model (ExecuTorch, ONNX) compute those layers in FP32 and the rest in FP16. CoreML and TFLite take one
+compute precision for the whole program from their converters here, so they report offenders without a fix.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+FP16_MAX = 65504.0
+FP16_MIN_NORMAL = 2.0**-14
+FP16_MIN_SUBNORMAL = 2.0**-24
+MIXED_PRECISION_TARGETS = ("executorch", "onnx")
+
+
+@dataclass
+class LayerRange:
+    """Ranges seen at one layer's output over the calibration data."""
+
+    name: str
+    kind: str
+    max_abs: float = 0.0
+    weight_max_abs: float = 0.0
+    nonzero: int = 0
+    subnormal: int = 0  # below the smallest normal FP16 (precision lost)
+    flushed: int = 0  # below the smallest subnormal FP16 (becomes 0)
+    overflow: bool = False
+    underflow: bool = False
+
+    @property
+    def subnormal_share(self) -> float:
+        return self.subnormal / self.nonzero if self.nonzero else 0.0
+
+
+@dataclass
+class FP16Report:
+    """Per-layer ranges and the layers FP16 cannot hold."""
+
+    layers: list[LayerRange] = field(default_factory=list)
+    underflow_share: float = 0.01
+
+    @property
+    def offenders(self) -> list[str]:
+        return [r.name for r in self.layers if r.overflow or r.underflow]
+
+    @property
+    def ok(self) -> bool:
+        return not self.offenders
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "offenders": self.offenders,
+            "underflow_share": self.underflow_share,
+            "layers": [{**asdict(r), "subnormal_share": r.subnormal_share} for r in self.layers],
+        }
+
+
+@torch.no_grad()
+def fp16_ranges(model: nn.Module, batches: Iterable[Tensor], *, underflow_share: float = 0.01) -> FP16Report:
+    """Activation and weight ranges of every leaf module of ``model`` (float32) over ``batches``."""
+    model = model.eval()
+    rows: dict[str, LayerRange] = {}
+    hooks = []
+
+    def hook(name: str, module: nn.Module):  # noqa: ANN202
+        def fn(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if not isinstance(out, Tensor) or not out.is_floating_point():
+                return
+            r = rows[name]
+            a = out.detach().abs().float()
+            r.max_abs = max(r.max_abs, float(a.max()))
+            nz = a[a > 0]
+            r.nonzero += int(nz.numel())
+            r.subnormal += int((nz < FP16_MIN_NORMAL).sum())
+            r.flushed += int((nz < FP16_MIN_SUBNORMAL).sum())
+
+        return fn
+
+    for name, m in model.named_modules():
+        if name and not list(m.children()):
+            w = max((float(p.detach().abs().max()) for p in m.parameters(recurse=False)), default=0.0)
+            rows[name] = LayerRange(name=name, kind=type(m).__name__, weight_max_abs=w)
+            hooks.append(m.register_forward_hook(hook(name, m)))
+    rows["<output>"] = LayerRange(name="<output>", kind="output")
+    try:
+        for x in batches:
+            y = model(x)
+            hook("<output>", model)(model, None, y)
+    finally:
+        for h in hooks:
+            h.remove()
+    for r in rows.values():
+        r.overflow = r.max_abs > FP16_MAX or r.weight_max_abs > FP16_MAX
+        r.underflow = r.subnormal_share > underflow_share
+    return FP16Report(layers=list(rows.values()), underflow_share=underflow_share)
+
+
+class KeepFP32(nn.Module):
+    """Runs ``module`` in float32 inside a half model: casts in, computes, casts back to the input's dtype."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.float()).to(x.dtype)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> KeepFP32:  # type: ignore[override]
+        super()._apply(fn, recurse)
+        # model.half() reaches here too: put this layer's parameters and buffers back to float32
+        for t in list(self.module.parameters()) + list(self.module.buffers()):
+            if t.is_floating_point():
+                t.data = t.data.float()
+        return self
+
+
+def keep_fp32(model: nn.Module, layers: Sequence[str]) -> nn.Module:
+    """A copy of ``model`` whose modules named in ``layers`` run in FP32 after ``.half()``."""
+    model = copy.deepcopy(model)
+    for name in layers:
+        if name == "<output>":
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, KeepFP32(getattr(parent, child)))
+    return model
