@@ -102,6 +102,7 @@ def tiled_apply(
     progress: Progress | None = None,
     exact: bool = False,
     out_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> Tensor:
     """Apply ``fn`` tile by tile.
 
@@ -115,6 +116,8 @@ def tiled_apply(
         progress: called as ``progress(done_tiles, total_tiles)`` after each batch.
         exact: every tile exactly ``tile`` in size (fixed-shape runners).
         out_dtype: dtype of the returned buffer; default ``x``'s float dtype (float32 for integer input).
+        channels_last: lay the buffer out as (1, H, W, C) in memory (still indexed NCHW), so that
+            ``out[0].permute(1, 2, 0)`` is a contiguous (H, W, C) image that writers take without a copy.
 
     Returns:
         (1, C', H·scale, W·scale) in ``out_dtype``, on the CPU.
@@ -145,7 +148,11 @@ def tiled_apply(
         if y.shape[-2:] != (inp.shape[-2] * s, inp.shape[-1] * s) or y.shape[0] != inp.shape[0]:
             raise ValueError(f"fn returned {tuple(y.shape)} for input {tuple(inp.shape)} at scale {s}")
         if out is None:  # allocate once the output channel count is known
-            out = torch.empty((1, y.shape[1], h * s, w * s), dtype=out_dtype)
+            shape = (1, y.shape[1], h * s, w * s)
+            if channels_last:
+                out = torch.empty((1, h * s, w * s, y.shape[1]), dtype=out_dtype).permute(0, 3, 1, 2)
+            else:
+                out = torch.empty(shape, dtype=out_dtype)
         y = y.detach().cpu()
         for k, (r, c) in enumerate(group):
             r1, c1 = min(r.keep1, h), min(c.keep1, w)  # in exact mode, drop the padding

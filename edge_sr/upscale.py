@@ -159,7 +159,14 @@ def upscale_array(
     fn = runner
     if gray:
         x, fn = x[:, :1], _gray_fn(runner)
-    kw = dict(scale=scale, tile=tile, overlap=tile_overlap, batch=tile_batch, out_dtype=out_dtype)
+    kw = dict(
+        scale=scale,
+        tile=tile,
+        overlap=tile_overlap,
+        batch=tile_batch,
+        out_dtype=out_dtype,
+        channels_last=True,
+    )
     y = tiled_apply(fn, x, progress=progress, **kw)  # type: ignore[arg-type]
     out = y[0].permute(1, 2, 0).numpy()
     out = out[..., 0] if gray else out
@@ -193,6 +200,17 @@ def load_model(
             path, f"is a x{have} model and cannot upscale x{scale}; pass a x{scale} checkpoint"
         )
     return load_checkpoint(path), path
+
+
+def check_tile(net: nn.Module, tile: int, overlap: int) -> None:
+    """A tile must exceed twice the overlap and be at least the model's ``min_tile_size`` (transformer window)."""
+    if tile <= 2 * overlap:
+        raise ConfigError(None, f"--tile {tile} must be larger than twice --tile-overlap ({overlap})")
+    min_tile = getattr(net, "min_tile_size", None)
+    if min_tile is not None and tile < int(min_tile):
+        raise ConfigError(
+            None, f"--tile {tile} is smaller than this model's window ({min_tile}); use --tile {min_tile}+"
+        )
 
 
 def _output_path(src: Path, out: Path, single_file_out: bool) -> Path:
@@ -244,11 +262,7 @@ def upscale_files(
         raise OutputError(folder, "output folder is not writable; choose another -o")
     net, ckpt = load_model(checkpoint, model=model, scale=scale)
     s = int(getattr(net, "scale", scale or 4))
-    min_tile = getattr(net, "min_tile_size", None)
-    if min_tile is not None and tile < int(min_tile):
-        raise ConfigError(
-            None, f"--tile {tile} is smaller than this model's window ({min_tile}); use --tile {min_tile}+"
-        )
+    check_tile(net, tile, tile_overlap)
     runner = TileRunner(net, device=device, precision=precision)
     report = UpscaleReport(scale=s, checkpoint=str(ckpt), device=device, precision=precision, tile=tile)
     show = progress and sys.stderr.isatty()

@@ -1,4 +1,4 @@
-"""16-bit colour PNG / TIFF: the part of image I/O that Pillow has no image mode for.
+"""16-bit colour PNG / TIFF (Pillow has no image mode for them), and a streaming PNG writer.
 
 Pillow holds 16-bit grayscale (``I;16``) but no 16-bit RGB / RGBA / LA mode: it decodes such files to 8 bits
 by keeping the high byte of each sample. Reading keeps Pillow's decoders (PNG unfiltering, TIFF
@@ -70,20 +70,37 @@ def read_wide(path: Path) -> np.ndarray:
     return (high.astype(np.uint16) << 8) | low.astype(np.uint16)
 
 
-def write_png16(path: Path, arr: np.ndarray) -> None:
-    """Write a (H, W, C) uint16 array, C in 1..4 (gray, gray+alpha, RGB, RGBA), as a 16-bit PNG."""
+def write_png(path: Path, arr: np.ndarray, *, level: int = 6, rows_per_chunk: int = 256) -> None:
+    """Write a (H, W, C) uint8 / uint16 array, C in 1..4 (gray, gray+alpha, RGB, RGBA), as a PNG.
+
+    Streams: rows are filtered and compressed a block at a time, so memory stays near the array itself
+    (Pillow would first copy it into an image of 4 bytes per RGB pixel).
+    """
     h, w, c = arr.shape
+    depth = 16 if arr.dtype == np.uint16 else 8
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    raw = np.ascontiguousarray(arr, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
-    # 'Up' filter (type 2): each byte minus the byte above, modulo 256; compresses photos well and vectorizes.
-    filt = raw.copy()
-    filt[1:] -= raw[:-1]
-    rows = np.concatenate([np.full((h, 1), 2, np.uint8), filt], axis=1)
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    row_bytes = w * c * depth // 8
+    comp = zlib.compressobj(level)
+    prev = np.zeros(row_bytes, np.uint8)
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(_chunk(b"IHDR", ihdr))
-        f.write(_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)))
+        f.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)))
+        for r0 in range(0, h, rows_per_chunk):
+            block = np.ascontiguousarray(
+                arr[r0 : r0 + rows_per_chunk], dtype=">u2" if depth == 16 else np.uint8
+            )
+            raw = block.view(np.uint8).reshape(-1, row_bytes)
+            # 'Up' filter (type 2): each byte minus the byte above, modulo 256; vectorizes, compresses photos well.
+            filt = np.empty((raw.shape[0], row_bytes + 1), np.uint8)
+            filt[:, 0] = 2
+            filt[:, 1:] = raw
+            filt[0, 1:] -= prev
+            filt[1:, 1:] -= raw[:-1]
+            prev = raw[-1].copy()
+            data = comp.compress(filt.tobytes())
+            if data:
+                f.write(_chunk(b"IDAT", data))
+        f.write(_chunk(b"IDAT", comp.flush()))
         f.write(_chunk(b"IEND", b""))
 
 

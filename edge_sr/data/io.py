@@ -20,6 +20,10 @@ from edge_sr.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
 
+# A bundled 256x256 photo for demos and smoke tests (skimage.data.astronaut, NASA, public domain, halved
+# with the MATLAB-exact imresize).
+DEMO_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "demo.png"
+
 FORMATS: dict[str, str] = {
     ".png": "PNG",
     ".jpg": "JPEG",
@@ -118,7 +122,8 @@ def read_image(path: str | os.PathLike[str]) -> Image:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(p, f"truncated or corrupt image file ({_first_line(e)})") from None
     scale = 1.0 / (65535.0 if bits == 16 else 255.0)
-    rgb = arr.astype(np.float32) * np.float32(scale)
+    rgb = arr.astype(np.float32)
+    rgb *= np.float32(scale)  # in place: a 12 MP photo is 144 MB as float32
     if rgb.ndim == 2:
         rgb = rgb[..., None]
     if rgb.shape[-1] == 1:
@@ -228,10 +233,13 @@ def _save(tmp: Path, arr: np.ndarray, fmt: str, bits: int, quality: int) -> None
     from edge_sr.data import codecs16
 
     c = arr.shape[-1]
+    if fmt == "PNG":
+        codecs16.write_png(tmp, arr)
+        return
     if bits == 16 and c == 2 and fmt == "TIFF":  # 16-bit gray + alpha TIFF is rarely readable: store RGBA
         arr, c = np.concatenate([np.repeat(arr[..., :1], 3, axis=-1), arr[..., 1:]], axis=-1), 4
     if bits == 16 and c > 1:  # Pillow has no 16-bit colour or gray+alpha mode
-        (codecs16.write_png16 if fmt == "PNG" else codecs16.write_tiff16)(tmp, arr)
+        codecs16.write_tiff16(tmp, arr)
         return
     if bits == 16:
         im = PILImage.fromarray(np.ascontiguousarray(arr[..., 0]).astype(np.uint16))
