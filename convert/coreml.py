@@ -66,6 +66,21 @@ def _input_shape(spec: ExportSpec, example: Tensor) -> Any:
     return tuple(example.shape)
 
 
+def _dynamic(spec: ExportSpec) -> tuple[dict[int, Any], ...] | None:
+    """Dynamic H / W for ranged shapes, and for enumerated ones (their bounding range), else None."""
+    if spec.sizes and len(set(spec.sizes)) > 1:
+        hs, ws = [h for h, _ in spec.sizes], [w for _, w in spec.sizes]
+        dims: dict[int, Any] = {}
+        axes = (1, 2) if spec.layout == "NHWC" else (2, 3)
+        # each varying axis gets a Dim covering the enumerated values
+        if len(set(hs)) > 1:
+            dims[axes[0]] = torch.export.Dim("height", min=min(hs), max=max(hs))
+        if len(set(ws)) > 1:
+            dims[axes[1]] = torch.export.Dim("width", min=min(ws), max=max(ws))
+        return (dims,)
+    return dynamic_hw(spec)
+
+
 def write(
     model: nn.Module,
     example: Tensor,
@@ -80,7 +95,7 @@ def write(
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     image = spec.io == "image"
     net = _ImageOut(model).eval() if image else model
-    ep = torch.export.export(net, (example,), dynamic_shapes=dynamic_hw(spec)).run_decompositions({})
+    ep = torch.export.export(net, (example,), dynamic_shapes=_dynamic(spec)).run_decompositions({})
     shape = _input_shape(spec, example)
     if image:
         inputs = [ct.ImageType(name="input", shape=shape, scale=1.0 / 255.0, color_layout=ct.colorlayout.RGB)]
