@@ -87,6 +87,8 @@ def _tiny_edge_model(name: str) -> nn.Module:
     overrides = {k: v for k, v in TINY.items() if k in params}
     try:
         model = create_model(name, scale=2, **overrides) if overrides else default
+        with torch.no_grad():
+            model.eval()(torch.rand(1, 3, SIZE, SIZE))
     except Exception:  # a family may reject a combination; its defaults are edge-sized anyway
         model = default
     model.eval()
