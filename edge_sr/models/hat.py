@@ -273,6 +273,8 @@ class HAT(nn.Module):
         check_scale(scale)
         if len(depths) != len(num_heads):
             raise ConfigError(None, f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
+        if any(embed_dim % h for h in num_heads):
+            raise ConfigError(None, f"embed_dim {embed_dim} is not divisible by num_heads {list(num_heads)}")
         if (int(window_size * overlap_ratio)) % 2:
             raise ConfigError(
                 None, f"window_size·overlap_ratio must be even, got {int(window_size * overlap_ratio)}"

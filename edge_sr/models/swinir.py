@@ -184,7 +184,7 @@ class SwinIR(nn.Module):
         check_scale(scale)
         if len(depths) != len(num_heads):
             raise ConfigError(None, f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
-        if embed_dim % max(num_heads) != 0:
+        if any(embed_dim % h for h in num_heads):
             raise ConfigError(None, f"embed_dim {embed_dim} is not divisible by num_heads {list(num_heads)}")
         self.scale, self.img_range, self.upsampler = scale, img_range, upsampler
         # Official rule: a window larger than the training patch shrinks to it and disables the shift.
