@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import torch
 from edge_sr.quantize.calib import CalibrationSet, from_tensors, load_calibration
-from edge_sr.quantize.fp16 import MIXED_PRECISION_TARGETS, FP16Report, fp16_ranges, keep_fp32
+from edge_sr.quantize.fp16 import MIXED_PRECISION_TARGETS, FP16Report, fp16_ranges, fp32_spans, keep_fp32
 from edge_sr.quantize.pt2e import (
     ClampInput,
     calibrate,
@@ -383,7 +383,7 @@ def fp16_export(
     net = deploy
     if report.offenders:
         if mixed and target in MIXED_PRECISION_TARGETS:
-            fp32_layers = [n for n in report.offenders if n != "<output>"]
+            fp32_layers = fp32_spans(report)
             net = _carry(deploy, keep_fp32(deploy, fp32_layers))
         else:
             logger.warning(

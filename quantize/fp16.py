@@ -113,14 +113,21 @@ def fp16_ranges(model: nn.Module, batches: Iterable[Tensor], *, underflow_share:
 
 
 class KeepFP32(nn.Module):
-    """Runs ``module`` in float32 inside a half model: casts in, computes, casts back to the input's dtype."""
+    """Runs ``module`` in float32 inside a half model.
 
-    def __init__(self, module: nn.Module) -> None:
+    The input is cast to float32; the output goes back to float16 only when ``out_half`` (the last layer of
+    a float32 span), else it stays float32 for the next kept layer, because a value FP16 cannot hold must
+    not pass through FP16 between two FP32 layers.
+    """
+
+    def __init__(self, module: nn.Module, *, out_half: bool = True) -> None:
         super().__init__()
         self.module = module
+        self.out_half = out_half
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.module(x.float()).to(x.dtype)
+        y = self.module(x.float())
+        return y.half() if self.out_half else y
 
     def _apply(self, fn: Any, recurse: bool = True) -> KeepFP32:  # type: ignore[override]
         super()._apply(fn, recurse)
@@ -131,13 +138,36 @@ class KeepFP32(nn.Module):
         return self
 
 
+def fp32_spans(report: FP16Report) -> list[str]:
+    """The layers to keep in FP32: each offender, then the layers after it (forward order) up to and
+    including the first whose output FP16 holds again, since an offender's output must reach a layer that
+    brings it back into range without passing through FP16."""
+    order = [r for r in report.layers if r.name != "<output>"]
+    keep: list[str] = []
+    i = 0
+    while i < len(order):
+        if order[i].overflow or order[i].underflow:
+            while i < len(order) and (order[i].overflow or order[i].underflow):
+                keep.append(order[i].name)
+                i += 1
+            if i < len(order):  # the layer that consumes the out-of-range values
+                keep.append(order[i].name)
+        i += 1
+    return keep
+
+
 def keep_fp32(model: nn.Module, layers: Sequence[str]) -> nn.Module:
-    """A copy of ``model`` whose modules named in ``layers`` run in FP32 after ``.half()``."""
+    """A copy of ``model`` whose modules named in ``layers`` (forward order) run in FP32 after ``.half()``.
+
+    Consecutive names form one span: float32 flows between them; the last one hands float16 on.
+    """
     model = copy.deepcopy(model)
-    for name in layers:
-        if name == "<output>":
-            continue
+    names = [n for n in layers if n != "<output>"]
+    order = [n for n, m in model.named_modules() if n and not list(m.children())]
+    for name in names:
+        nxt = order.index(name) + 1 if name in order else len(order)
+        out_half = nxt >= len(order) or order[nxt] not in names
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, KeepFP32(getattr(parent, child)))
+        setattr(parent, child, KeepFP32(getattr(parent, child), out_half=out_half))
     return model

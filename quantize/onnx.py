@@ -128,4 +128,4 @@ def _conv_weight_inputs(graph: Any) -> set[str]:
 
 def float_export_dir(out: Path) -> Path:
     """A scratch folder beside ``out`` for the float export that is quantized."""
-    return out.parent / f".{out.stem}.float"
+    return out.parent / f".{out.stem}-float-export"  # no suffix: convert.export treats it as a folder

@@ -124,11 +124,12 @@ def calibrate(prepared: torch.fx.GraphModule, batches: Iterable[Tensor]) -> int:
 
 def convert(prepared: torch.fx.GraphModule, *, fold_quantize: bool = True) -> torch.fx.GraphModule:
     """``convert_pt2e``: observers / fake-quant -> quantize / dequantize ops with fixed parameters."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     move_exported_model_to_eval(prepared)
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+    # exported graphs refuse .eval(); edge_sr.convert.export calls it, so map it onto the pt2e helpers
+    return allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=fold_quantize))
 
 
 def fine_tune(

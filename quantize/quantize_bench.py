@@ -1,0 +1,186 @@
+"""The ``quantization`` section of docs/BENCHMARKS.md: float / FP16 / INT8-PTQ / INT8-QAT per target, measured.
+
+    python -m edge_sr.quantize.quantize_bench [CKPT ...] [--targets executorch tflite onnx coreml]
+        [--calib DIR] [--calib-count 32] [--qat-data DIR ...] [--qat-iters 300] [--sets Set5 Set14]
+
+For each checkpoint (default: the bundled ones) and target, every artifact is built at ``--input-size`` (tiled
+over the full benchmark images by ``edge_sr.runtime``) and verified with ``edge_sr.verify`` on each set: Y-PSNR
+of the float model and of the artifact, artifact size. ExecuTorch FP32 and INT8 are also exported at 180x320
+and timed on this CPU (median of ``--runs`` calls, one process). Rows that cannot run here say why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+DOC = REPO / "docs" / "BENCHMARKS.md"
+
+
+@dataclass
+class Row:
+    model: str
+    target: str
+    variant: str  # float, fp16, int8-ptq, int8-qat
+    size_bytes: int = 0
+    psnr: dict[str, float] = field(default_factory=dict)  # set -> artifact Y-PSNR
+    psnr_float: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def _verify(path: Path, model: Any, sets: Sequence[str], row: Row) -> None:
+    from edge_sr.verify import verify
+
+    for name in sets:
+        rep = verify(path, reference=model, data=DATA / "benchmarks" / name, record=name == sets[0])
+        row.psnr[name], row.psnr_float[name] = rep.psnr, rep.psnr_float
+
+
+def _variant(build: Any, model: Any, sets: Sequence[str], row: Row) -> Row:
+    try:
+        art = build()
+        row.size_bytes = art.size_bytes
+        _verify(art.path, model, sets, row)
+    except Exception as e:  # one row says why instead of stopping the table
+        row.note = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        logger.warning("%s %s %s: %s", row.model, row.target, row.variant, row.note)
+    return row
+
+
+def latency_ms(path: Path, size: tuple[int, int], runs: int = 10) -> float:
+    """Median wall time of one forward at ``size`` (batch 1), after one warm-up call."""
+    from edge_sr.runtime import load
+
+    r = load(path, threads=2)
+    x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
+    r.forward(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        r.forward(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[Row], dict[str, float]]:
+    from edge_sr.convert import ExportSpec, export
+
+    from edge_sr import quantize as q
+    from edge_sr.models import load_checkpoint
+
+    model = load_checkpoint(ckpt)
+    scale = int(model.edge_sr_args.get("scale", getattr(model, "scale", 0)))
+    name = f"{model.edge_sr_arch} x{scale}"
+    size = tuple(int(v) for v in args.input_size.split("x"))
+    calib = q.load_calibration(args.calib, count=args.calib_count, input_size=size, scale=scale, seed=0)
+    rows: list[Row] = []
+    for t in args.targets:
+        d = out / f"{ckpt.stem}_{t}"
+        spec32 = ExportSpec(input_size=size, **({"deployment_target": "iOS17"} if t == "coreml" else {}))
+        builds = {
+            "float": lambda t=t, d=d, s=spec32: export(model, t, d / "fp32", s),
+            "fp16": lambda t=t, d=d: q.fp16_export(model, t, calib, out=d / "fp16"),
+            "int8-ptq": lambda t=t, d=d: q.ptq(model, t, calib, out=d / "ptq"),
+        }
+        if t == "coreml":
+            builds["int8-weights"] = lambda d=d: q.ptq(
+                model, "coreml", calib, q.QuantSpec(coreml_mode="weights"), out=d / "w8"
+            )
+        if t != "onnx" and args.qat_iters > 0:
+            builds["int8-qat"] = lambda t=t, d=d: q.qat(
+                model, t, args.qat_data, calib=calib, iters=args.qat_iters, lr=args.qat_lr, out=d / "qat"
+            )
+        for variant, build in builds.items():
+            rows.append(_variant(build, model, args.sets, Row(name, t, variant)))
+            logger.info("%s", rows[-1])
+    lat: dict[str, float] = {}
+    if "executorch" in args.targets:
+        big = (180, 320)
+        cal_big = q.load_calibration(args.calib, count=min(8, args.calib_count), input_size=big, scale=scale)
+        fp32 = export(model, "executorch", out / "lat" / "fp32.pte", ExportSpec(input_size=big))
+        int8 = q.ptq(model, "executorch", cal_big, out=out / "lat" / "int8.pte")
+        lat = {
+            "fp32_ms": latency_ms(fp32.path, big, args.runs),
+            "int8_ms": latency_ms(int8.path, big, args.runs),
+        }
+    return rows, {f"{name} {k}": v for k, v in lat.items()}
+
+
+def render(rows: list[Row], lat: dict[str, float], sets: Sequence[str], command: str) -> str:
+    lines = [
+        "## Quantization: float / FP16 / INT8 per target",
+        "",
+        f"Measured with `{command}` (2 CPU threads). Y-PSNR (dB, border = scale) on the benchmark sets;",
+        "artifacts at a fixed input size, run tile by tile over each image. Float = the PyTorch model.",
+        "",
+        "| model | target | variant | size (KB) | "
+        + " | ".join(f"{s} PSNR (drop)" for s in sets)
+        + " | note |",
+        "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in sets) + " | --- |",
+    ]
+    for r in rows:
+        cells = []
+        for s in sets:
+            if s in r.psnr:
+                cells.append(f"{r.psnr[s]:.2f} ({r.psnr_float[s] - r.psnr[s]:+.3f})")
+            else:
+                cells.append("-")
+        lines.append(
+            f"| {r.model} | {r.target} | {r.variant} | {r.size_bytes / 1024:.1f} | "
+            + " | ".join(cells)
+            + f" | {r.note} |"
+        )
+    if lat:
+        lines += ["", "ExecuTorch-XNNPACK CPU latency at 180x320 (median, one process):", ""]
+        for k, v in lat.items():
+            lines.append(f"- {k}: {v:.2f} ms")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge_sr.report import update_section
+    from edge_sr.weights import bundled_checkpoints
+
+    p = argparse.ArgumentParser(prog="python -m edge_sr.quantize.quantize_bench")
+    p.add_argument("checkpoints", nargs="*", type=Path)
+    p.add_argument("--targets", nargs="+", default=["executorch", "tflite", "onnx", "coreml"])
+    p.add_argument("--calib", type=Path, default=DATA / "train" / "General100")
+    p.add_argument("--calib-count", type=int, default=32)
+    p.add_argument("--input-size", default="64x64")
+    p.add_argument("--qat-data", nargs="+", default=[str(DATA / "train" / "T91")])
+    p.add_argument("--qat-iters", type=int, default=300)
+    p.add_argument("--qat-lr", type=float, default=2e-5)
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--doc", type=Path, default=DOC)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    ckpts = args.checkpoints or [f for scales in bundled_checkpoints().values() for f in scales.values()]
+    rows: list[Row] = []
+    lat: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ck in ckpts:
+            r, l_ = bench_model(Path(ck), args, Path(tmp))
+            rows += r
+            lat.update(l_)
+    command = "python -m edge_sr.quantize.quantize_bench " + " ".join(argv if argv is not None else [])
+    update_section(
+        args.doc, "quantization", render(rows, lat, args.sets, command.strip()), title="Benchmarks"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

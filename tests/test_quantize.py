@@ -1,0 +1,192 @@
+"""edge_sr.quantize: INT8 PTQ per target, int8 I/O, QAT, FP16 range check, sensitivity, the quantize verb.
+
+Tiny ECBSR (4 blocks x 8 channels, x2) on 24x24 inputs, a handful of calibration patches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from edge_sr.quantize import QuantSpec, fp16_check, from_tensors, load_calibration, ptq, sensitivity
+from edge_sr.quantize.fp16 import FP16_MAX, fp16_ranges, fp32_spans, keep_fp32
+from torch import nn
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SET5_HR = DATA / "benchmarks" / "Set5" / "HR"
+SIZE = 24
+
+
+def _smooth(size: int = SIZE) -> torch.Tensor:
+    """(1, 3, size, size): gradients and one soft ring, the kind of image SR int8 should handle well."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    ring = 0.5 + 0.5 * torch.cos(6 * torch.hypot(xx - 0.5, yy - 0.5))
+    return torch.stack([xx, yy, 0.6 * ring + 0.4 * xx])[None]
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    from edge_sr.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("ecbsr_m4c8", scale=2).eval()
+
+
+@pytest.fixture(scope="module")
+def calib():
+    g = torch.Generator().manual_seed(1)
+    s = _smooth()
+    patches = torch.cat([s, 0.7 * s.flip(-1) + 0.3 * torch.rand(5, 3, SIZE, SIZE, generator=g)]).clamp(0, 1)
+    return from_tensors(patches)
+
+
+def _psnr_vs_float(model: nn.Module, path: Path) -> float:
+    from edge_sr.runtime import load
+
+    x = _smooth()
+    with torch.no_grad():
+        ref = model(x)[0].permute(1, 2, 0).numpy()
+    y = load(path).run(x[0].permute(1, 2, 0).numpy())
+    return 10 * math.log10(1.0 / float(np.mean((y - ref) ** 2)))
+
+
+@pytest.mark.parametrize("target", ["executorch", "tflite", "onnx"])
+def test_ptq_runs_and_is_close_to_float(model, calib, target, tmp_path):
+    art = ptq(model, target, calib, out=tmp_path)
+    assert art.path.exists() and art.manifest["precision"] == "int8"
+    q = art.manifest["quantization"]
+    assert q["method"] == "ptq" and q["calibration"]["count"] == calib.count
+    assert q["calibration"]["input_size"] == [SIZE, SIZE]
+    assert art.manifest["input_shape"] == {"mode": "fixed", "size": [SIZE, SIZE]}
+    assert art.manifest["inputs"][0]["dtype"] == "float32"  # float I/O by default on every target
+    assert _psnr_vs_float(model, art.path) > 35.0
+
+
+def test_tflite_int8_io_runs_through_runtime(model, calib, tmp_path):
+    art = ptq(model, "tflite", calib, QuantSpec(int8_io=True), out=tmp_path)
+    inp = art.manifest["inputs"][0]
+    assert inp["dtype"] == "int8"
+    assert inp["quant"]["scale"] > 0 and -128 <= inp["quant"]["zero_point"] <= 127
+    on_disk = json.loads(art.manifest_path.read_text())
+    assert on_disk["inputs"][0]["quant"] == inp["quant"]
+    assert _psnr_vs_float(model, art.path) > 35.0
+
+
+def test_onnx_quantizes_every_conv_and_keeps_float_layers(model, calib, tmp_path):
+    art = ptq(model, "onnx", calib, out=tmp_path / "a.onnx")
+    facts = art.manifest["quantization"]["onnxruntime"]
+    assert facts["quantized_convs"] == facts["convs"] and "QuantizeLinear" in facts["ops"]
+    kept = ptq(model, "onnx", calib, QuantSpec(keep_float=("body.0.0",)), out=tmp_path / "b.onnx")
+    kfacts = kept.manifest["quantization"]["onnxruntime"]
+    assert kfacts["excluded_nodes"] and kfacts["quantized_convs"] == facts["convs"] - 1
+
+
+def test_coreml_weight_only_quantizes_every_conv(model, calib, tmp_path):
+    art = ptq(model, "coreml", calib, QuantSpec(coreml_mode="weights"), out=tmp_path)
+    convs = art.manifest["quantization"]["convs"]
+    # 6 body convs (the first has only 3*8*9 = 216 weights, under coremltools' default threshold) + residual
+    assert len(convs) == 7 and set(convs.values()) == {"int8"}
+    assert art.manifest["quantization"]["weight_threshold"] == 0
+
+
+def test_coreml_w8a8_lowers(model, calib, tmp_path):
+    from collections import Counter
+
+    from edge_sr.quantize.coreml import compressed_convs, load_program
+
+    art = ptq(model, "coreml", calib, out=tmp_path)
+    assert set(compressed_convs(art.path).values()) == {"int8"}
+    ops = Counter(op.op_type for f in load_program(art.path).functions.values() for op in f.operations)
+    assert ops["quantize"] >= 6 and ops["dequantize"] >= 6  # activations quantized too (W8A8)
+
+
+def test_keep_float_leaves_layer_unquantized(model, calib):
+    from edge_sr.quantize.pt2e import quantize_model
+    from edge_sr.quantize.xnnpack import quantizer
+
+    gm = quantize_model(
+        model_deploy(model), quantizer(), [calib.patches], calib.patches[:2], keep_float=["body.0.0"]
+    )
+    quantized_convs = [
+        n
+        for n in gm.graph.nodes
+        if n.target == torch.ops.aten.conv2d.default
+        and getattr(n.args[0], "target", None) is not None
+        and "dequantize" in str(n.args[0].target)
+    ]
+    first = next(n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default)
+    assert first not in quantized_convs and len(quantized_convs) >= 5
+
+
+def model_deploy(model: nn.Module) -> nn.Module:
+    from edge_sr.quantize import deploy_form
+
+    return deploy_form(model)
+
+
+def test_sensitivity_ranks_layers(model, calib):
+    rep = sensitivity(model, "executorch", calib)
+    names = rep.ranking()
+    assert len(names) == 6 and set(names) == {f"body.{i}.0" for i in range(5)} | {"body.5"}
+    sq = [r.sqnr_db for r in rep.layers]
+    assert sq == sorted(sq) and all(math.isfinite(v) and v > 10 for v in sq)
+    assert rep.full_sqnr_db <= sq[0] + 0.5  # quantizing everything costs at least the worst single layer
+
+
+class _Overflow(nn.Module):
+    """A conv whose output passes FP16's maximum, then a conv bringing it back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.big = nn.Conv2d(3, 4, 1)
+        self.small = nn.Conv2d(4, 3, 1)
+        with torch.no_grad():
+            self.big.weight.fill_(4e4)
+            self.big.bias.zero_()
+            self.small.weight.fill_(1e-5)
+
+    def forward(self, x):
+        return self.small(self.big(x))
+
+
+def test_fp16_overflow_detector_flags_the_layer():
+    calib = from_tensors(torch.rand(2, 3, 8, 8) * 0.5 + 0.5)
+    rep = fp16_ranges(_Overflow(), calib.batches())
+    big = next(r for r in rep.layers if r.name == "big")
+    assert big.overflow and big.max_abs > FP16_MAX
+    assert rep.offenders == ["big"]
+    assert fp32_spans(rep) == ["big", "small"]  # small consumes the out-of-range values
+    mixed = keep_fp32(_Overflow(), fp32_spans(rep)).half()
+    assert mixed.big.module.weight.dtype == torch.float32 and mixed.small.module.weight.dtype == torch.float32
+    x = calib.patches[:1]
+    assert torch.isfinite(mixed(x.half()).float()).all()
+    assert not torch.isfinite(_Overflow().half()(x.half())).all()
+
+
+def test_fp16_check_passes_a_normal_model(model, calib):
+    assert fp16_check(model, calib).ok
+
+
+@pytest.mark.skipif(not SET5_HR.is_dir(), reason="needs ../shared/data")
+def test_calibration_from_hr_folder_is_reproducible():
+    a = load_calibration(SET5_HR, count=3, input_size=(20, 24), scale=4, seed=5)
+    b = load_calibration(SET5_HR, count=3, input_size=(20, 24), scale=4, seed=5)
+    c = load_calibration(SET5_HR, count=3, input_size=(20, 24), scale=4, seed=6)
+    assert a.patches.shape == (3, 3, 20, 24) and torch.equal(a.patches, b.patches)
+    assert not torch.equal(a.patches, c.patches)
+    assert a.manifest_entry() == {**a.manifest_entry(), "count": 3, "seed": 5, "source": "hr-bicubic"}
+
+
+def test_calibration_errors(tmp_path):
+    from edge_sr.errors import InputError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        load_calibration(tmp_path / "empty", count=1, input_size=(8, 8), scale=2)
+    if SET5_HR.is_dir():
+        with pytest.raises(InputError, match="asked for 9"):
+            load_calibration(SET5_HR, count=9, input_size=(8, 8), scale=2)
