@@ -82,15 +82,15 @@ class _IOWrapper(nn.Module):
         super().__init__()
         self.model = model
         self.nhwc = nhwc
-        self.half = half
+        self.fp16 = half
 
     def forward(self, x: Tensor) -> Tensor:
         if self.nhwc:
             x = x.permute(0, 3, 1, 2)
-        if self.half:
+        if self.fp16:
             x = x.half()
         y = self.model(x)
-        if self.half:
+        if self.fp16:
             y = y.float()
         return y.permute(0, 2, 3, 1) if self.nhwc else y
 
@@ -195,13 +195,10 @@ def export(
     if not scale:  # infer from one forward pass
         with torch.no_grad():
             scale = int(prepared(example).shape[-1] // w)
+    half = spec.precision == "fp16" and mod.FP16_BY_CAST  # float16 graph inside float32 I/O
     net: nn.Module = prepared
-    if spec.layout == "NHWC" or (spec.precision == "fp16" and mod.FP16_BY_CAST):
-        net = _IOWrapper(
-            prepared, nhwc=spec.layout == "NHWC", half=spec.precision == "fp16" and mod.FP16_BY_CAST
-        )
-        if net.half:
-            net.model = net.model.half()
+    if spec.layout == "NHWC" or half:
+        net = _IOWrapper(prepared.half() if half else prepared, nhwc=spec.layout == "NHWC", half=half)
     example_io = example.permute(0, 2, 3, 1).contiguous() if spec.layout == "NHWC" else example
     src = source or getattr(model, "edge_sr_source", None)
     source_info = (

@@ -13,7 +13,8 @@ from edge_sr.convert.manifest import sha256_path
 from torch import nn
 
 from edge_sr.errors import ConfigError, ConversionError
-from edge_sr.models import create_model, get_entry, list_models
+from edge_sr.models import create_model, list_models
+from edge_sr.reparam import has_fusable
 
 ALL_TARGETS = sorted(TARGETS)
 # small values for whichever size arguments a family's constructor has
@@ -77,10 +78,8 @@ def test_edge_zoo_fp32_matches_eager(out_dir, name: str, target: str) -> None:
     y = runner.forward(X16.numpy())
     assert y.shape == ref.shape == (1, 3, 32, 32)
     assert np.abs(y - ref).max() <= 1e-4, f"{name} on {target}"
-    assert (
-        art.manifest["reparameterized"] == get_entry(name).reparameterizable
-        or not art.manifest["reparameterized"]
-    )
+    assert art.manifest["reparameterized"] == has_fusable(model)  # train form fused first
+    assert art.manifest["form"] == "deploy"
 
 
 @pytest.fixture(scope="module")
