@@ -266,12 +266,13 @@ def qat(
     batches = ((x[..., :h, :w], y[..., : h * scale, : w * scale]) for x, y in loader)
     q = target_quantizer(target, qat=True)
     net, keep = _wrap_io(target, base, spec)
+    annotate = q
     if keep:
         from edge_sr.quantize.pt2e import make_keep_float_quantizer
 
         check_layers(net, keep)
-        q = make_keep_float_quantizer(q, keep)
-    prepared = prepare(net, q, calib.patches[:2], qat=True)
+        annotate = make_keep_float_quantizer(q, keep)
+    prepared = prepare(net, annotate, calib.patches[:2], qat=True)
     calibrate(prepared, calib.batches(spec.batch_size))
     losses = fine_tune(prepared, batches, iters=iters, lr=lr)
     gm = convert(prepared, fold_quantize=target != "tflite")
@@ -301,7 +302,13 @@ def _onnx_ptq(
     import shutil
 
     from edge_sr.convert import Artifact, export
-    from edge_sr.convert.manifest import manifest_path, sha256_path, size_bytes, write_manifest
+    from edge_sr.convert.manifest import (
+        embedded_metadata,
+        manifest_path,
+        sha256_path,
+        size_bytes,
+        write_manifest,
+    )
     from edge_sr.quantize import onnx as qonnx
 
     from edge_sr.io_utils import atomic_path
@@ -312,19 +319,18 @@ def _onnx_ptq(
     try:
         float_art = export(deploy, "onnx", scratch, _export_spec("onnx", calib, "fp32"), source=source)
         path = out if out.suffix else out / float_art.path.name.replace("_fp32", "_int8")
-        manifest = dict(float_art.manifest)
+        manifest = {**float_art.manifest, "artifact": path.name, "precision": "int8"}
+        manifest["quantization"] = quantization
         with atomic_path(manifest_path(path)) as tmp_m, atomic_path(path) as tmp:
             facts = qonnx.quantize_file(
-                float_art.path, tmp, calib.patches.numpy(), keep_float=spec.keep_float
+                float_art.path,
+                tmp,
+                calib.patches.numpy(),
+                keep_float=spec.keep_float,
+                metadata=embedded_metadata(manifest),
             )
             quantization["onnxruntime"] = facts
-            manifest.update(
-                artifact=path.name,
-                precision="int8",
-                quantization=quantization,
-                artifact_sha256=sha256_path(tmp),
-                size_bytes=size_bytes(tmp),
-            )
+            manifest.update(artifact_sha256=sha256_path(tmp), size_bytes=size_bytes(tmp))
             write_manifest(tmp_m, manifest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

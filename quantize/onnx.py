@@ -91,8 +91,12 @@ def quantize_file(
     *,
     keep_float: Sequence[str] = (),
     input_name: str = "input",
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Static QDQ quantization of ``float_path`` into ``out_path``; returns facts for the manifest."""
+    """Static QDQ quantization of ``float_path`` into ``out_path``; returns facts for the manifest.
+
+    ``metadata`` replaces the embedded ``metadata_props`` the float export carried (precision, scheme).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     excluded = exclude_nodes(float_path, keep_float)
@@ -110,7 +114,16 @@ def quantize_file(
     )
     import onnx
 
-    graph = onnx.load(os.fspath(out_path)).graph
+    proto = onnx.load(os.fspath(out_path))
+    if metadata:
+        props = {p.key: p.value for p in proto.metadata_props}
+        props.update(metadata)
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, os.fspath(out_path))
+    graph = proto.graph
     convs = [n for n in graph.node if n.op_type == "Conv"]
     return {
         "excluded_nodes": excluded,

@@ -102,6 +102,18 @@ def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[R
             builds["int8-qat"] = lambda t=t, d=d: q.qat(
                 model, t, args.qat_data, calib=calib, iters=args.qat_iters, lr=args.qat_lr, out=d / "qat"
             )
+        if t == "executorch" and args.qat_iters > 0 and args.compare_qat_forms:
+            # QAT on the multi-branch train form, converted as it is (no fusion possible afterwards)
+            builds["int8-qat-trainform"] = lambda d=d: q.qat(
+                model,
+                "executorch",
+                args.qat_data,
+                calib=calib,
+                iters=args.qat_iters,
+                lr=args.qat_lr,
+                form="train",
+                out=d / "qat_train",
+            )
         for variant, build in builds.items():
             rows.append(_variant(build, model, args.sets, Row(name, t, variant)))
             logger.info("%s", rows[-1])
@@ -123,7 +135,14 @@ def render(rows: list[Row], lat: dict[str, float], sets: Sequence[str], command:
         "## Quantization: float / FP16 / INT8 per target",
         "",
         f"Measured with `{command}` (2 CPU threads). Y-PSNR (dB, border = scale) on the benchmark sets;",
-        "artifacts at a fixed input size, run tile by tile over each image. Float = the PyTorch model.",
+        "artifacts at a fixed input size, run tile by tile over each image; (drop) = float model minus artifact.",
+        "",
+        "How the pieces compose: quantization always acts on the deploy (fused) graph, the one the device runs.",
+        "QAT fuses first, then fine-tunes the plain convs with fake-quant (`int8-qat`). QAT on the multi-branch",
+        "train form (`int8-qat-trainform`) gives every branch its own quantizer; a sum of separately quantized",
+        "convs is not a quantized fused conv, so it cannot be fused afterwards and ships as a multi-branch int8",
+        "graph. CoreML W8A8 comes from the PT2E CoreML quantizer (calibrated in torch, no macOS needed);",
+        "`int8-weights` is coremltools weight-only int8 with `weight_threshold=0` (every conv).",
         "",
         "| model | target | variant | size (KB) | "
         + " | ".join(f"{s} PSNR (drop)" for s in sets)
@@ -162,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--qat-data", nargs="+", default=[str(DATA / "train" / "T91")])
     p.add_argument("--qat-iters", type=int, default=300)
     p.add_argument("--qat-lr", type=float, default=2e-5)
+    p.add_argument("--compare-qat-forms", action="store_true", help="also QAT the train form (executorch)")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--doc", type=Path, default=DOC)
