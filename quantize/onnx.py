@@ -10,6 +10,7 @@ combination onnxruntime's x86 / ARM kernels run fastest). I/O stays float32. Lay
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 from collections.abc import Sequence
@@ -51,12 +52,14 @@ def node_scopes(model_path: str | os.PathLike[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for node in onnx.load(os.fspath(model_path), load_external_data=False).graph.node:
         for prop in node.metadata_props:
-            if prop.key.endswith("name_scopes"):
-                # a list rendered as text: ['', 'body', 'body.0', 'body.0.0']
-                scopes = [s.strip(" '\"") for s in prop.value.strip("[]").split(",")]
-                scopes = [s for s in scopes if s]
-                if scopes:
-                    out[node.name] = scopes[-1]
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                # repr of a list: module paths outermost first, then the fx node name: ['', 'body.0.0', 'conv2d']
+                try:
+                    scopes = ast.literal_eval(prop.value)
+                except (ValueError, SyntaxError):
+                    continue
+                if isinstance(scopes, list) and len(scopes) >= 2 and scopes[-2]:
+                    out[node.name] = str(scopes[-2])
     return out
 
 
