@@ -24,6 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "benchmarks"
+CALIB = ROOT.parent / "shared" / "data" / "train" / "BSD200"  # photos, used as LR calibration patches
 TARGETS = ("coreml", "tflite", "executorch", "onnx")
 PRECISIONS = ("fp16", "int8")
 
@@ -70,6 +71,8 @@ def run_chain(
     out: Path,
     *,
     data: Path | None,
+    calib: Path | None = None,
+    calib_count: int = 16,
     targets: tuple[str, ...] = TARGETS,
     precisions: tuple[str, ...] = PRECISIONS,
     input_size: tuple[int, int] = (180, 320),
@@ -213,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     ap.add_argument(
         "--data", default=str(DATA), help="folder with Set5/ and Set14/ (default ../shared/data/benchmarks)"
+    )
+    ap.add_argument(
+        "--calib", default=str(CALIB), help="INT8 calibration images (default ../shared/data/train/BSD200)"
     )
     ap.add_argument("--input-size", default="180x320", help="artifact input size (default 180x320)")
     ap.add_argument("--runs", type=int, default=10, help="timed runs per artifact (default 10)")

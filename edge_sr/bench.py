@@ -42,6 +42,8 @@ class Settings:
     warmup: int = 3
     threads: int | None = None
     data: str | None = None
+    calib: str | None = None
+    calib_count: int = 16
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -88,8 +90,10 @@ def export_artifact(
     size: tuple[int, int],
     workdir: Path,
     calib: str | None,
+    calib_count: int = 16,
 ) -> Path:
-    """Convert (fp32 / fp16) or quantize (int8) the deploy-form ``model``; returns the artifact path."""
+    """Convert (fp32 / fp16) or quantize (int8, post-training with ``calib_count`` LR-size patches cut
+    from the images of ``calib``) the deploy-form ``model``; returns the artifact path."""
     try:
         from edge_sr.convert import ExportSpec, export
     except ImportError as e:
@@ -97,25 +101,23 @@ def export_artifact(
     stem = f"{ckpt.stem}_{target}_{precision}_{size[0]}x{size[1]}"
     out = workdir / (stem + _suffix(target))
     if precision == "int8":
-        quantize = _quantize_fn()
-        if quantize is None:
-            raise Skip("INT8 needs edge_sr.quantize, which this build does not have yet")
-        return Path(quantize(model, target, out, input_size=size, calib=calib))
+        try:
+            from edge_sr.quantize import QuantSpec, load_calibration, ptq
+        except ImportError:
+            raise Skip("INT8 needs edge_sr.quantize, which this build does not have") from None
+        if not calib:
+            raise Skip("INT8 needs calibration images (--calib DIR)")
+        scale = int(getattr(model, "scale", 0) or 4)
+        # the images are used as LR: calibration patches have the export size, which few HR sets reach at x4
+        cset = load_calibration(calib, count=calib_count, input_size=size, scale=scale, lr_input=True)
+        art = ptq(model, target, cset, QuantSpec(), out=out, source=ckpt)
+        return Path(art.path)
     art = export(model, target, out, ExportSpec(input_size=size, precision=precision), source=ckpt)  # type: ignore[arg-type]
     return Path(art.path)
 
 
 def _suffix(target: str) -> str:
     return {"executorch": ".pte", "tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage"}[target]
-
-
-def _quantize_fn() -> Callable[..., Any] | None:
-    """The INT8 export of ``edge_sr.quantize``: ``quantize_artifact(model, target, out, input_size=, calib=)``."""
-    try:
-        from edge_sr import quantize as q
-    except ImportError:
-        return None
-    return getattr(q, "quantize_artifact", None)
 
 
 def set5_psnr(artifact: Path, reference: Any, data: str | None, scale: int) -> dict[str, Any]:
@@ -180,7 +182,9 @@ def run_cell(
     try:
         model = reparameterize(load_checkpoint(ckpt))
         scale = int(getattr(model, "scale", 0) or load_checkpoint(ckpt).edge_sr_args.get("scale", 4))
-        artifact = export_artifact(model, ckpt, target, precision, size, workdir, settings.data)
+        artifact = export_artifact(
+            model, ckpt, target, precision, size, workdir, settings.calib, settings.calib_count
+        )
         row.update(artifact=str(artifact), artifact_sha256=sha256_file(artifact))
         if hit and hit.get("artifact_sha256") == row["artifact_sha256"] and hit.get("status") == "ok":
             return {**hit, "artifact": str(artifact)}

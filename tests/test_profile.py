@@ -62,9 +62,12 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+@pytest.fixture(autouse=True, scope="module")
+def _cache_home(tmp_path_factory: pytest.TempPathFactory):
+    """The measured CPU peak is cached in a temporary home, once for the module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.mark.parametrize("kind", ["onnx", "executorch", "tflite"])
@@ -125,6 +128,7 @@ def test_count_macs_by_hand() -> None:
 
 
 def test_peak_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     peak = measure_peak_gmacs(1, n=256, repeats=2)
     assert peak > 0.1
     cache = json.loads((tmp_path / "cache" / "edge-sr" / "peak.json").read_text())

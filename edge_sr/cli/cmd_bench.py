@@ -53,6 +53,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", default=None, metavar="DIR", help="Set5 folder (HR/, LR_bicubic/) for verification"
     )
+    p.add_argument(
+        "--calib",
+        default=None,
+        metavar="DIR",
+        help="images for INT8 calibration, used as LR patches of the input size (INT8 cells need it)",
+    )
+    p.add_argument(
+        "--calib-count", type=int, default=16, metavar="N", help="calibration patches (default 16)"
+    )
     p.add_argument("--out", default="docs/BENCHMARKS.md", help="markdown report (its `matrix` section)")
     p.add_argument("--plot", default="docs/pareto.png", help="Pareto plot PNG")
     p.add_argument("--workdir", default="out/bench", help="where artifacts are written (default out/bench)")
@@ -90,7 +99,13 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         plot=args.plot,
         workdir=args.workdir,
-        settings=Settings(runs=args.runs, warmup=args.warmup, threads=args.threads),
+        settings=Settings(
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+            calib=args.calib,
+            calib_count=args.calib_count,
+        ),
         use_cache=not args.no_cache,
         command="edge-sr bench " + " ".join(sys.argv[2:]),
         progress=show,
