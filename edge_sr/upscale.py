@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_sr.data.io import FORMATS, list_images, read_image, write_image
-from edge_sr.errors import CheckpointError, ConfigError, EdgeSRError, InputError, OutputError
+from edge_sr.errors import (
+    CheckpointError,
+    ConfigError,
+    EdgeSRError,
+    InputError,
+    OutputError,
+    RuntimeBackendError,
+)
 from edge_sr.tiling import count_tiles, tiled_apply
 
 log = logging.getLogger(__name__)
@@ -317,9 +324,8 @@ def _upscale_one(src, dst, runner, report, res, tile, overlap, batch, alpha_mode
                 if tile // 2 <= 2 * overlap or tile // 2 < int(
                     getattr(runner.model, "min_tile_size", 0) or 0
                 ):
-                    raise OutputError(
-                        src, f"out of device memory even with tile {tile}; use --device cpu"
-                    ) from None
+                    msg = f"out of device memory even with --tile {tile}; use --device cpu"
+                    raise RuntimeBackendError(src, msg) from None
                 torch.cuda.empty_cache()
                 tile //= 2
                 note = f"{src}: out of device memory; retrying with --tile {tile}"
