@@ -50,7 +50,7 @@ class Conv3XC(nn.Module):
             nn.Conv2d(c_out * gain, c_out, 1),
         )
         self.eval_conv = _FusedKernel(c_in, c_out)
-        self._register_state_dict_hook(_store_fused_kernel)
+        self.register_state_dict_post_hook(_store_fused_kernel)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (1, 1, 1, 1))) + self.sk(x)

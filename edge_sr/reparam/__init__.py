@@ -4,7 +4,11 @@
 module that method returns, and returns a model of plain ``Conv2d`` + activations + pixel shuffle. Fusion is
 this explicit step only: no ``forward`` in edge-sr switches path on ``self.training``.
 
-The fusion rules themselves live in :mod:`edge_sr.reparam.rules`, one small function each.
+The fusion rules themselves live in :mod:`edge_sr.reparam.rules`, one small function each (BatchNorm
+folding with the layer's own eps, 1x1 -> kxk and kxk -> 1x1 merges, identity, parallel sums, ECB's edge
+filters, the RepSR block, SPAN's Conv3XC). :mod:`edge_sr.reparam.batchnorm` holds RepSR's remedy for the
+BatchNorm train / inference mismatch (``freeze_batchnorm``), and :mod:`edge_sr.reparam.checkpoint` turns a
+train-form checkpoint into a checked deploy-form one (``reparameterize_checkpoint``, ``edge-sr reparam``).
 """
 
 from __future__ import annotations
