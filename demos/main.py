@@ -127,7 +127,7 @@ def run_chain(
                     passed=rep.passed,
                 )
             except EdgeSRError as e:
-                skipped.append(f"{tag}: verify failed: {e}")
+                row["verify_note"] = f"verify failed: {e}"
             try:
                 prof = profile(art, runs=runs, warmup=warmup, ops=False)
                 row.update(median_ms=prof.median_ms, percent_of_peak=prof.percent_of_peak)
@@ -154,7 +154,10 @@ def results_table(rows: list[dict[str, Any]]) -> str:
             f"{r['target']:<11} {r['precision']:<9} {r['size_bytes'] / 1024:>7.1f} KB {f(r.get('psnr'), '.2f'):>7} dB "
             f"{f(r.get('loss'), '+.3f'):>8} {lat:>11}  {ok}"
         )
-    return "\n".join(lines)
+    notes = [f"{r['target']} {r['precision']}: {r['verify_note']}" for r in rows if r.get("verify_note")]
+    if any(r["target"] == "coreml" and r["precision"] == "int8" for r in rows) and sys.platform != "darwin":
+        notes.append("coreml int8 is weight-only here (W8A8 activations need Apple hardware to run)")
+    return "\n".join(lines + [f"  note: {n}" for n in notes])
 
 
 # ---------------------------------------------------------------- step 3: the picture

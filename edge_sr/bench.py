@@ -110,7 +110,9 @@ def export_artifact(
         scale = int(getattr(model, "scale", 0) or 4)
         # the images are used as LR: calibration patches have the export size, which few HR sets reach at x4
         cset = load_calibration(calib, count=calib_count, input_size=size, scale=scale, lr_input=True)
-        art = ptq(model, target, cset, QuantSpec(), out=out, source=ckpt)
+        # CoreML W8A8 runs on Apple hardware only; elsewhere weight-only int8 keeps the artifact verifiable
+        spec = QuantSpec(coreml_mode="w8a8" if sys.platform == "darwin" else "weights")
+        art = ptq(model, target, cset, spec, out=out, source=ckpt)
         return Path(art.path)
     art = export(model, target, out, ExportSpec(input_size=size, precision=precision), source=ckpt)  # type: ignore[arg-type]
     return Path(art.path)
