@@ -413,12 +413,3 @@ def pareto_plot(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> Pat
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
-
-
-def command_line() -> str:
-    """How this process was started, as a user would type it."""
-    return (
-        "edge-sr " + " ".join(sys.argv[1:])
-        if sys.argv and "edge" in Path(sys.argv[0]).name
-        else " ".join(sys.argv)
-    )
