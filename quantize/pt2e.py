@@ -124,12 +124,31 @@ def calibrate(prepared: torch.fx.GraphModule, batches: Iterable[Tensor]) -> int:
 
 def convert(prepared: torch.fx.GraphModule, *, fold_quantize: bool = True) -> torch.fx.GraphModule:
     """``convert_pt2e``: observers / fake-quant -> quantize / dequantize ops with fixed parameters."""
-    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     move_exported_model_to_eval(prepared)
-    # exported graphs refuse .eval(); edge_sr.convert.export calls it, so map it onto the pt2e helpers
-    return allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=fold_quantize))
+    return _allow_train_eval(convert_pt2e(prepared, fold_quantize=fold_quantize))
+
+
+def _allow_train_eval(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Exported graphs refuse ``.eval()`` / ``.train()``; ``edge_sr.convert.export`` calls ``model.eval()`` and
+    uses the result, so map both onto the PT2E helpers and return the module as ``nn.Module`` does."""
+    import types
+
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+    def _train(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:
+        (move_exported_model_to_train if mode else move_exported_model_to_eval)(self)
+        return self
+
+    def _eval(self: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        move_exported_model_to_eval(self)
+        return self
+
+    gm.train = types.MethodType(_train, gm)  # type: ignore[method-assign]
+    gm.eval = types.MethodType(_eval, gm)  # type: ignore[method-assign]
+    return gm
 
 
 def fine_tune(
