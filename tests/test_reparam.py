@@ -285,3 +285,16 @@ def test_reparam_cli(tmp_path, capsys) -> None:
     )
     assert main(["reparam", str(not_rep), "-o", str(tmp_path / "y.safetensors")]) == 2
     assert "nothing to fuse" in capsys.readouterr().err
+
+
+def test_bench_reparam_writes_its_section(tmp_path) -> None:
+    from edge_sr.reparam_bench import bench_reparam
+
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# b\n\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n")
+    rows = bench_reparam(["ecbsr_m4c8"], input_size=(8, 12), runs=1, doc=doc, command="cmd", cpu_time=True)
+    (r,) = rows
+    assert r.params_deploy < r.params_train and r.macs_deploy < r.macs_train and r.ms_train > 0 < r.ms_deploy
+    text = doc.read_text()
+    assert "keep me" in text and "<!-- reparam:begin -->" in text and "| ecbsr_m4c8 |" in text
+    assert "Command: `cmd`" in text and "torch " in text
