@@ -104,7 +104,7 @@ def test_batch_with_bad_files(tmp_path: Path, ckpt: Path, capsys: pytest.Capture
         "--checkpoint",
         str(ckpt),
         "--tile",
-        "16",
+        "32",
         "--tile-overlap",
         "6",
     ]
@@ -205,7 +205,7 @@ def test_out_of_memory_retries_with_half_tile(
         return real(self, x)
 
     monkeypatch.setattr(TileRunner, "__call__", fake)
-    src = write_image(tmp_path / "a.png", _photo(40, 40))
+    src = write_image(tmp_path / "a.png", _photo(24, 24))
     rep = upscale_files([src], tmp_path / "o", checkpoint=ckpt, tile=32, tile_overlap=4, progress=False)
     assert rep.exit_code == 0 and rep.tile == 16
     assert any("retrying with --tile 16" in n for n in rep.notes)
