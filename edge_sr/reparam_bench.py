@@ -159,6 +159,11 @@ def render(
             f"| {r.name} | {r.params_train:,} | {r.params_deploy:,} | {r.macs_train / 1e3:,.1f}K | "
             f"{r.macs_deploy / 1e3:,.1f}K | {r.ms_train:,.1f} | {r.ms_deploy:,.1f} | {r.speedup:.2f}x |"
         )
+    from edge_sr.models import get_entry, list_models
+
+    missing = [n for n in list_models() if get_entry(n).reparameterizable and n not in {r.name for r in rows}]
+    if missing:
+        lines += ["", f"Not measured in this run: {', '.join(missing)}."]
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines)
