@@ -118,7 +118,7 @@ class RepSR(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> nn.Module:
-        body = nn.Sequential(*[blk.fuse() for blk in self.backbone])
+        body = nn.Sequential(*[blk.fuse() for blk in self.backbone])  # type: ignore[operator]
         return PlainSR(body=body, scale=self.scale, colors=self.residual.colors)
 
 

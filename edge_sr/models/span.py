@@ -94,6 +94,8 @@ class SPAB(nn.Module):
 class SPAN(nn.Module):
     """(N, 3, H, W) in [0, 1] -> (N, 3, H*scale, W*scale)."""
 
+    mean: Tensor
+
     def __init__(self, *, scale: int = 4, feature_channels: int = 48, img_range: float = 255.0) -> None:
         super().__init__()
         c = feature_channels

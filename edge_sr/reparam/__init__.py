@@ -74,7 +74,7 @@ def has_fusable(model: nn.Module) -> bool:
 def _fuse_children(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
         if callable(getattr(child, "fuse", None)):
-            setattr(module, name, child.fuse())
+            setattr(module, name, child.fuse())  # type: ignore[operator]
         else:
             _fuse_children(child)
 
@@ -89,7 +89,7 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
     m = model if inplace else copy.deepcopy(model)
     m.eval()
     if callable(getattr(m, "fuse", None)):
-        fused = m.fuse()
+        fused = m.fuse()  # type: ignore[operator]
         for attr in ("edge_sr_arch", "edge_sr_args"):
             if hasattr(m, attr):
                 setattr(fused, attr, getattr(m, attr))

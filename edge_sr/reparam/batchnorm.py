@@ -22,6 +22,8 @@ the ones a frozen layer computes with, so the frozen train-form model and its de
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 
@@ -47,7 +49,8 @@ def freeze_batchnorm(model: nn.Module, frozen: bool = True) -> int:
             continue
         if not isinstance(m, FreezableBatchNorm2d):
             m.__class__ = FreezableBatchNorm2d  # adds behaviour only: no new state, same state-dict keys
-        m.frozen = frozen
-        m.train(model.training)
+        bn = cast(FreezableBatchNorm2d, m)
+        bn.frozen = frozen
+        bn.train(model.training)
         n += 1
     return n

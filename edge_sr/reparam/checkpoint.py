@@ -85,7 +85,7 @@ def reparameterize_checkpoint(
             raise ConversionError(src_p, f"deploy form differs by {diff:.3g} > {atol:g}; nothing was written")
     deploy = deploy64.float()
     args = dict(getattr(net, "edge_sr_args", {}))
-    save_checkpoint(deploy, out, arch=net.edge_sr_arch, args=args, form="deploy")
+    save_checkpoint(deploy, out, arch=str(net.edge_sr_arch), args=args, form="deploy")
     return ReparamResult(
         src=str(src_p),
         out=str(out),

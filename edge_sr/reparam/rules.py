@@ -31,6 +31,7 @@ def fuse_conv_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tup
 
 def fold_bn_into_bias_free(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """A BatchNorm on its own as a per-channel affine map: ``(scale, shift)``."""
+    assert bn.running_var is not None, "BatchNorm2d without running statistics"
     w, b = fuse_conv_bn(torch.ones(bn.num_features, 1, 1, 1, dtype=bn.running_var.dtype), None, bn)
     return w.reshape(-1), b
 
@@ -135,6 +136,7 @@ def merge_kxk_1x1(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tenso
 
 def identity_bn(channels: int, bn: nn.BatchNorm2d, size: int = 3) -> tuple[Tensor, Tensor]:
     """An identity branch followed by BatchNorm (RepVGG's third branch) as one (C, C, size, size) conv."""
+    assert bn.running_var is not None, "BatchNorm2d without running statistics"
     idt = identity_kernel(channels, size, dtype=bn.running_var.dtype).to(bn.running_var.device)
     return fuse_conv_bn(idt, None, bn)
 
