@@ -42,6 +42,7 @@ def test_demo_chain_on_a_tiny_model(demo, tmp_path: Path, monkeypatch: pytest.Mo
     assert cm is not None and cm.get("psnr") is not None
     assert cm.get("median_ms") is not None or "macOS" in cm.get("latency_note", "")
     # INT8 through the target's PT2E quantizer, calibrated on the images as LR patches
+    assert ("executorch", "int8") in by, skipped
     q = by[("executorch", "int8")]
     assert q.get("psnr") is not None and q["size_bytes"] > 0
     # every (target, precision) is either a row or a skipped line with its reason
