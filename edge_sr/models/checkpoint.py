@@ -161,6 +161,8 @@ def load_checkpoint(
                 p, "a foreign checkpoint needs the architecture: pass --model NAME (see `edge-sr models`)"
             )
         meta = read_metadata(p)
+        if scale is not None and scale != meta["scale"]:
+            raise CheckpointError(p, f"this checkpoint is a x{meta['scale']} model, not x{scale}")
         args = dict(meta["args"])
         args.update(overrides)
         arch, form = meta["arch"], meta["form"]
