@@ -104,7 +104,14 @@ def run_chain(
             t0 = time.perf_counter()
             try:
                 art = export_artifact(
-                    deploy, ckpt, target, precision, input_size, out, str(data) if data else None
+                    deploy,
+                    ckpt,
+                    target,
+                    precision,
+                    input_size,
+                    out,
+                    str(calib) if calib else None,
+                    calib_count,
                 )
             except Skip as e:
                 skipped.append(f"{tag}: {e}")
@@ -251,7 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         rows, skipped, deploy = run_chain(
-            ckpt, out, data=set5, input_size=parse_size(args.input_size), runs=args.runs
+            ckpt,
+            out,
+            data=set5,
+            calib=Path(args.calib) if Path(args.calib).is_dir() else None,
+            input_size=parse_size(args.input_size),
+            runs=args.runs,
         )
         up = upscale_asset(deploy, out)
         say(f"\nupscaled the bundled image: {up}")

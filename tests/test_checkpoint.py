@@ -81,7 +81,7 @@ def test_shape_mismatch_is_an_error(tmp_path) -> None:
     path = tmp_path / "x2.pth"
     torch.save(_model(scale=2).state_dict(), path)
     with pytest.raises(
-        CheckpointError, match="shape mismatch.*body.4.weight"
+        CheckpointError, match="shape mismatch.*body.6.weight"
     ):  # the tail conv has 3·s² outputs
         load_checkpoint(path, model="srvgg_compact", scale=4, num_feat=4, num_conv=2)
 

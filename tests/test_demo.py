@@ -28,6 +28,8 @@ def test_demo_chain_on_a_tiny_model(demo, tmp_path: Path, monkeypatch: pytest.Mo
         ckpt,
         out,
         data=data,
+        calib=data / "HR",
+        calib_count=2,
         targets=("executorch", "coreml"),
         precisions=("fp16", "int8"),
         input_size=(16, 16),

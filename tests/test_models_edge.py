@@ -126,7 +126,8 @@ def test_macs_per_lr_pixel_matches_hand_count() -> None:
     expected = 25 * 3 * 64 + 9 * 64 * 32 + 9 * 32 * 27
     assert macs_per_lr_pixel(m, 3) == pytest.approx(expected)
     s = create_model("srcnn_915", scale=2)  # runs at HR: 4x the per-HR-pixel cost per LR pixel
-    assert macs_per_lr_pixel(s, 2) == pytest.approx(4 * (81 * 3 * 64 + 64 * 32 + 25 * 32 * 3))
+    bicubic = 25 * 3 * 4  # the in-model upsampling: depthwise 5x5, 3·s² phases, at LR resolution
+    assert macs_per_lr_pixel(s, 2) == pytest.approx(bicubic + 4 * (81 * 3 * 64 + 64 * 32 + 25 * 32 * 3))
 
 
 def test_model_summary_reports_deploy_form_for_reparameterizable() -> None:
@@ -149,3 +150,17 @@ def test_models_cli_table(capsys) -> None:
     assert main(["models", "--kind", "edge"]) == 0
     out = capsys.readouterr().out
     assert "span_ch48" in out and "GMACs" in out
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_fsrcnn_cropped_deconv_equals_the_padded_one(scale: int) -> None:
+    from edge_sr.models.fsrcnn import deconv_same
+
+    torch.manual_seed(scale)
+    m = create_model("fsrcnn_s", scale=scale).double().eval()  # float64: the same sums, reordered
+    for h, w in [(1, 1), (5, 9), (16, 12)]:
+        x = torch.rand(2, 32, h, w, dtype=torch.float64)
+        with torch.no_grad():
+            ref, got = m.last_part(x), deconv_same(x, m.last_part)
+        assert got.shape == ref.shape == (2, 3, scale * h, scale * w)
+        assert (got - ref).abs().max() < 1e-12

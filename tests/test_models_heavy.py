@@ -355,16 +355,19 @@ def test_activation_ranges_flag_overflow_and_underflow() -> None:
     assert fp16_unsafe_layers(ranges) == []
     lo, hi = ranges["conv_first"][:2]
     assert lo < hi
+    fc1 = model.layers[0].residual_group.blocks[1].mlp.fc1
     with torch.no_grad():
-        model.layers[0].residual_group.blocks[1].mlp.fc1.weight.mul_(1e8)  # fc1 overflows fp16
+        fc1.weight.mul_(1e8)  # fc1 overflows fp16
+    ranges = activation_ranges(model, x)
+    bad = fp16_unsafe_layers(ranges)
+    assert "layers.0.residual_group.blocks.1.mlp.fc1" in bad
+    assert ranges["layers.0.residual_group.blocks.1.mlp.fc1"].overflow
+    assert "conv_first" not in bad
+    with torch.no_grad():
+        fc1.weight.mul_(1e-8)
         model.conv_first.weight.mul_(1e-9)
         model.conv_first.bias.zero_()  # conv_first's outputs sit below fp16's smallest subnormal
     ranges = activation_ranges(model, x)
-    bad = fp16_unsafe_layers(ranges)
-    assert (
-        "layers.0.residual_group.blocks.1.mlp.fc1" in bad
-        and ranges["layers.0.residual_group.blocks.1.mlp.fc1"].overflow
-    )
     assert ranges["conv_first"].underflow and not ranges["conv_first"].overflow
 
 

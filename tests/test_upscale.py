@@ -72,9 +72,13 @@ def test_formats_are_kept(tmp_path: Path, ckpt: Path, name: str) -> None:
             (ref @ np.array([0.299, 0.587, 0.114], np.float32))[..., None], 3, -1
         )  # luma, then clip
     ref = np.clip(ref, 0, 1)
-    tol = 3 / 255 if name.endswith((".jpg", ".webp")) else 1 / 255 + 1e-6
-    err = np.abs(out.rgb - ref)
-    assert (np.mean(err) if tol > 2 / 255 else np.max(err)) <= tol
+    if name.endswith((".jpg", ".webp")):
+        # lossy: the reference goes through the same encoder (an untrained net's output is noise, which
+        # JPEG / WebP cannot hold at any quality), so only the tiling difference is measured
+        ref = read_image(write_image(tmp_path / "ref" / name, ref)).rgb
+        assert np.mean(np.abs(out.rgb - ref)) <= 2 / 255
+    else:
+        assert np.max(np.abs(out.rgb - ref)) <= 1 / 255 + 1e-6
 
 
 def test_exif_rotated_input_and_output_format_from_extension(tmp_path: Path, ckpt: Path) -> None:
@@ -256,7 +260,8 @@ def test_4000x3000_photo_stays_far_under_2_gb(tmp_path: Path) -> None:
     code_, growth = map(int, run.stdout.split())
     assert code_ == 0
     out = tmp_path / "out" / "big.png"
-    with PILImage.open(out) as im:
-        assert im.size == (16000, 12000)
+    head = out.read_bytes()[:24]  # PNG signature, then IHDR: width and height (PIL refuses 192 MP)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    assert (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")) == (16000, 12000)
     # The 16000x12000 RGB result alone is 576 MB as uint8; everything else must stay small beside it.
     assert growth < 1.5 * 2**30, f"peak RSS grew by {growth / 2**30:.2f} GiB"

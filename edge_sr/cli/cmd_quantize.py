@@ -68,6 +68,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(
             None, "--qat, --int8-io and --keep-float are int8 options; fp16 keeps offending layers itself"
         )
+    if args.int8_io and args.target != "tflite":
+        raise ConfigError(None, f"int8 I/O is a tflite option; {args.target} artifacts keep float32 I/O")
     if args.qat and not args.data:
         raise ConfigError(None, "--qat needs --data DIR (HR training images)")
     if args.qat and (args.target == "onnx" or (args.target == "coreml" and args.coreml_mode != "w8a8")):

@@ -4,13 +4,29 @@ Hourglass on the LR image: feature extraction 5x5/d, shrinking 1x1/s, m mapping 
 1x1/d (PReLU after each), then a 9x9 deconvolution with stride s as the upsampler. FSRCNN is d=56, s=12,
 m=4; FSRCNN-s is d=32, s=5, m=1. The deconvolution uses padding 4 and output padding s-1 so the output is
 exactly s·H x s·W. Key names follow the common PyTorch port (``first_part``, ``mid_part``, ``last_part``).
+
+The forward runs that deconvolution unpadded and crops the s·H x s·W window it would keep
+(:func:`deconv_same`): the same numbers, but a plain ``TRANSPOSE_CONV`` with VALID padding, which every
+target takes (litert-torch cannot legalize a padded transposed convolution with output padding).
 """
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_sr.models.registry import register_model
+
+
+def deconv_same(x: Tensor, deconv: nn.ConvTranspose2d) -> Tensor:
+    """``deconv(x)`` for a ``ConvTranspose2d(k, stride=s, padding=p, output_padding=s-1)``, as an unpadded
+    transposed convolution ((H-1)·s + k rows) cropped to rows ``p .. p + s·H``. Needs ``p + s <= k``."""
+    s, p, k = deconv.stride[0], deconv.padding[0], deconv.kernel_size[0]
+    if p + s > k:
+        raise ValueError(f"deconv_same needs padding + stride <= kernel, got {p} + {s} > {k}")
+    h, w = x.shape[-2], x.shape[-1]
+    y = F.conv_transpose2d(x, deconv.weight, deconv.bias, stride=s)
+    return y[..., p : p + s * h, p : p + s * w]
 
 
 class FSRCNN(nn.Module):
@@ -29,7 +45,7 @@ class FSRCNN(nn.Module):
         self.last_part = nn.ConvTranspose2d(d, colors, 9, stride=scale, padding=4, output_padding=scale - 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.last_part(self.mid_part(self.first_part(x)))
+        return deconv_same(self.mid_part(self.first_part(x)), self.last_part)
 
 
 @register_model(family="fsrcnn")
