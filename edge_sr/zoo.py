@@ -35,9 +35,15 @@ PUBLISHED: dict[str, dict[int, dict[str, tuple[float, float | None]]]] = {
 TRAINING_ONLY_ARGS = ("collapsed",)
 
 
-def bundle(run_dir: str | Path, *, name: str | None = None) -> Path:
-    """Copy ``<run>/best.safetensors`` into the package as ``<arch>_x<scale>.safetensors``."""
+def bundle(run_dir: str | Path, *, name: str | None = None, init: str | None = None) -> Path:
+    """Copy ``<run>/best.safetensors`` into the package as ``<arch>_x<scale>.safetensors``.
+
+    ``init``: the ``--init`` checkpoint the run started from (default: the one ``<run>/init.json`` records),
+    kept in the metadata so the zoo's reproduce command names it.
+    """
     run = Path(run_dir)
+    if init is None and (run / "init.json").is_file():
+        init = json.loads((run / "init.json").read_text()).get("init")
     src = run / "best.safetensors"
     meta = read_metadata(src)
     model = load_checkpoint(src)
@@ -53,6 +59,8 @@ def bundle(run_dir: str | Path, *, name: str | None = None) -> Path:
         "train_seconds": str(seconds),
         "recipe": f"configs/{run.name}.yaml",
     }
+    if init:
+        extra["init"] = str(init)
     out = WEIGHTS_DIR / f"{name or meta['arch']}_x{meta['scale']}.safetensors"
     save_checkpoint(model, out, arch=meta["arch"], args=args, form="train", extra=extra)
     return out
@@ -91,7 +99,8 @@ def report(data: str | Path, out: str | Path = "docs/MODEL_ZOO.md") -> Path:
             m = _eval(path, data, scale)
             b = _eval("bicubic", data, scale)
             hours = float(meta.get("train_seconds") or 0) / 3600
-            cmd = f"`edge-sr train {meta.get('recipe', '')}`, then `edge-sr eval --checkpoint {path.name} --data DIR --scale {scale}`"
+            init = f" --init {meta['init']}" if meta.get("init") else ""
+            cmd = f"`edge-sr train {meta.get('recipe', '')}{init}`, then `edge-sr eval --checkpoint {path.name} --data DIR --scale {scale}`"
             rows.append(
                 f"| **{arch}** | x{scale} | {count_params(model):,} / {count_params(deploy):,} "
                 f"| {macs_per_lr_pixel(deploy, scale):,.0f} | **{m['Set5'][0]:.2f} / {m['Set5'][1]:.4f}** "
@@ -122,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bundle")
     b.add_argument("run_dir")
+    b.add_argument("--init", help="the --init checkpoint the run started from (default: <run>/init.json)")
     r = sub.add_parser("report")
     r.add_argument("--data", default="../shared/data/benchmarks")
     r.add_argument("--out", default="docs/MODEL_ZOO.md")
     args = p.parse_args(argv)
     if args.cmd == "bundle":
-        print(bundle(args.run_dir))
+        print(bundle(args.run_dir, init=args.init))
     else:
         print(report(args.data, args.out))
     return 0

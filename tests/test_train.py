@@ -102,6 +102,13 @@ def test_init_reports_loaded_and_new(tmp_path: Path) -> None:
     assert any(k.startswith("backbone.0.") for k in report.loaded)
     assert any(k.startswith("backbone.5.") for k in report.new)  # tail: 3·s² outputs differ from x2
     assert not set(report.loaded) & set(report.new)
+    # through train(): the run records what --init loaded, and the bundle keeps the --init path
+    cfg4 = load_config(_write_cfg(tmp_path / "x4", iters=2))
+    cfg4.model.scale = 4
+    src = str(tmp_path / "x2" / "run" / "last.safetensors")
+    train(cfg4, progress=False, init=src)
+    rec = json.loads((tmp_path / "x4" / "run" / "init.json").read_text())
+    assert rec["init"] == src and rec["loaded"] and any(k.startswith("backbone.5.") for k in rec["new"])
 
 
 def test_bad_input_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from edge_sr.data.augment import augment_batch
 from edge_sr.data.datasets import HRFolderDataset, PairedFolderDataset, find_images
 from edge_sr.errors import ConfigError
+from edge_sr.io_utils import atomic_path
 from edge_sr.models.checkpoint import save_checkpoint
 from edge_sr.models.registry import create_model
 from edge_sr.train.config import TrainConfig, save_config, to_dict
@@ -120,9 +121,12 @@ def train(
     device = torch.device(cfg.device)
     model = create_model(cfg.model.name, scale=cfg.model.scale, **cfg.model.args)  # validates the name first
     dataset, val_images = _build_data(cfg)  # every data error is raised before training starts
+    init_report = None
     if init and not resume:
-        report = init_from(model, init)
-        logger.info("init from %s: loaded %d tensors, new %d", init, len(report.loaded), len(report.new))
+        init_report = init_from(model, init)
+        logger.info(
+            "init from %s: loaded %d tensors, new %d", init, len(init_report.loaded), len(init_report.new)
+        )
     model.to(device).train()
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     optimizer = make_optimizer(model, cfg.optim)
@@ -135,6 +139,19 @@ def train(
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run / "config.yaml")
+        if init_report is not None:  # which tensors came from --init and which started fresh
+            with atomic_path(run / "init.json") as tmp:
+                tmp.write_text(
+                    json.dumps(
+                        {
+                            "init": str(init),
+                            "loaded": init_report.loaded,
+                            "new": init_report.new,
+                            "ignored": init_report.ignored,
+                        },
+                        indent=1,
+                    )
+                )
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
