@@ -3,8 +3,10 @@
 Tensor I/O (float32 arrays; FP16 compute precision keeps float32 I/O) or image I/O (``ct.ImageType`` in
 and out: RGB pixels 0-255, what an app feeds from a pixel buffer; the graph divides by 255 on the way in and
 multiplies by 255 on the way out). Shapes fixed, enumerated (``ct.EnumeratedShapes``) or ranged
-(``ct.RangeDim``). The manifest fields also go into ``user_defined_metadata``. Prediction needs macOS;
-elsewhere the runner executes the saved MIL program with ``edge_sr.runtime.mil``.
+(``ct.RangeDim``). With flexible shapes the rank-6 ``reshape`` pixel-shuffle lowering is exported in its
+``rank4`` form, and the manifest says so: Core ML has no rank-6 tensors, and coremltools rewrites them into
+lower ranks only when every size is known. The manifest fields also go into ``user_defined_metadata``.
+Prediction needs macOS; elsewhere the runner executes the saved MIL program with ``edge_sr.runtime.mil``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from edge_sr.convert.onnx import dynamic_hw
+from edge_sr.convert.pixelshuffle import without_rank6
 from edge_sr.convert.spec import ExportSpec
 from torch import Tensor, nn
 
@@ -94,8 +97,17 @@ def write(
 
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     image = spec.io == "image"
+    dynamic = _dynamic(spec)
+    info: dict[str, Any] = {}
+    if dynamic is not None:
+        # symbolic H / W: coremltools cannot bring a rank-6 reshape down to Core ML's rank 5
+        model, n = without_rank6(model)
+        if n:
+            logger.info("coreml: %d rank-6 pixel shuffle(s) lowered as rank4 for flexible shapes", n)
+            info["pixel_shuffle"] = "rank4"
+            metadata = {**metadata, "edge_sr.pixel_shuffle": "rank4"}
     net = _ImageOut(model).eval() if image else model
-    ep = torch.export.export(net, (example,), dynamic_shapes=_dynamic(spec)).run_decompositions({})
+    ep = torch.export.export(net, (example,), dynamic_shapes=dynamic).run_decompositions({})
     shape = _input_shape(spec, example)
     if image:
         inputs = [ct.ImageType(name="input", shape=shape, scale=1.0 / 255.0, color_layout=ct.colorlayout.RGB)]
@@ -125,6 +137,7 @@ def write(
     vr = [0.0, 255.0] if image else [0.0, 1.0]
     io_dtype = "image" if image else "float32"
     return {
+        **info,
         "inputs": [{"name": "input", "dtype": io_dtype, "layout": spec.layout, "value_range": vr}],
         "outputs": [{"name": "output", "dtype": io_dtype, "layout": spec.layout, "value_range": vr}],
         "target_info": {"deployment_target": spec.deployment_target, "ops": ops},

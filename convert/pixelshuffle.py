@@ -101,6 +101,28 @@ def make_shuffle(mode: str, scale: int, channels: int = 3) -> nn.Module:
     raise ValueError(f"unknown pixel shuffle lowering {mode!r}")
 
 
+def without_rank6(model: nn.Module) -> tuple[nn.Module, int]:
+    """``model`` with every ``ReshapeShuffle`` (rank 6) replaced by ``Rank4Shuffle``; a copy if any was.
+
+    For converters that cannot take a rank-6 reshape whose sizes are symbolic: Core ML holds tensors of rank
+    5 at most, and coremltools rewrites the rank-6 reshape / transpose into lower ranks only when every size
+    is known, so flexible input shapes need the rank-4 form. Both are the same permutation (bit-exact).
+
+    Returns:
+        (the model, how many modules were replaced).
+    """
+    if not any(isinstance(m, ReshapeShuffle) for m in model.modules()):
+        return model, 0
+    m = copy.deepcopy(model)
+    count = 0
+    for mod in list(m.modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, ReshapeShuffle):
+                setattr(mod, child_name, Rank4Shuffle(child.scale))
+                count += 1
+    return m.eval(), count
+
+
 @torch.no_grad()
 def _shuffle_channels(model: nn.Module, example: Tensor) -> dict[int, int]:
     """id(PixelShuffle module) -> its output channels, recorded by running ``example`` once."""

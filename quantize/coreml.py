@@ -71,12 +71,37 @@ def weight_transform(
             )
         else:
             op_cfg = cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", weight_threshold=0)
-        cfg = cto.OptimizationConfig(global_config=op_cfg, op_name_configs=dict.fromkeys(keep_float))
+        per_op: dict[str, Any] = {}
+        if mode == "palettize":
+            # a weight with at most 2^nbits distinct values (fixed 0/1 kernels such as a residual copy) gets
+            # its exact values as the LUT: k-means on so few points is not reliable (newer scikit-learn
+            # versions merge or move centres)
+            exact = cto.OpPalettizerConfig(mode="unique", weight_threshold=0)
+            per_op = dict.fromkeys(_few_valued_convs(mlmodel, 2**nbits), exact)
+        per_op.update(dict.fromkeys(keep_float))
+        cfg = cto.OptimizationConfig(global_config=op_cfg, op_name_configs=per_op)
         if mode == "weights":
             return cto.linear_quantize_weights(mlmodel, cfg)
         return cto.palettize_weights(mlmodel, cfg)
 
     return apply
+
+
+def _few_valued_convs(mlmodel: Any, limit: int) -> list[str]:
+    """Names of the conv ops of ``mlmodel`` whose weight is a constant with at most ``limit`` values."""
+    import numpy as np
+
+    prog = getattr(mlmodel, "_mil_program", None)
+    if prog is None:
+        return []
+    names = []
+    for fn in prog.functions.values():
+        for op in fn.operations:
+            w = op.inputs.get("weight") if op.op_type == "conv" else None
+            val = getattr(w, "val", None) if w is not None else None
+            if val is not None and np.unique(np.asarray(val)).size <= limit:
+                names.append(op.name)
+    return names
 
 
 def load_program(path: str | os.PathLike[str]) -> Any:

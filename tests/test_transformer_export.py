@@ -1,4 +1,5 @@
-"""One exported transformer graph serves every input size in its range (ONNX and ExecuTorch).
+"""One exported transformer graph serves every input size in its range (ONNX and ExecuTorch); CoreML and
+TFLite at fixed sizes.
 
 Sizes include ones that are not multiples of the window: padding, the shifted-window mask and the crop
 are all computed from the runtime H/W inside the graph.
@@ -82,3 +83,23 @@ def test_executorch_two_sizes(name: str, tmp_path) -> None:
 def test_export_range_below_window_is_refused() -> None:
     with pytest.raises(ConfigError, match="smaller than the attention window"):
         export_dynamic(_model("hat_s"), torch.rand(1, 3, 8, 8), min_size=3, max_size=16)
+
+
+@pytest.mark.parametrize("target", ["coreml", "tflite"])
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_fixed_size_coreml_and_tflite(name: str, target: str, tmp_path) -> None:
+    """CoreML (checked by the reference execution of the saved program) and TFLite at a fixed size that is
+    not a multiple of the window (4): padding, mask and crop are inside the artifact."""
+    from edge_sr.convert import ExportSpec, export, target_module
+    from edge_sr.runtime import load
+
+    model = _model(name)
+    x = torch.rand(1, 3, 10, 14, generator=torch.Generator().manual_seed(1))
+    art = export(
+        model, target, tmp_path / f"{name}{target_module(target).SUFFIX}", ExportSpec(input_size=(10, 14))
+    )
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = load(art.path).forward(x.numpy())
+    assert got.shape == ref.shape == (1, 3, 20, 28)
+    assert np.abs(got - ref).max() < 1e-4

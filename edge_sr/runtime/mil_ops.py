@@ -589,7 +589,8 @@ def _band_part(a, op):
 
 @_reg("concat")
 def _concat(a, op):
-    values, axis = list(a["values"]), int(a["axis"])
+    # scalars join as length-1 vectors: shape arithmetic under flexible shapes concatenates gathered dims
+    values, axis = [np.atleast_1d(v) for v in a["values"]], int(a["axis"])
     if a.get("interleave", False):
         # out[..., i·n + k, ...] = values[k][..., i, ...]
         axis %= values[0].ndim
