@@ -91,6 +91,7 @@ def test_fixed_size_coreml_and_tflite(name: str, target: str, tmp_path) -> None:
     """CoreML (checked by the reference execution of the saved program) and TFLite at a fixed size that is
     not a multiple of the window (4): padding, mask and crop are inside the artifact."""
     from edge_sr.convert import ExportSpec, export, target_module
+
     from edge_sr.runtime import load
 
     model = _model(name)
