@@ -26,7 +26,7 @@ from edge_sr.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
-Pair = tuple[str, np.ndarray, np.ndarray]  # (name, LR uint8 (h, w, 3), HR uint8 (h·s, w·s, 3))
+Pair = tuple[str, np.ndarray, np.ndarray]  # (name, LR uint8 (h, w, 3), HR uint8 (h·s, w·s[, 3]); gray: 2-D)
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,29 @@ def _psnr_float(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
+def _is_gray(hr: np.ndarray) -> bool:
+    """An HR kept single-channel by :func:`load_pairs`: a grayscale file, such as Set14's ``bridge``."""
+    return hr.ndim == 2
+
+
+def _gray_file(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L")
+
+
+def _as_measured(y: np.ndarray, gray: bool) -> np.ndarray:
+    """Float SR output -> the uint8 image ``edge-sr eval`` scores: clipped, rounded; a gray image as the
+    BT.601 luma of the output, measured on its gray values (no Y conversion), as the published tables do."""
+    from edge_sr.evaluate import _LUMA
+
+    out = np.clip(y.astype(np.float64), 0.0, 1.0) * 255.0
+    if gray:
+        out = out @ _LUMA
+    return np.round(out).astype(np.uint8)
+
+
 def load_pairs(data: str | os.PathLike[str], scale: int, *, limit: int | None = None) -> list[Pair]:
     """LR/HR pairs of a benchmark folder (``HR/`` + ``LR_bicubic/X{s}/``); HR cropped to ``s`` × LR size."""
     from edge_sr.data.datasets import load_rgb_uint8, pair_lr_files, resolve_paired_layout
@@ -87,6 +110,8 @@ def load_pairs(data: str | os.PathLike[str], scale: int, *, limit: int | None = 
     pairs = []
     for hr_path, lr_path in pair_lr_files(hr_dir, lr_dir, scale)[:limit]:
         lr, hr = load_rgb_uint8(lr_path), load_rgb_uint8(hr_path)
+        if _gray_file(hr_path):  # measured on its gray values, as `edge-sr eval` does
+            hr = hr[..., 0]
         h, w = lr.shape[:2]
         if hr.shape[0] < h * scale or hr.shape[1] < w * scale:
             raise InputError(hr_path, f"HR {hr.shape[1]}x{hr.shape[0]} is smaller than {scale} x LR {w}x{h}")
@@ -202,13 +227,15 @@ def verify(
         with torch.no_grad():
             y_float = float_runner.run(x)
         y = runner.run(x)
+        gray = _is_gray(hr)
+        y8, yf8 = _as_measured(y, gray), _as_measured(y_float, gray)
         rows.append(
             ImageResult(
                 name=name,
-                psnr=psnr(y, hr, crop_border=s),
-                psnr_float=psnr(y_float, hr, crop_border=s),
-                ssim=ssim(y, hr, crop_border=s),
-                ssim_float=ssim(y_float, hr, crop_border=s),
+                psnr=psnr(y8, hr, crop_border=s),
+                psnr_float=psnr(yf8, hr, crop_border=s),
+                ssim=ssim(y8, hr, crop_border=s),
+                ssim_float=ssim(yf8, hr, crop_border=s),
                 psnr_vs_float=_psnr_float(y, y_float),
                 max_abs_diff=float(np.max(np.abs(y - y_float))),
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from edge_sr.convert import ExportSpec, export, read_manifest
 
 from edge_sr.cli import main
-from edge_sr.models import create_model, save_checkpoint
+from edge_sr.models import create_model, load_checkpoint, save_checkpoint
 from edge_sr.runtime import Runner, TorchBackend
 from edge_sr.verify import Thresholds, builtin_pairs, verify
 
@@ -169,3 +170,24 @@ def test_convert_cli_missing_checkpoint(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert "nope.safetensors" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+SET14 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks" / "Set14"
+
+
+@pytest.mark.skipif(not (SET14 / "HR").is_dir(), reason="needs ../shared/data/benchmarks/Set14")
+def test_scores_follow_the_eval_protocol(tmp_path) -> None:
+    """verify's PSNR / SSIM against HR are `edge-sr eval`'s, image by image (Set14's gray `bridge` included)."""
+    from edge_sr.evaluate import evaluate
+    from edge_sr.runtime import from_model
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        create_model("espcn", scale=3, features=8, mid_features=4), tmp_path / "e.safetensors"
+    )
+    model = load_checkpoint(ckpt)
+    rep = verify(from_model(model), reference=model, data=SET14)
+    ev = evaluate(SET14, 3, ckpt)
+    assert [r.name for r in rep.images] == [s.name for s in ev.images]
+    for r, s in zip(rep.images, ev.images):
+        assert r.psnr == pytest.approx(s.psnr, abs=1e-9) and r.ssim == pytest.approx(s.ssim, abs=1e-9), r.name
