@@ -131,8 +131,9 @@ def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[R
 
 
 def render(rows: list[Row], lat: dict[str, float], sets: Sequence[str], command: str) -> str:
+    models = ", ".join(dict.fromkeys(r.model for r in rows))
     lines = [
-        "## Quantization: float / FP16 / INT8 per target",
+        f"## Quantization: float / FP16 / INT8 per target ({models})",
         "",
         f"Measured with `{command}` (2 CPU threads). Y-PSNR (dB, border = scale) on the benchmark sets;",
         "artifacts at a fixed input size, run tile by tile over each image; (drop) = float model minus artifact.",
@@ -185,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--doc", type=Path, default=DOC)
+    p.add_argument(
+        "--section", default="quantization", help="section of --doc to (re)write; one per run of models"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     ckpts = args.checkpoints or [f for scales in bundled_checkpoints().values() for f in scales.values()]
@@ -196,9 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += r
             lat.update(l_)
     command = "python -m edge_sr.quantize.quantize_bench " + " ".join(argv if argv is not None else [])
-    update_section(
-        args.doc, "quantization", render(rows, lat, args.sets, command.strip()), title="Benchmarks"
-    )
+    update_section(args.doc, args.section, render(rows, lat, args.sets, command.strip()), title="Benchmarks")
     return 0
 
 
