@@ -13,10 +13,13 @@ Usage: python demos/main.py [--out out/demo] [--data ../shared/data/benchmarks] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,36 @@ TARGETS = ("coreml", "tflite", "executorch", "onnx")
 PRECISIONS = ("fp16", "int8")
 
 
+_CONSOLE: Any = None  # the terminal, while the converters' own chatter goes to a log file
+
+
 def say(msg: str = "") -> None:
-    print(msg, flush=True)
+    print(msg, file=_CONSOLE or sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def tools_output_to(log: Path) -> Iterator[None]:
+    """Send what the converters and runtimes print (progress bars, C++ logging, on fds 1 and 2) to ``log``;
+    :func:`say` keeps writing to the terminal."""
+    global _CONSOLE
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    _CONSOLE = os.fdopen(os.dup(1), "w")
+    with open(log, "wb") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            _CONSOLE.close()
+            _CONSOLE = None
 
 
 # ---------------------------------------------------------------- step 1: issue 2's demo
@@ -152,16 +183,25 @@ def results_table(rows: list[dict[str, Any]]) -> str:
 
     head = f"{'target':<11} {'precision':<9} {'size':>10} {'Set5 PSNR':>10} {'loss':>8} {'latency':>11}  verified"
     lines = [head, "-" * len(head)]
+    notes_lat: list[str] = []
     for r in rows:
-        lat = (
-            f"{r['median_ms']:.2f} ms" if r.get("median_ms") is not None else r.get("latency_note", "—")[:24]
-        )
+        if r.get("median_ms") is not None:
+            lat = f"{r['median_ms']:.2f} ms"
+        else:
+            lat = "macOS only" if "macOS" in r.get("latency_note", "") else "—"
+            if r.get("latency_note") and lat == "—":
+                notes_lat.append(f"{r['target']} {r['precision']} latency: {r['latency_note']}")
         ok = {True: "pass", False: "FAIL", None: "—"}[r.get("passed")]
         lines.append(
             f"{r['target']:<11} {r['precision']:<9} {r['size_bytes'] / 1024:>7.1f} KB {f(r.get('psnr'), '.2f'):>7} dB "
             f"{f(r.get('loss'), '+.3f'):>8} {lat:>11}  {ok}"
         )
     notes = [f"{r['target']} {r['precision']}: {r['verify_note']}" for r in rows if r.get("verify_note")]
+    notes += notes_lat
+    if any(r.get("median_ms") is None and "macOS" in r.get("latency_note", "") for r in rows):
+        notes.append(
+            "CoreML latency needs macOS; its Set5 PSNR comes from the reference execution of the program"
+        )
     if any(r["target"] == "coreml" and r["precision"] == "int8" for r in rows) and sys.platform != "darwin":
         notes.append("coreml int8 is weight-only here (W8A8 activations need Apple hardware to run)")
     return "\n".join(lines + [f"  note: {n}" for n in notes])
@@ -237,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
 
     from edge_sr.errors import EdgeSRError
-    from edge_sr.profile import parse_size
     from edge_sr.weights import bundled_checkpoint
 
     t_start = time.perf_counter()
@@ -256,32 +295,43 @@ def main(argv: list[str] | None = None) -> int:
             "\nno bundled x4 model in this build: the conversion chain needs one (edge_sr/weights/*_x4.safetensors)"
         )
         return 1
+    log = out / "tools.log"
+    say(f"(converter and runtime output goes to {log})")
     try:
-        rows, skipped, deploy = run_chain(
-            ckpt,
-            out,
-            data=set5,
-            calib=Path(args.calib) if Path(args.calib).is_dir() else None,
-            input_size=parse_size(args.input_size),
-            runs=args.runs,
-        )
-        up = upscale_asset(deploy, out)
-        say(f"\nupscaled the bundled image: {up}")
-        say(f"\n{ckpt.stem}: bundled x4 model, {args.input_size} input, Set5 Y-PSNR, latency on this CPU\n")
-        say(results_table(rows))
-        if skipped:
-            say("\nskipped:")
-            for s in skipped:
-                say(f"  {s}")
-        if set5 is not None:
-            pic = comparison_image(rows, deploy, set5, out)
-            if pic:
-                say(f"\nside-by-side comparison: {pic}")
+        with tools_output_to(log):
+            rows, skipped, deploy = _chain_and_report(ckpt, out, set5, args)
     except EdgeSRError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
     say(f"\ndone in {time.perf_counter() - t_start:.0f} s; outputs in {out}/")
     return 0
+
+
+def _chain_and_report(ckpt: Path, out: Path, set5: Path | None, args: argparse.Namespace) -> tuple:
+    """The conversion chain, the upscaled image, the table and the comparison picture."""
+    from edge_sr.profile import parse_size
+
+    rows, skipped, deploy = run_chain(
+        ckpt,
+        out,
+        data=set5,
+        calib=Path(args.calib) if Path(args.calib).is_dir() else None,
+        input_size=parse_size(args.input_size),
+        runs=args.runs,
+    )
+    up = upscale_asset(deploy, out)
+    say(f"\nupscaled the bundled image: {up}")
+    say(f"\n{ckpt.stem}: bundled x4 model, {args.input_size} input, Set5 Y-PSNR, latency on this CPU\n")
+    say(results_table(rows))
+    if skipped:
+        say("\nskipped:")
+        for s in skipped:
+            say(f"  {s}")
+    if set5 is not None:
+        pic = comparison_image(rows, deploy, set5, out)
+        if pic:
+            say(f"\nside-by-side comparison: {pic}")
+    return rows, skipped, deploy
 
 
 if __name__ == "__main__":
