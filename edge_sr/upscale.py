@@ -232,7 +232,7 @@ def _bar(enabled: bool, **kw: Any) -> Any:
 
 def upscale_files(
     inputs: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     model: str | None = None,
@@ -247,6 +247,7 @@ def upscale_files(
 ) -> UpscaleReport:
     """Upscale files and folders into ``out`` (a file when one input and ``out`` has an image extension).
 
+    Without ``out`` each result is written beside its input as ``<name>_x<scale><ext>``.
     Bad inputs are reported one per line (``UpscaleReport.files[i].error``) and skipped; see ``exit_code``.
     An output folder that cannot be written, a checkpoint without the requested scale, or a tile smaller
     than the model allows raise an ``EdgeSRError`` before any file is processed.
@@ -256,17 +257,19 @@ def upscale_files(
         raise InputError(
             ", ".join(map(str, inputs)) or None, "no images found (png, jpg, jpeg, webp, tif, tiff)"
         )
-    out = Path(out)
-    single = out.suffix.lower() in FORMATS
+    beside = out is None
+    out = Path(out) if out is not None else Path(".")
+    single = not beside and out.suffix.lower() in FORMATS
     if single and len(files) > 1:
         raise ConfigError(out, f"names one file but there are {len(files)} inputs; give an output folder")
-    folder = out.parent if single else out
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(folder, f"cannot create the output folder ({e.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(folder, "output folder is not writable; choose another -o")
+    folders = sorted({f.parent for f in files}) if beside else [out.parent if single else out]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(folder, f"cannot create the output folder ({e.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise OutputError(folder, "output folder is not writable; choose another -o")
     net, ckpt = load_model(checkpoint, model=model, scale=scale)
     s = int(getattr(net, "scale", scale or 4))
     check_tile(net, tile, tile_overlap)
@@ -280,7 +283,11 @@ def upscale_files(
             report.files.append(res)
             t0 = time.perf_counter()
             try:
-                dst = _output_path(src, out, single)
+                dst = (
+                    src.with_name(f"{src.stem}_x{s}{src.suffix}")
+                    if beside
+                    else _output_path(src, out, single)
+                )
                 if dst.resolve() in targets:
                     raise InputError(
                         src, f"has the same name as {targets[dst.resolve()]}; its output would overwrite it"

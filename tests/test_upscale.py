@@ -265,3 +265,10 @@ def test_4000x3000_photo_stays_far_under_2_gb(tmp_path: Path) -> None:
     assert (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")) == (16000, 12000)
     # The 16000x12000 RGB result alone is 576 MB as uint8; everything else must stay small beside it.
     assert growth < 1.5 * 2**30, f"peak RSS grew by {growth / 2**30:.2f} GiB"
+
+
+def test_without_out_writes_beside_the_input(tmp_path: Path, ckpt: Path) -> None:
+    src = write_image(tmp_path / "photo.jpg", _photo(20, 20))
+    rep = upscale_files([src], checkpoint=ckpt, tile=32, tile_overlap=6, progress=False)
+    assert rep.exit_code == 0 and rep.files[0].output == str(tmp_path / "photo_x2.jpg")
+    assert read_image(tmp_path / "photo_x2.jpg").size == (40, 40) and read_image(src).size == (20, 20)

@@ -11,11 +11,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "upscale",
         help="upscale images (PNG, JPEG, WebP, TIFF; 8/16-bit, gray, alpha)",
-        description="Upscale files or folders into -o (a file for one input, else a folder keeping each format). "
+        description="Upscale files or folders into -o (a file for one input, else a folder keeping each format; "
+        "without -o, beside each input as <name>_x<scale>). "
         "Exit code 1 when some files failed, 2 when none could be processed.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("-o", "--out", required=True, help="output file (format from its extension) or folder")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="output file (format from its extension) or folder (default: beside each input, <name>_x<scale>)",
+    )
     p.add_argument(
         "--checkpoint", help="edge-sr .safetensors, or a foreign .pth with --model (default: bundled)"
     )
