@@ -20,9 +20,16 @@ def quantizer(*, qat: bool = False) -> Any:
     """litert-torch's ``PT2EQuantizer`` with the per-channel static configuration."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    return PT2EQuantizer().set_global(
+    q = PT2EQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_qat=qat, is_dynamic=False)
     )
+    if qat:
+        # Its QAT-only annotators match conv + BatchNorm patterns by tracing pattern functions, which
+        # torch.export (2.13) refuses ("Expected `mod` to be an instance of `torch.nn.Module`"). edge-sr runs
+        # QAT on the fused deploy graph, which has no BatchNorm left, so those patterns could not match:
+        # convs are annotated by the regular static annotators, exactly as in PTQ.
+        q.STATIC_QAT_ONLY_OPS = []
+    return q
 
 
 def export_options(q: Any) -> dict[str, Any]:

@@ -109,6 +109,8 @@ def test_coreml_w8a8_lowers(model, calib, tmp_path):
     assert set(compressed_convs(art.path).values()) == {"int8"}
     ops = Counter(op.op_type for f in load_program(art.path).functions.values() for op in f.operations)
     assert ops["quantize"] >= 6 and ops["dequantize"] >= 6  # activations quantized too (W8A8)
+    # the reference executor runs the quantize / dequantize ops: the int8 program stays close to float
+    assert _psnr_vs_float(model, art.path) > 30
 
 
 def test_keep_float_leaves_layer_unquantized(model, calib):
@@ -197,3 +199,15 @@ def test_calibration_errors(tmp_path):
     if SET5_HR.is_dir():
         with pytest.raises(InputError, match="asked for 9"):
             load_calibration(SET5_HR, count=9, input_size=(8, 8), scale=2)
+
+
+@pytest.mark.skipif(not (DATA / "train" / "T91").is_dir(), reason="needs ../shared/data/train/T91")
+@pytest.mark.parametrize("target", ["tflite", "coreml"])
+def test_qat_exports_on_every_pt2e_target(model, calib, target, tmp_path):
+    """QAT (a few steps) then INT8 export with each target's own quantizer; the result runs and stays close
+    to float (CoreML W8A8 through the reference execution of its quantize / dequantize ops)."""
+    from edge_sr.quantize import qat
+
+    art = qat(model, target, [DATA / "train" / "T91"], calib=calib, iters=4, lr=1e-5, out=tmp_path)
+    assert art.manifest["quantization"]["method"] == "qat"
+    assert _psnr_vs_float(model, art.path) > 30

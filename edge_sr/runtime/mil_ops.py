@@ -900,3 +900,34 @@ def _sparse_to_dense(a, op):
 
 
 OPS["constexpr_cast"] = lambda a, op: a["source_val"]
+
+
+# --- activation quantization (W8A8 programs, iOS17+) -------------------------------------------------------
+def _along(v: Any, rank: int, axis: Any) -> np.ndarray:
+    # a scale / zero point: a scalar, or a vector along `axis`
+    v = np.asarray(v).astype(np.float32)
+    if v.ndim == 1 and v.size > 1:
+        shape = [1] * rank
+        shape[int(axis if axis is not None else 0) % rank] = -1
+        return v.reshape(shape)
+    return v.reshape(()) if v.size == 1 else v
+
+
+@_reg("quantize")
+def _quantize(a, op):
+    # round(x / scale) + zero_point, saturated to the output type (round half to even, as CoreML does)
+    x = np.asarray(f32(a["input"]), dtype=np.float32)
+    scale = _along(a["scale"], x.ndim, a.get("axis"))
+    zp = _along(a["zero_point"], x.ndim, a.get("axis")) if a.get("zero_point") is not None else 0.0
+    dtype = np.int8 if str(a["output_dtype"]) == "int8" else np.uint8
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zp, info.min, info.max).astype(dtype)
+
+
+@_reg("dequantize")
+def _dequantize(a, op):
+    # scale · (q - zero_point)
+    q = np.asarray(a["input"]).astype(np.float32)
+    scale = _along(a["scale"], q.ndim, a.get("axis"))
+    zp = _along(a["zero_point"], q.ndim, a.get("axis")) if a.get("zero_point") is not None else 0.0
+    return (q - zp) * scale
