@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -363,8 +364,16 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _row_scale(r: dict[str, Any]) -> int | None:
+    if r.get("scale"):
+        return int(r["scale"])
+    m = re.search(r"_x(\d+)(?:$|_)", str(r.get("model", "")))
+    return int(m.group(1)) if m else None
+
+
 def pareto_plot(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """PNG: Set5 Y-PSNR against median latency, one marker per target / precision, the front drawn."""
+    """PNG: Set5 Y-PSNR against median latency, one marker per target / precision, one panel per scale
+    (PSNRs of different scales are not comparable), each with its Pareto front drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -373,41 +382,41 @@ def pareto_plot(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> Pat
     pts = [r for r in rows if r.get("psnr") is not None and r.get("median_ms") is not None]
     markers = {"executorch": "o", "tflite": "s", "onnx": "^", "coreml": "D"}
     colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    seen = set()
+    groups: dict[int | None, list[dict[str, Any]]] = {}
     for r in pts:
-        label = f"{r['target']} {r['precision']}"
-        ax.scatter(
-            r["median_ms"],
-            r["psnr"],
-            marker=markers.get(r["target"], "x"),
-            color=colors.get(r["precision"], "gray"),
-            s=48,
-            label=None if label in seen else label,
-            zorder=3,
-        )
-        seen.add(label)
-    if pts:
-        front = pareto_front([(r["median_ms"], r["psnr"]) for r in pts])
-        xs, ys = [pts[i]["median_ms"] for i in front], [pts[i]["psnr"] for i in front]
-        ax.step(xs, ys, where="post", color="black", lw=1, ls="--", label="Pareto front", zorder=2)
-        for i in front:
-            ax.annotate(
-                pts[i]["model"],
-                (pts[i]["median_ms"], pts[i]["psnr"]),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
+        groups.setdefault(_row_scale(r), []).append(r)
+    keys = sorted(groups, key=lambda k: (k is None, k or 0)) or [None]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys) + 1.2, 4.2), dpi=120, squeeze=False)
+    handles: dict[str, Any] = {}
+    for ax, key in zip(axes[0], keys):
+        group = groups.get(key, [])
+        for r in group:
+            label = f"{r['target']} {r['precision']}"
+            h = ax.scatter(
+                r["median_ms"],
+                r["psnr"],
+                marker=markers.get(r["target"], "x"),
+                color=colors.get(r["precision"], "gray"),
+                s=48,
+                zorder=3,
             )
-    else:
-        ax.text(0.5, 0.5, "no cell has both a PSNR and a latency", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("median latency on this CPU (ms)")
-    ax.set_ylabel("Set5 Y-PSNR (dB)")
-    ax.set_title("quality against latency")
-    ax.grid(alpha=0.3)
-    if pts:
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+            handles.setdefault(label, h)
+        if group:
+            front = pareto_front([(r["median_ms"], r["psnr"]) for r in group])
+            xs, ys = [group[i]["median_ms"] for i in front], [group[i]["psnr"] for i in front]
+            (line,) = ax.step(xs, ys, where="post", color="black", lw=1, ls="--", zorder=2)
+            handles.setdefault("Pareto front", line)
+            models = sorted({r["model"] for r in group})
+            ax.set_title(f"x{key}: {', '.join(models)}" if key else ", ".join(models), fontsize=9)
+        else:
+            ax.text(0.5, 0.5, "no cell has both a PSNR and a latency", ha="center", transform=ax.transAxes)
+        ax.set_xlabel("median latency on this CPU (ms)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Set5 Y-PSNR (dB)")
+    fig.suptitle("quality against latency, per scale")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.1 / (4.2 * len(keys) + 1.2), 1))
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
