@@ -12,6 +12,16 @@ from pathlib import Path
 from edge_sr.errors import OutputError
 
 
+def ensure_writable_dir(folder: Path, hint: str = "") -> None:
+    """Create ``folder`` if needed; an ``OutputError`` naming it when it cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(folder, f"cannot create the output folder ({e.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(folder, "output folder is not writable" + (f"; {hint}" if hint else ""))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it onto ``path``, on failure remove it.
@@ -21,12 +31,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(parent, f"cannot create the output folder ({e.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(parent, "output folder is not writable")
+    ensure_writable_dir(parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -29,9 +29,9 @@ from edge_sr.errors import (
     ConfigError,
     EdgeSRError,
     InputError,
-    OutputError,
     RuntimeBackendError,
 )
+from edge_sr.io_utils import ensure_writable_dir
 from edge_sr.tiling import count_tiles, tiled_apply
 
 log = logging.getLogger(__name__)
@@ -264,12 +264,7 @@ def upscale_files(
         raise ConfigError(out, f"names one file but there are {len(files)} inputs; give an output folder")
     folders = sorted({f.parent for f in files}) if beside else [out.parent if single else out]
     for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(folder, f"cannot create the output folder ({e.strerror})") from None
-        if not os.access(folder, os.W_OK):
-            raise OutputError(folder, "output folder is not writable; choose another -o")
+        ensure_writable_dir(folder, "choose another -o")
     net, ckpt = load_model(checkpoint, model=model, scale=scale)
     s = int(getattr(net, "scale", scale or 4))
     check_tile(net, tile, tile_overlap)
