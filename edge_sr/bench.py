@@ -119,7 +119,7 @@ def export_artifact(
     return Path(art.path)
 
 
-INT8_SCHEME = "coreml-w8a8"  # in the CoreML INT8 cache key: cells made with another scheme are redone
+INT8_SCHEME = "coreml-w8a8-affine"  # in the CoreML INT8 cache key: cells made with another scheme are redone
 
 
 def _suffix(target: str) -> str:

@@ -23,15 +23,18 @@ from typing import Any, Literal
 TARGET = "coreml"
 Mode = Literal["w8a8", "weights", "palettize"]
 SCHEMES = {
-    "w8a8": "coreml-pt2e: int8 per-channel symmetric weights, uint8 per-tensor activations (static)",
+    "w8a8": "coreml-pt2e: int8 per-channel affine weights, uint8 per-tensor affine activations (static)",
     "weights": "coremltools.optimize: int8 per-channel symmetric weights, float activations",
     "palettize": "coremltools.optimize: k-means palettized weights (per tensor LUT), float activations",
 }
 
 
 def quantizer(*, qat: bool = False) -> Any:
-    """ExecuTorch's ``CoreMLQuantizer`` for W8A8 (per-channel symmetric weights, uint8 activations).
+    """ExecuTorch's ``CoreMLQuantizer`` for W8A8 (per-channel int8 weights, uint8 activations), affine.
 
+    Affine, not symmetric: with ``symmetric`` the uint8 activations get a fixed zero point of 128, so the
+    mostly non-negative SR feature maps use half the range; on the bundled x4 model that cost 0.23 dB of Set5
+    Y-PSNR against 0.07 dB affine (PTQ, 32 calibration patches).
     The same annotations serve PTQ and QAT (``prepare_qat_pt2e`` inserts fake-quant instead of observers).
     """
     import torch
@@ -44,7 +47,7 @@ def quantizer(*, qat: bool = False) -> Any:
     cfg = LinearQuantizerConfig.from_dict(
         {
             "global_config": {
-                "quantization_scheme": QuantizationScheme.symmetric,
+                "quantization_scheme": QuantizationScheme.affine,
                 "activation_dtype": torch.quint8,
                 "weight_dtype": torch.qint8,
                 "weight_per_channel": True,
