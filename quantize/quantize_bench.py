@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,11 +58,6 @@ def _variant(build: Any, model: Any, sets: Sequence[str], row: Row) -> Row:
         row.note = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
         logger.warning("%s %s %s: %s", row.model, row.target, row.variant, row.note)
     return row
-
-
-def latency_ms(path: Path, size: tuple[int, int], runs: int = 10) -> float:
-    """Median wall time of one forward at ``size`` (batch 1), after one warm-up call."""
-    return latency_pair([path], size, runs)[0]
 
 
 def latency_pair(paths: Sequence[Path], size: tuple[int, int], runs: int = 10) -> list[float]:
@@ -227,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             r, l_ = bench_model(Path(ck), args, Path(tmp))
             rows += r
             lat.update(l_)
-    command = "python -m edge_sr.quantize.quantize_bench " + " ".join(argv if argv is not None else [])
+    given = list(argv) if argv is not None else sys.argv[1:]
+    command = "python -m edge_sr.quantize.quantize_bench " + " ".join(given)
     update_section(args.doc, args.section, render(rows, lat, args.sets, command.strip()), title="Benchmarks")
     return 0
 
