@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"(converter and runtime output goes to {log})")
     try:
         with tools_output_to(log):
-            rows, skipped, deploy = _chain_and_report(ckpt, out, set5, args)
+            _chain_and_report(ckpt, out, set5, args)
     except EdgeSRError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _chain_and_report(ckpt: Path, out: Path, set5: Path | None, args: argparse.Namespace) -> tuple:
+def _chain_and_report(ckpt: Path, out: Path, set5: Path | None, args: argparse.Namespace) -> None:
     """The conversion chain, the upscaled image, the table and the comparison picture."""
     from edge_sr.profile import parse_size
 
@@ -333,7 +333,6 @@ def _chain_and_report(ckpt: Path, out: Path, set5: Path | None, args: argparse.N
         pic = comparison_image(rows, deploy, set5, out)
         if pic:
             say(f"\nside-by-side comparison: {pic}")
-    return rows, skipped, deploy
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from edge_sr.errors import ConfigError, EdgeSRError, InputError
 from edge_sr.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
+INT8_SCHEME = "coreml-w8a8-affine"  # in the CoreML INT8 cache key: cells made with another scheme are redone
 
 TARGETS = ("executorch", "tflite", "onnx", "coreml")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -117,9 +118,6 @@ def export_artifact(
         return Path(art.path)
     art = export(model, target, out, ExportSpec(input_size=size, precision=precision), source=ckpt)  # type: ignore[arg-type]
     return Path(art.path)
-
-
-INT8_SCHEME = "coreml-w8a8-affine"  # in the CoreML INT8 cache key: cells made with another scheme are redone
 
 
 def _suffix(target: str) -> str:

@@ -2,6 +2,7 @@
 
     python -m edge_sr.quantize.quantize_bench [CKPT ...] [--targets executorch tflite onnx coreml]
         [--calib DIR] [--calib-count 32] [--qat-data DIR ...] [--qat-iters 300] [--sets Set5 Set14]
+        [--latency-calib DIR] [--section quantization_x4]
 
 For each checkpoint (default: the bundled ones) and target, every artifact is built at ``--input-size`` (tiled
 over the full benchmark images by ``edge_sr.runtime``) and verified with ``edge_sr.verify`` on each set: Y-PSNR

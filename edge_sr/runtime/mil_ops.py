@@ -805,19 +805,27 @@ def _expand_blocks(param: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return param
 
 
+def _along(v: Any, rank: int, axis: Any) -> np.ndarray:
+    # a scale / zero point: a scalar, or a vector along `axis`
+    v = np.asarray(v).astype(np.float32)
+    if v.ndim == 1 and v.size > 1:
+        shape = [1] * rank
+        shape[int(axis if axis is not None else 0) % rank] = -1
+        return v.reshape(shape)
+    return v.reshape(()) if v.size == 1 else v
+
+
+def _affine_to_float(q: Any, scale: Any, zero_point: Any, axis: Any) -> np.ndarray:
+    # scale · (q - zero_point), scale / zero point scalars or vectors along `axis`
+    q = np.asarray(q).astype(np.float32)
+    zp = _along(zero_point, q.ndim, axis) if zero_point is not None else 0.0
+    return (q - zp) * _along(scale, q.ndim, axis)
+
+
 @_reg("constexpr_affine_dequantize")
 def _affine_dequantize(a, op):
-    # iOS16: scale · (q - zero_point), scale / zero_point scalars or vectors along `axis`
-    q = np.asarray(a["quantized_data"]).astype(np.float32)
-    axis = int(a["axis"]) % q.ndim
-    shape = [1] * q.ndim
-    shape[axis] = -1
-    zp = np.asarray(a["zero_point"]).astype(np.float32)
-    scale = np.asarray(a["scale"])
-    zp = zp.reshape(shape) if zp.ndim == 1 else zp
-    return (q - zp) * (
-        scale.astype(np.float32).reshape(shape) if scale.ndim == 1 else scale.astype(np.float32)
-    )
+    # iOS16 weights
+    return _affine_to_float(a["quantized_data"], a["scale"], a["zero_point"], a["axis"])
 
 
 @_reg("constexpr_blockwise_shift_scale")
@@ -903,16 +911,6 @@ OPS["constexpr_cast"] = lambda a, op: a["source_val"]
 
 
 # --- activation quantization (W8A8 programs, iOS17+) -------------------------------------------------------
-def _along(v: Any, rank: int, axis: Any) -> np.ndarray:
-    # a scale / zero point: a scalar, or a vector along `axis`
-    v = np.asarray(v).astype(np.float32)
-    if v.ndim == 1 and v.size > 1:
-        shape = [1] * rank
-        shape[int(axis if axis is not None else 0) % rank] = -1
-        return v.reshape(shape)
-    return v.reshape(()) if v.size == 1 else v
-
-
 @_reg("quantize")
 def _quantize(a, op):
     # round(x / scale) + zero_point, saturated to the output type (round half to even, as CoreML does)
@@ -926,8 +924,4 @@ def _quantize(a, op):
 
 @_reg("dequantize")
 def _dequantize(a, op):
-    # scale · (q - zero_point)
-    q = np.asarray(a["input"]).astype(np.float32)
-    scale = _along(a["scale"], q.ndim, a.get("axis"))
-    zp = _along(a["zero_point"], q.ndim, a.get("axis")) if a.get("zero_point") is not None else 0.0
-    return (q - zp) * scale
+    return _affine_to_float(a["input"], a["scale"], a.get("zero_point"), a.get("axis"))
