@@ -1,6 +1,7 @@
 """ExecuTorch target: ``.pte`` lowered with the XNNPACK partitioner (or the CoreML delegate).
 
-torch.export -> ``to_edge_transform_and_lower(partitioner=[...])`` -> ``to_executorch()``. FP16 artifacts
+torch.export -> ``to_edge_transform_and_lower(partitioner=[...])`` -> ``to_executorch()``. A dynamic H / W
+range goes through :mod:`.dynamic` (window attention's shape assumptions proven for every size). FP16 artifacts
 compute in float16 inside and keep float32 I/O. The CoreML delegate lowers on Linux but runs only on Apple
 hardware. ExecuTorch has no free-form metadata section: the manifest beside the file is the only record.
 """
@@ -57,11 +58,20 @@ def write(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """Export, lower and serialize ``model`` to ``path``; returns the manifest's I/O entries."""
+    import contextlib
+
+    from edge_sr.convert.dynamic import export_proven, lowering_without_asserts
     from executorch.exir import to_edge_transform_and_lower
 
-    ep = torch.export.export(model, (example,), dynamic_shapes=dynamic_hw(spec))
+    if spec.dynamic is None:
+        ep = torch.export.export(model, (example,), dynamic_shapes=None)
+        lowering: Any = contextlib.nullcontext()
+    else:  # shape assumptions (window padding) proven for the whole range, then dropped: see .dynamic
+        ep = export_proven(model, example, dynamic_hw(spec), axes=(1, 2) if spec.layout == "NHWC" else (2, 3))
+        lowering = lowering_without_asserts()
     parts = options.get("partitioners") or partitioners(spec)
-    edge = to_edge_transform_and_lower(ep, partitioner=parts)
+    with lowering:
+        edge = to_edge_transform_and_lower(ep, partitioner=parts)
     delegated = sum(
         1
         for n in edge.exported_program().graph.nodes

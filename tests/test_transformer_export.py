@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_sr.errors import ConfigError
+from edge_sr.errors import ConfigError, ConversionError
 from edge_sr.models import create_model
 from edge_sr.models.swin_common import export_dynamic
 
@@ -54,30 +54,43 @@ def test_onnx_one_graph_all_sizes(name: str, tmp_path) -> None:
         assert np.abs(got - ref).max() < 1e-4, size
 
 
-@pytest.mark.xfail(
-    reason="open: ExecuTorch's edge verifier still rejects one op of the dynamic-size graph "
-    "(the runtime shape asserts are stripped; the op is not yet identified)",
-    strict=False,
-)
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_executorch_two_sizes(name: str, tmp_path) -> None:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    from executorch.runtime import Runtime
+def test_executorch_one_program_all_sizes(name: str, tmp_path) -> None:
+    """Through the product path: ``convert.export`` with a dynamic range, run by ``edge_sr.runtime``."""
+    from edge_sr.convert import ExportSpec, export
+
+    from edge_sr.runtime import load
 
     model = _model(name)
-    ep = export_dynamic(model, torch.rand(1, 3, 16, 20), min_size=8, max_size=24, shape_asserts=False)
-    program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
-    path = tmp_path / f"{name}.pte"
-    path.write_bytes(program.buffer)
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    for size in [(16, 16), (13, 22)]:
+    model.edge_sr_arch = name
+    art = export(model, "executorch", tmp_path, ExportSpec(input_size=(16, 20), dynamic=(8, 40)))
+    runner = load(art.path)
+    for size in [(16, 16), (13, 22), (8, 40), (33, 9)]:
         x = torch.rand(1, 3, *size)
-        got = method.execute([x])[0]
+        got = runner.forward(x.numpy())
         with torch.no_grad():
-            ref = model(x)
+            ref = model(x).numpy()
         assert got.shape == ref.shape
-        assert (got - ref).abs().max() < 1e-4, size
+        assert np.abs(got - ref).max() < 1e-4, size
+
+
+def test_shape_assumption_false_in_range_is_refused(tmp_path) -> None:
+    """A range down to the window itself: the traced graph assumes more than one window per axis."""
+    from edge_sr.convert import ExportSpec, export
+
+    model = _model("swinir_classical")
+    model.edge_sr_arch = "swinir_classical"
+    with pytest.raises(ConversionError, match=r"false at size 4x4 .*a dynamic range of 5:24 avoids them"):
+        export(model, "executorch", tmp_path, ExportSpec(input_size=(16, 20), dynamic=(4, 24)))
+    assert not list(tmp_path.iterdir())
+
+
+def test_proven_asserts_are_removed() -> None:
+    model = _model("hat_s")
+    ep = export_dynamic(model, torch.rand(1, 3, 16, 20), min_size=8, max_size=24)
+    assert any(n.target is torch.ops.aten._assert_scalar.default for n in ep.graph.nodes)
+    ep = export_dynamic(model, torch.rand(1, 3, 16, 20), min_size=8, max_size=24, shape_asserts=False)
+    assert not any(n.target is torch.ops.aten._assert_scalar.default for n in ep.graph.nodes)
 
 
 def test_export_range_below_window_is_refused() -> None:

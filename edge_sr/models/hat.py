@@ -35,6 +35,7 @@ from edge_sr.models.swin_common import (
     check_tile,
     crop,
     cyclic_shift,
+    gather_hw,
     min_tile_size,
     pad_to_window,
     relative_position_index,
@@ -139,7 +140,7 @@ def overlapping_windows(x: Tensor, ws: int, ows: int) -> Tensor:
     cols = (
         torch.arange(nw, device=x.device)[:, None] * ws + torch.arange(ows, device=x.device)[None, :]
     ).reshape(-1)
-    x = x.index_select(2, rows).index_select(3, cols)  # (B, C, nH·ows, nW·ows)
+    x = gather_hw(x, rows, cols)  # (B, C, nH·ows, nW·ows)
     x = x.reshape(b, c, nh, ows, nw, ows).permute(0, 2, 4, 3, 5, 1)  # (B, nH, nW, ows, ows, C)
     return x.reshape(b * nh * nw, ows * ows, c)
 

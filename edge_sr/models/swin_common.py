@@ -47,9 +47,17 @@ def crop(x: Tensor, h: Any, w: Any) -> Tensor:
     A gather rather than a slice: a slice view keeps the padded row stride, and export then guards on its
     memory layout (which differs between padded and unpadded sizes), tying the graph to one of them.
     """
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    return x.index_select(2, rows).index_select(3, cols)
+    return gather_hw(x, torch.arange(h, device=x.device), torch.arange(w, device=x.device))
+
+
+def gather_hw(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """``x[:, :, rows][:, :, :, cols]`` of (N, C, H, W) as two ``index_select``, on a contiguous copy.
+
+    A (B, C, H, W) view of a (B, H·W, C) token map has channels-last strides, and so does every conv after
+    it. ExecuTorch's portable ``index_select`` needs its input and output in one dim order (the output is
+    planned contiguous), so the input is made contiguous first.
+    """
+    return x.contiguous().index_select(2, rows).index_select(3, cols)
 
 
 def window_partition(x: Tensor, ws: int) -> Tensor:
@@ -214,8 +222,8 @@ def export_dynamic(
     Window reshapes after padding give sizes like ``ws·ceil(h / ws)``; the shape solver cannot prove facts
     such as "the padding is smaller than h" over a range, so they become runtime assertions in the graph
     (``prefer_deferred_runtime_asserts_over_guards``) instead of failing the export. ``shape_asserts=False``
-    removes those assertion nodes (ExecuTorch's edge dialect rejects the symbolic ``mod``/``eq`` they use);
-    they hold for every size in the range, which the caller's range already guarantees.
+    proves each of them on every size of the range and removes them (ExecuTorch's edge dialect rejects the
+    symbolic ops they use; see ``edge_sr.convert.dynamic``): ``ConversionError`` when a size fails.
     """
     ws = min_tile_size(model)
     if min_size < ws:
@@ -226,10 +234,8 @@ def export_dynamic(
         model, (example,), dynamic_shapes=({2: h, 3: w},), prefer_deferred_runtime_asserts_over_guards=True
     )
     if not shape_asserts:
-        graph = ep.graph_module.graph
-        for node in list(graph.nodes):
-            if node.op == "call_function" and node.target is torch.ops.aten._assert_scalar.default:
-                graph.erase_node(node)
-        graph.eliminate_dead_code()
-        ep.graph_module.recompile()
+        from edge_sr.convert.dynamic import check_asserts, strip_asserts
+
+        check_asserts(ep, (2, 3))
+        strip_asserts(ep)
     return ep
