@@ -105,10 +105,16 @@ def check_layers(model: nn.Module, names: Sequence[str]) -> None:
 
 
 def prepare(model: nn.Module, quantizer: Any, example: Tensor, *, qat: bool = False) -> torch.fx.GraphModule:
-    """Export with a dynamic batch and insert observers (``prepare_pt2e``) or fake-quant (``prepare_qat_pt2e``)."""
+    """Export with a dynamic batch and insert observers (``prepare_pt2e``) or fake-quant (``prepare_qat_pt2e``).
+
+    The exported module shares its parameters with ``model``; QAT trains them, so it works on a copy and the
+    caller's model stays as it was.
+    """
+    import copy
+
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
-    gm = export_dynamic_batch(model, example)
+    gm = export_dynamic_batch(copy.deepcopy(model) if qat else model, example)
     return prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
 
 

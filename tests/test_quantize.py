@@ -211,3 +211,19 @@ def test_qat_exports_on_every_pt2e_target(model, calib, target, tmp_path):
     art = qat(model, target, [DATA / "train" / "T91"], calib=calib, iters=4, lr=1e-5, out=tmp_path)
     assert art.manifest["quantization"]["method"] == "qat"
     assert _psnr_vs_float(model, art.path) > 30
+
+
+@pytest.mark.skipif(not (DATA / "train" / "T91").is_dir(), reason="needs ../shared/data/train/T91")
+def test_qat_leaves_the_callers_model_alone(calib, tmp_path):
+    """A model with nothing to fuse is its own deploy form; QAT must train a copy of it, not the caller's
+    weights (the exported graph shares them), or the float reference it is compared with moves too."""
+    from edge_sr.quantize import qat
+
+    from edge_sr.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("espcn", scale=2).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    qat(net, "executorch", [DATA / "train" / "T91"], calib=calib, iters=3, lr=1e-2, out=tmp_path)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
