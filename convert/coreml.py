@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from edge_sr.errors import ConversionError, RuntimeBackendError
 
+DEBUG_MAP = "executorch_debug_handle_mapping.json"
 SUFFIX = ".mlpackage"
 FP16_BY_CAST = False  # compute_precision=FLOAT16 with float32 I/O
 logger = logging.getLogger(__name__)
@@ -131,6 +132,9 @@ def write(
     mlmodel.short_description = f"edge-sr {metadata.get('edge_sr.arch')} x{metadata.get('edge_sr.scale')}"
     mlmodel.user_defined_metadata.update(metadata)
     mlmodel.save(os.fspath(path))
+    # coremltools adds ExecuTorch's op-to-debug-handle map for programs from torch.export (30 KB on a small
+    # SR net, larger than its weights); the package manifest does not list it and CoreML never reads it
+    (Path(path) / DEBUG_MAP).unlink(missing_ok=True)
     ops = sorted(
         {op.op_type for f in mlmodel._mil_program.functions.values() for op in f.operations} - {"const"}
     )

@@ -171,6 +171,7 @@ def test_coreml_image_io(out_dir, ecbsr) -> None:
 
     art = export(ecbsr, "coreml", out_dir / "img.mlpackage", ExportSpec(input_size=(16, 16), io="image"))
     assert art.manifest["inputs"][0]["value_range"] == [0.0, 255.0]
+    assert not (art.path / "executorch_debug_handle_mapping.json").exists()  # debug cruft, not shipped
     x = np.round(X16.numpy() * 255) / 255  # pixel buffers hold whole 0-255 values
     with torch.no_grad():
         ref = ecbsr(torch.from_numpy(x)).clamp(0, 1).numpy()
