@@ -2,10 +2,18 @@
 
 The float model is exported by ``edge_sr.convert.export(..., "onnx")`` at the calibration shape; then
 ``onnxruntime.quantization.quantize_static`` runs the calibration patches through it (a
-``CalibrationDataReader`` over the patches), fixes min / max ranges and writes QuantizeLinear /
+``CalibrationDataReader`` over the patches), fixes activation ranges and writes QuantizeLinear /
 DequantizeLinear pairs around every conv: int8 per-channel symmetric weights, uint8 activations (the
-combination onnxruntime's x86 / ARM kernels run fastest). I/O stays float32. Layers kept in float are passed as
-``nodes_to_exclude``; ONNX node names are matched to torch module paths through the exporter's name scopes.
+combination onnxruntime's x86 / ARM kernels run fastest). I/O stays float32.
+
+Activation ranges come from the 99.999th percentile of each tensor's values over the calibration set, not
+its min / max: a handful of extreme feature values otherwise stretch the uint8 grid for every pixel. On the
+bundled models (32 General100 patches) the Set5 / Set14 Y-PSNR loss against float went from 0.205 / 0.089 dB
+(MinMax) to 0.171 / 0.076 at x2, and from 0.071 / 0.050 to 0.068 / 0.038 at x4; 99.99 clips too much
+(x2 Set14 0.087), entropy calibration equals MinMax here.
+
+Layers kept in float are passed as ``nodes_to_exclude``; ONNX node names are matched to torch module paths
+through the exporter's name scopes.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import numpy as np
 from edge_sr.errors import ConversionError
 
 TARGET = "onnx"
-SCHEME = "onnxruntime-qdq: int8 per-channel symmetric weights, uint8 per-tensor activations (static, MinMax)"
+SCHEME = "onnxruntime-qdq: int8 per-channel symmetric weights, uint8 per-tensor activations (static, percentile 99.999)"
+CALIB_PERCENTILE = 99.999
 logger = logging.getLogger(__name__)
 
 
@@ -111,9 +120,13 @@ def quantize_file(
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
+        calibrate_method=CalibrationMethod.Percentile,
         nodes_to_exclude=excluded,
-        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        extra_options={
+            "WeightSymmetric": True,
+            "ActivationSymmetric": False,
+            "CalibPercentile": CALIB_PERCENTILE,
+        },
     )
     import onnx
 
