@@ -2,7 +2,7 @@
 
     calib = load_calibration("photos/", count=32, input_size=(64, 64), scale=4)
     art = ptq(model, "executorch", calib, QuantSpec(), out="out/")       # -> edge_sr.convert.Artifact
-    art = qat(model, "tflite", ["train/T91"], calib=calib, iters=500, lr=2e-5, out="out/")
+    art = qat(model, "tflite", ["train/T91"], calib=calib, iters=4000, lr=2e-4, out="out/")
     report = fp16_check(model, calib)                                    # overflow / underflow per layer
     ranks = sensitivity(model, "executorch", calib)                      # per-layer SQNR, most sensitive first
 
@@ -228,7 +228,7 @@ def qat(
     *,
     calib: CalibrationSet,
     iters: int,
-    lr: float = 2e-5,
+    lr: float = 2e-4,
     batch_size: int = 8,
     seed: int = 0,
     form: Literal["deploy", "train"] = "deploy",

@@ -167,8 +167,9 @@ def fine_tune(
 ) -> list[float]:
     """QAT: L1 fine-tuning of a ``prepare_qat_pt2e`` graph on (LR, HR) batches; returns the loss per step.
 
-    Observers follow the changing weights and activations for the first ``freeze_observers_after`` share of
-    the steps, then are frozen so the last steps train against fixed quantization parameters.
+    Adam with the learning rate decayed from ``lr`` to 0 on a cosine over ``iters`` steps. Observers follow
+    the changing weights and activations for the first ``freeze_observers_after`` share of the steps, then
+    are frozen so the last steps train against fixed quantization parameters.
     """
     from torchao.quantization.pt2e import disable_observer, move_exported_model_to_train
 
@@ -177,6 +178,9 @@ def fine_tune(
     if not params:
         raise ConfigError(None, "the prepared graph has no trainable parameters")
     opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / iters))
+    )
     freeze_at = math.ceil(iters * freeze_observers_after)
     losses: list[float] = []
     for step, (x, y) in enumerate(loader):
@@ -188,6 +192,7 @@ def fine_tune(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         losses.append(float(loss.detach()))
     logger.info(
         "QAT: %d steps, L1 %.5f -> %.5f", len(losses), losses[0] if losses else 0, losses[-1] if losses else 0

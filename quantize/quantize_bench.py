@@ -1,8 +1,8 @@
 """The ``quantization`` section of docs/BENCHMARKS.md: float / FP16 / INT8-PTQ / INT8-QAT per target, measured.
 
     python -m edge_sr.quantize.quantize_bench [CKPT ...] [--targets executorch tflite onnx coreml]
-        [--calib DIR] [--calib-count 32] [--qat-data DIR ...] [--qat-iters 300] [--sets Set5 Set14]
-        [--latency-calib DIR] [--section quantization_x4]
+        [--calib DIR] [--calib-count 32] [--qat-data DIR ...] [--qat-iters 4000] [--sets Set5 Set14]
+        [--latency-calib DIR] [--latency yes|no|only] [--threads 1] [--runs 30] [--section quantization_x4]
 
 For each checkpoint (default: the bundled ones) and target, every artifact is built at ``--input-size`` (tiled
 over the full benchmark images by ``edge_sr.runtime``) and verified with ``edge_sr.verify`` on each set: Y-PSNR
@@ -61,12 +61,14 @@ def _variant(build: Any, model: Any, sets: Sequence[str], row: Row) -> Row:
     return row
 
 
-def latency_pair(paths: Sequence[Path], size: tuple[int, int], runs: int = 10) -> list[float]:
+def latency_pair(
+    paths: Sequence[Path], size: tuple[int, int], runs: int = 10, threads: int = 1
+) -> list[float]:
     """Median wall time of one forward at ``size`` for each artifact, the artifacts called in turn within
     each round (so a load change on the machine hits all of them alike), after one warm-up call each."""
     from edge_sr.runtime import load
 
-    runners = [load(p, threads=2) for p in paths]
+    runners = [load(p, threads=threads) for p in paths]
     x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
     for r in runners:
         r.forward(x)
@@ -91,7 +93,7 @@ def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[R
     size = tuple(int(v) for v in args.input_size.split("x"))
     calib = q.load_calibration(args.calib, count=args.calib_count, input_size=size, scale=scale, seed=0)
     rows: list[Row] = []
-    for t in args.targets:
+    for t in args.targets if args.latency != "only" else ():
         d = out / f"{ckpt.stem}_{t}"
         spec32 = ExportSpec(input_size=size, **({"deployment_target": "iOS17"} if t == "coreml" else {}))
         builds = {
@@ -105,7 +107,14 @@ def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[R
             )
         if t != "onnx" and args.qat_iters > 0:
             builds["int8-qat"] = lambda t=t, d=d: q.qat(
-                model, t, args.qat_data, calib=calib, iters=args.qat_iters, lr=args.qat_lr, out=d / "qat"
+                model,
+                t,
+                args.qat_data,
+                calib=calib,
+                iters=args.qat_iters,
+                lr=args.qat_lr,
+                batch_size=args.qat_batch,
+                out=d / "qat",
             )
         if t == "executorch" and args.qat_iters > 0 and args.compare_qat_forms:
             # QAT on the multi-branch train form, converted as it is (no fusion possible afterwards)
@@ -122,7 +131,8 @@ def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[R
         for variant, build in builds.items():
             rows.append(_variant(build, model, args.sets, Row(name, t, variant)))
             logger.info("%s", rows[-1])
-    lat = int8_latency(model, name, scale, args, out) if "executorch" in args.targets else {}
+    timed = args.latency != "no" and "executorch" in args.targets
+    lat = int8_latency(model, name, scale, args, out) if timed else {}
     return rows, lat
 
 
@@ -140,19 +150,29 @@ def int8_latency(model: Any, name: str, scale: int, args: argparse.Namespace, ou
         )
         fp32 = export(model, "executorch", out / "lat" / "fp32.pte", ExportSpec(input_size=big))
         int8 = q.ptq(model, "executorch", cal_big, out=out / "lat" / "int8.pte")
-        t32, t8 = latency_pair([fp32.path, int8.path], big, args.runs)
+        t32, t8 = latency_pair([fp32.path, int8.path], big, args.runs, args.threads)
         lat = {"fp32_ms": t32, "int8_ms": t8, "speed-up": t32 / t8}
     except Exception as e:  # the quality rows above still get written
         logger.warning("%s latency: %s", name, e)
     return {f"{name} {k}": v for k, v in lat.items()}
 
 
-def render(rows: list[Row], lat: dict[str, float], sets: Sequence[str], command: str) -> str:
+def render(
+    rows: list[Row], lat: dict[str, float], sets: Sequence[str], command: str, threads: int, runs: int
+) -> str:
+    if not rows:
+        return "\n".join(
+            [
+                "## INT8 against FP32 latency (ExecuTorch-XNNPACK, 180x320)",
+                "",
+                *_latency_lines(lat, command, threads, runs),
+            ]
+        )
     models = ", ".join(dict.fromkeys(r.model for r in rows))
     lines = [
         f"## Quantization: float / FP16 / INT8 per target ({models})",
         "",
-        f"Measured with `{command}` (2 CPU threads). Y-PSNR (dB, border = scale) on the benchmark sets;",
+        f"Measured with `{command}`. Y-PSNR (dB, border = scale) on the benchmark sets;",
         "artifacts at a fixed input size, run tile by tile over each image; (drop) = float model minus artifact.",
         "",
         "How the pieces compose: quantization always acts on the deploy (fused) graph, the one the device runs.",
@@ -180,12 +200,20 @@ def render(rows: list[Row], lat: dict[str, float], sets: Sequence[str], command:
             + f" | {r.note} |"
         )
     if lat:
-        lines += ["", "ExecuTorch-XNNPACK CPU latency at 180x320 (median, one process):", ""]
-        for k, v in lat.items():
-            lines.append(
-                f"- {k}: {v:.2f}" + ("x (FP32 / INT8, one run)" if k.endswith("speed-up") else " ms")
-            )
+        lines += ["", *_latency_lines(lat, None, threads, runs)]
     return "\n".join(lines)
+
+
+def _latency_lines(lat: dict[str, float], command: str | None, threads: int, runs: int) -> list[str]:
+    how = f"Measured with `{command}`: " if command else ""
+    lines = [
+        f"{how}ExecuTorch-XNNPACK CPU latency at 180x320, {threads} thread(s): median of {runs} rounds, FP32 and "
+        "INT8 called in turn in each round (one process), after a warm-up call each.",
+        "",
+    ]
+    for k, v in lat.items():
+        lines.append(f"- {k}: {v:.2f}" + ("x (FP32 / INT8, one run)" if k.endswith("speed-up") else " ms"))
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,12 +232,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="images used as 180x320 LR calibration patches for the latency artifacts",
     )
     p.add_argument("--input-size", default="64x64")
-    p.add_argument("--qat-data", nargs="+", default=[str(DATA / "train" / "T91")])
-    p.add_argument("--qat-iters", type=int, default=300)
-    p.add_argument("--qat-lr", type=float, default=2e-5)
+    p.add_argument("--qat-data", nargs="+", default=[str(DATA / "train" / n) for n in ("T91", "General100")])
+    p.add_argument("--qat-iters", type=int, default=4000)
+    p.add_argument("--qat-lr", type=float, default=2e-4)
+    p.add_argument("--qat-batch", type=int, default=8)
     p.add_argument("--compare-qat-forms", action="store_true", help="also QAT the train form (executorch)")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
-    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--runs", type=int, default=30, help="timed rounds of the latency pair")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the latency runs")
+    p.add_argument(
+        "--latency",
+        choices=("yes", "no", "only"),
+        default="yes",
+        help="time ExecuTorch FP32 against INT8 at 180x320 (only: skip the quality rows)",
+    )
     p.add_argument("--doc", type=Path, default=DOC)
     p.add_argument(
         "--section", default="quantization", help="section of --doc to (re)write; one per run of models"
@@ -226,7 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             lat.update(l_)
     given = list(argv) if argv is not None else sys.argv[1:]
     command = "python -m edge_sr.quantize.quantize_bench " + " ".join(given)
-    update_section(args.doc, args.section, render(rows, lat, args.sets, command.strip()), title="Benchmarks")
+    update_section(
+        args.doc,
+        args.section,
+        render(rows, lat, args.sets, command.strip(), args.threads, args.runs),
+        title="Benchmarks",
+    )
     return 0
 
 

@@ -25,8 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", default="64x64", metavar="HxW", help="export and calibration size (64x64)")
     p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning before converting")
     p.add_argument("--data", nargs="+", metavar="DIR", help="HR training folders for --qat")
-    p.add_argument("--iters", type=int, default=500, help="QAT steps (default 500)")
-    p.add_argument("--lr", type=float, default=2e-5, help="QAT learning rate (default 2e-5)")
+    p.add_argument("--iters", type=int, default=4000, help="QAT steps (default 4000)")
+    p.add_argument(
+        "--lr", type=float, default=2e-4, help="QAT peak learning rate, cosine-decayed to 0 (default 2e-4)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="QAT batch size (default 8)")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="LAYER", help="layers left in float")
     p.add_argument(
