@@ -95,11 +95,19 @@ def read_embedded(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 class Runner:
-    """``executorch.runtime`` over one ``.pte``; ``forward`` takes arrays in the model's own layout."""
+    """``executorch.runtime`` over one ``.pte``; ``forward`` takes arrays in the model's own layout.
+
+    ``threads`` sizes the CPU threadpool XNNPACK runs on. That pool is one per process, so the last runner
+    created sets it for all.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
         from executorch.runtime import Runtime
 
+        if threads is not None:
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(int(threads))
         self.path = Path(path)
         try:
             self.method = Runtime.get().load_program(os.fspath(path)).load_method("forward")
