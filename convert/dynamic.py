@@ -35,36 +35,19 @@ def _np_analysis() -> Any:
     """torch's Python reference semantics for sympy shape expressions, on numpy arrays (element-wise logic)."""
     from torch.utils._sympy.reference import PythonReferenceAnalysis
 
-    class NumpyAnalysis(PythonReferenceAnalysis):  # type: ignore[misc]
-        @staticmethod
-        def not_(a: Any) -> Any:
-            return np.logical_not(a)
-
-        @staticmethod
-        def and_(a: Any, b: Any) -> Any:
-            return np.logical_and(a, b)
-
-        @staticmethod
-        def or_(a: Any, b: Any) -> Any:
-            return np.logical_or(a, b)
-
-        @staticmethod
-        def eq(a: Any, b: Any) -> Any:
-            return np.equal(a, b)
-
-        @staticmethod
-        def ne(a: Any, b: Any) -> Any:
-            return np.not_equal(a, b)
-
-        @staticmethod
-        def maximum(a: Any, b: Any) -> Any:
-            return np.maximum(a, b)
-
-        @staticmethod
-        def minimum(a: Any, b: Any) -> Any:
-            return np.minimum(a, b)
-
-    return NumpyAnalysis
+    # the reference versions use Python's `not` / `and` / `max`, which numpy arrays refuse
+    elementwise = {
+        "not_": np.logical_not,
+        "and_": np.logical_and,
+        "or_": np.logical_or,
+        "eq": np.equal,
+        "ne": np.not_equal,
+        "maximum": np.maximum,
+        "minimum": np.minimum,
+    }
+    return type(
+        "NumpyAnalysis", (PythonReferenceAnalysis,), {k: staticmethod(f) for k, f in elementwise.items()}
+    )
 
 
 def _input_symbols(ep: Any, axes: Sequence[int]) -> list[Any]:
@@ -103,7 +86,6 @@ def check_asserts(ep: Any, axes: Sequence[int]) -> int:
             range that avoids the failures), or it involves a size other than the input's H / W.
     """
     import sympy
-    from torch.utils._sympy.interp import sympy_interp
 
     nodes = _assert_nodes(ep)
     if not nodes:
@@ -123,14 +105,16 @@ def check_asserts(ep: Any, axes: Sequence[int]) -> int:
             raise ConversionError(
                 None, f"the graph assumes {expr}, which involves sizes other than the input's H and W"
             )
-        failing = _failing_points(expr, dyn, grids, analysis, sympy_interp)
+        failing = _failing_points(expr, dyn, grids, analysis)
         if failing is not None:
             raise ConversionError(None, _failure_message(expr, failing, ranges))
     return len(nodes)
 
 
-def _failing_points(expr: Any, syms: list[Any], grids: list[np.ndarray], analysis: Any, interp: Any) -> Any:
+def _failing_points(expr: Any, syms: list[Any], grids: list[np.ndarray], analysis: Any) -> Any:
     """(k, len(syms)) sizes where ``expr`` is false (None when it holds everywhere)."""
+    from torch.utils._sympy.interp import sympy_interp as interp
+
     if len(syms) == 1:
         ok = np.broadcast_to(interp(analysis, {syms[0]: grids[0]}, expr), grids[0].shape)
         bad = grids[0][~ok]

@@ -230,12 +230,10 @@ def export_dynamic(
         raise ConfigError(None, f"min_size {min_size} is smaller than the attention window {ws}")
     h = torch.export.Dim("h", min=min_size, max=max_size)
     w = torch.export.Dim("w", min=min_size, max=max_size)
-    ep = torch.export.export(
+    if not shape_asserts:
+        from edge_sr.convert.dynamic import export_proven
+
+        return export_proven(model, example, ({2: h, 3: w},), axes=(2, 3))
+    return torch.export.export(
         model, (example,), dynamic_shapes=({2: h, 3: w},), prefer_deferred_runtime_asserts_over_guards=True
     )
-    if not shape_asserts:
-        from edge_sr.convert.dynamic import check_asserts, strip_asserts
-
-        check_asserts(ep, (2, 3))
-        strip_asserts(ep)
-    return ep
