@@ -91,9 +91,11 @@ def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[R
     scale = int(model.edge_sr_args.get("scale", getattr(model, "scale", 0)))
     name = f"{model.edge_sr_arch} x{scale}"
     size = tuple(int(v) for v in args.input_size.split("x"))
-    calib = q.load_calibration(args.calib, count=args.calib_count, input_size=size, scale=scale, seed=0)
     rows: list[Row] = []
-    for t in args.targets if args.latency != "only" else ():
+    quality = args.latency != "only"
+    if quality:
+        calib = q.load_calibration(args.calib, count=args.calib_count, input_size=size, scale=scale, seed=0)
+    for t in args.targets if quality else ():
         d = out / f"{ckpt.stem}_{t}"
         spec32 = ExportSpec(input_size=size, **({"deployment_target": "iOS17"} if t == "coreml" else {}))
         builds = {
@@ -125,6 +127,7 @@ def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[R
                 calib=calib,
                 iters=args.qat_iters,
                 lr=args.qat_lr,
+                batch_size=args.qat_batch,
                 form="train",
                 out=d / "qat_train",
             )
