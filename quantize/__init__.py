@@ -77,6 +77,11 @@ class QuantSpec:
     Attributes:
         int8_io: TFLite only: int8 input (scale / zero point in the manifest) instead of float32 I/O.
         keep_float: layers (torch module paths, e.g. ``body.0.0``) left in float.
+        float_input_layers: also leave in float the convs that read the image (:func:`.pt2e.input_layers`:
+            the head conv, a conv-made residual). On by default for the activation-quantizing modes (PT2E
+            and ONNX static): x2 PTQ on ExecuTorch loses 0.119 / 0.061 dB instead of 0.137 / 0.070 and runs
+            faster (XNNPACK's 3-channel int8 path is slower than float; docs/BENCHMARKS.md). ``False``
+            quantizes every conv.
         coreml_mode: ``w8a8`` (PT2E), ``weights`` (int8 weight-only) or ``palettize`` (k-means LUT).
         palettize_bits: LUT size for ``palettize`` (2^bits entries per tensor).
         batch_size: calibration batch size.
@@ -84,6 +89,7 @@ class QuantSpec:
 
     int8_io: bool = False
     keep_float: tuple[str, ...] = ()
+    float_input_layers: bool = True
     coreml_mode: CoreMLMode = "w8a8"
     palettize_bits: int = 6
     batch_size: int = 8
@@ -134,6 +140,22 @@ def _scheme(target: str, spec: QuantSpec) -> str:
     if target == "coreml":
         return coreml.SCHEMES[spec.coreml_mode]
     return {"executorch": xnnpack.SCHEME, "tflite": litert.SCHEME, "onnx": onnx.SCHEME}[target]
+
+
+def _resolve_keep(target: str, net: nn.Module, calib: CalibrationSet, spec: QuantSpec) -> QuantSpec:
+    """``spec`` with the input layers added to ``keep_float`` when ``float_input_layers`` applies to ``target``."""
+    import dataclasses
+
+    from edge_sr.quantize.pt2e import input_layers
+
+    weight_only = target == "coreml" and spec.coreml_mode != "w8a8"
+    # int8 I/O asks for the quantized image at the input: the layers that read it must be int8
+    if not spec.float_input_layers or weight_only or spec.int8_io:
+        return spec
+    extra = [n for n in input_layers(net, calib.patches[:1]) if n not in spec.keep_float]
+    if extra:
+        logger.info("input layers kept in float: %s", ", ".join(extra))
+    return dataclasses.replace(spec, keep_float=(*spec.keep_float, *extra))
 
 
 def _wrap_io(target: str, deploy: nn.Module, spec: QuantSpec) -> tuple[nn.Module, tuple[str, ...]]:
@@ -197,11 +219,14 @@ def ptq(
     deploy = deploy_form(model)
     if spec.keep_float:
         check_layers(deploy, spec.keep_float)
+    asked = spec.keep_float
+    spec = _resolve_keep(target, deploy, calib, spec)
     quantization = {
         "scheme": _scheme(target, spec),
         "method": "ptq",
         "calibration": calib.manifest_entry(),
         "keep_float": list(spec.keep_float),
+        "float_input_layers": [n for n in spec.keep_float if n not in asked],
         "int8_io": spec.int8_io,
     }
     if target == "onnx":
@@ -258,6 +283,8 @@ def qat(
     if iters < 1:
         raise ConfigError(None, f"QAT needs at least one iteration (got {iters})")
     base = deploy_form(model) if form == "deploy" else model.eval()
+    asked = spec.keep_float
+    spec = _resolve_keep(target, base, calib, spec)
     scale = int(getattr(base, "scale", 0) or getattr(model, "scale", 0))
     h, w = calib.input_size
     ds = HRFolderDataset(list(data), scale=scale, patch_size=max(h, w), seed=seed, skip_small=True)
@@ -281,6 +308,7 @@ def qat(
         "method": "qat",
         "calibration": calib.manifest_entry(),
         "keep_float": list(spec.keep_float),
+        "float_input_layers": [n for n in spec.keep_float if n not in asked],
         "int8_io": spec.int8_io,
         "qat": {
             "form": form,

@@ -9,7 +9,8 @@ guards that size, and the deploy export then fails.
 
 Layers kept in float (``keep_float``) are handled here for every quantizer at once: the target's quantizer
 annotates the graph, then :class:`KeepFloatQuantizer` removes the annotations of the nodes that belong to the
-named modules, so those ops see dequantized inputs and run in float.
+named modules, so those ops see dequantized inputs and run in float. :func:`input_layers` names the convs that
+read the image itself (the head conv, a conv-made residual); ``QuantSpec.float_input_layers`` keeps them float.
 """
 
 from __future__ import annotations
@@ -87,6 +88,33 @@ def make_keep_float_quantizer(inner: Any, keep_float: Sequence[str]) -> Any:
             self.inner.validate(model)
 
     return KeepFloatQuantizer()
+
+
+_CONVS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
+
+
+def input_layers(model: nn.Module, example: Tensor) -> list[str]:
+    """Module paths of the convs that read the model's input directly (through no other conv), in order.
+
+    For the zoo's plain nets: the head conv and the residual conv that repeats the input channels. They see
+    the 3-channel image, whose int8 form costs the most accuracy per MAC (the image is the one activation no
+    later layer can correct) and runs slower than float on XNNPACK (3-channel int8 transposes and GEMMs).
+    A conv traced in the model's own ``forward`` (no module path) cannot be named and is left out.
+    """
+    gm = torch.export.export(model.eval(), (example[:1],)).module()
+    inputs = {n for n in gm.graph.nodes if n.op == "placeholder"}
+    found: list[str] = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in _CONVS:
+            continue
+        src = node.args[0]
+        # walk back through the ops in between (a clamp, a cast, a view); another conv ends the walk
+        while isinstance(src, torch.fx.Node) and src.op == "call_function" and src.target not in _CONVS:
+            src = next((a for a in src.args if isinstance(a, torch.fx.Node)), None)
+        path = module_path(node)
+        if src in inputs and path and path not in found:
+            found.append(path)
+    return found
 
 
 def conv_layers(model: nn.Module) -> list[str]:

@@ -77,12 +77,58 @@ def test_tflite_int8_io_runs_through_runtime(model, calib, tmp_path):
 
 
 def test_onnx_quantizes_every_conv_and_keeps_float_layers(model, calib, tmp_path):
-    art = ptq(model, "onnx", calib, out=tmp_path / "a.onnx")
+    every = QuantSpec(float_input_layers=False)
+    art = ptq(model, "onnx", calib, every, out=tmp_path / "a.onnx")
     facts = art.manifest["quantization"]["onnxruntime"]
     assert facts["quantized_convs"] == facts["convs"] and "QuantizeLinear" in facts["ops"]
-    kept = ptq(model, "onnx", calib, QuantSpec(keep_float=("body.0.0",)), out=tmp_path / "b.onnx")
+    assert art.manifest["quantization"]["float_input_layers"] == []
+    kept = ptq(
+        model,
+        "onnx",
+        calib,
+        QuantSpec(keep_float=("body.1.0",), float_input_layers=False),
+        out=tmp_path / "b.onnx",
+    )
     kfacts = kept.manifest["quantization"]["onnxruntime"]
     assert kfacts["excluded_nodes"] and kfacts["quantized_convs"] == facts["convs"] - 1
+    # the default: the head conv and the residual conv read the image and stay float
+    default = ptq(model, "onnx", calib, out=tmp_path / "c.onnx")
+    dq = default.manifest["quantization"]
+    assert dq["float_input_layers"] == ["body.0.0", "residual"] == dq["keep_float"]
+    assert dq["onnxruntime"]["quantized_convs"] == facts["convs"] - 2
+
+
+def test_input_layers_are_the_convs_that_read_the_image(model):
+    from edge_sr.quantize import deploy_form
+    from edge_sr.quantize.pt2e import ClampInput, input_layers
+
+    from edge_sr.models import create_model
+
+    x = _smooth()
+    deploy = deploy_form(model)
+    assert input_layers(deploy, x) == ["body.0.0", "residual"]
+    assert input_layers(ClampInput(deploy), x) == ["model.body.0.0", "model.residual"]  # through the clamp
+    espcn = create_model("espcn", scale=2).eval()
+    first = next(n for n, m in espcn.named_modules() if isinstance(m, nn.Conv2d))
+    assert input_layers(espcn, x) == [first]
+
+
+def test_ptq_input_layers_float_on_pt2e(model, calib, tmp_path):
+    """ExecuTorch: the default leaves the head conv's weight float (no dequantize feeds it); the opt-out
+    quantizes it, and int8 I/O (the image itself quantized) turns the default off."""
+    from edge_sr.quantize.pt2e import quantize_model
+    from edge_sr.quantize.xnnpack import quantizer
+
+    art = ptq(model, "executorch", calib, out=tmp_path / "a.pte")
+    assert art.manifest["quantization"]["float_input_layers"] == ["body.0.0", "residual"]
+    assert _psnr_vs_float(model, art.path) > 30
+    tfl = ptq(model, "tflite", calib, QuantSpec(int8_io=True), out=tmp_path / "b.tflite")
+    assert tfl.manifest["quantization"]["float_input_layers"] == []
+    deploy = model_deploy(model)
+    for keep, head_quantized in (((), True), (("body.0.0",), False)):
+        gm = quantize_model(deploy, quantizer(), [calib.patches], calib.patches[:2], keep_float=keep)
+        head = next(n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default)
+        assert ("dequantize" in str(getattr(head.args[1], "target", ""))) == head_quantized
 
 
 def test_coreml_weight_only_quantizes_every_conv(model, calib, tmp_path):
@@ -105,8 +151,11 @@ def test_coreml_w8a8_lowers(model, calib, tmp_path):
 
     from edge_sr.quantize.coreml import compressed_convs, load_program
 
-    art = ptq(model, "coreml", calib, out=tmp_path)
+    art = ptq(model, "coreml", calib, QuantSpec(float_input_layers=False), out=tmp_path / "all")
     assert set(compressed_convs(art.path).values()) == {"int8"}
+    # by default the head conv (first) and the residual conv (last in the program) stay float
+    kinds = list(compressed_convs(ptq(model, "coreml", calib, out=tmp_path / "default").path).values())
+    assert kinds[0] == kinds[-1] == "float" and set(kinds[1:-1]) == {"int8"}
     ops = Counter(op.op_type for f in load_program(art.path).functions.values() for op in f.operations)
     assert ops["quantize"] >= 6 and ops["dequantize"] >= 6  # activations quantized too (W8A8)
     # the reference executor runs the quantize / dequantize ops: the int8 program stays close to float

@@ -32,6 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="QAT batch size (default 8)")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="LAYER", help="layers left in float")
     p.add_argument(
+        "--int8-input-layers",
+        action="store_true",
+        help="quantize the convs that read the image too (by default they stay float: more accurate, and "
+        "faster on XNNPACK)",
+    )
+    p.add_argument(
         "--keep-sensitive", type=int, default=0, metavar="K", help="keep the K most sensitive layers float"
     )
     p.add_argument(
@@ -109,7 +115,12 @@ def run(args: argparse.Namespace) -> int:
             for n in q.most_sensitive(q.sensitivity(model, args.target, calib), args.keep_sensitive)
             if n not in keep
         ]
-    spec = q.QuantSpec(int8_io=args.int8_io, keep_float=tuple(keep), coreml_mode=args.coreml_mode)
+    spec = q.QuantSpec(
+        int8_io=args.int8_io,
+        keep_float=tuple(keep),
+        float_input_layers=not args.int8_input_layers,
+        coreml_mode=args.coreml_mode,
+    )
     if args.precision == "fp16":
         art = q.fp16_export(model, args.target, calib, out=args.output, source=args.checkpoint)
     elif args.qat:
