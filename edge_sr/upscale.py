@@ -230,6 +230,21 @@ def _bar(enabled: bool, **kw: Any) -> Any:
     return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kw)
 
 
+def _without_earlier_outputs(files: list[Path], scale: int) -> list[Path]:
+    """Drop ``name_x<scale>.ext`` when ``name.ext`` is an input too: the result of an earlier run beside it,
+    which a re-run over the same folder would otherwise upscale again."""
+    tag = f"_x{scale}"
+    given = {f.resolve() for f in files}
+    keep = []
+    for f in files:
+        src = f.with_name(f.stem.removesuffix(tag) + f.suffix)
+        if f.stem.endswith(tag) and src.resolve() in given:
+            log.info("skipped %s: the x%d output of %s from an earlier run", f, scale, src.name)
+            continue
+        keep.append(f)
+    return keep
+
+
 def upscale_files(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str] | None = None,
@@ -267,6 +282,8 @@ def upscale_files(
         ensure_writable_dir(folder, "choose another -o")
     net, ckpt = load_model(checkpoint, model=model, scale=scale)
     s = int(getattr(net, "scale", scale or 4))
+    if beside:
+        files = _without_earlier_outputs(files, s)
     check_tile(net, tile, tile_overlap)
     runner = TileRunner(net, device=device, precision=precision)
     report = UpscaleReport(scale=s, checkpoint=str(ckpt), device=device, precision=precision, tile=tile)

@@ -272,3 +272,15 @@ def test_without_out_writes_beside_the_input(tmp_path: Path, ckpt: Path) -> None
     rep = upscale_files([src], checkpoint=ckpt, tile=32, tile_overlap=6, progress=False)
     assert rep.exit_code == 0 and rep.files[0].output == str(tmp_path / "photo_x2.jpg")
     assert read_image(tmp_path / "photo_x2.jpg").size == (40, 40) and read_image(src).size == (20, 20)
+
+
+def test_rerun_over_a_folder_skips_its_earlier_outputs(tmp_path: Path, ckpt: Path) -> None:
+    """Without -o the results land in the input folder; a second run over that folder must not upscale
+    them again (photo_x2_x2.png), while a file that only looks like an output is still taken."""
+    write_image(tmp_path / "photo.png", _photo(20, 20))
+    write_image(tmp_path / "lone_x2.png", _photo(12, 12))  # no lone.png beside it: a real input
+    first = upscale_files([tmp_path], checkpoint=ckpt, tile=32, tile_overlap=6, progress=False)
+    assert sorted(Path(f.output).name for f in first.files) == ["lone_x2_x2.png", "photo_x2.png"]
+    again = upscale_files([tmp_path], checkpoint=ckpt, tile=32, tile_overlap=6, progress=False)
+    assert sorted(Path(f.input).name for f in again.files) == ["lone_x2.png", "photo.png"]
+    assert not (tmp_path / "photo_x2_x2.png").exists()
