@@ -68,6 +68,12 @@ def test_quantize_json_and_qat_keeps_or_improves_psnr(trained, tmp_path, capsys)
     assert ptq["precision"] == "int8" and Path(ptq["path"]).is_file() and ptq["size_bytes"] > 0
     manifest = json.loads(Path(ptq["manifest"]).read_text())
     assert manifest["quantization"]["calibration"]["count"] == 4 and manifest["verification"] is not None
+    assert manifest["quantization"]["float_input_layers"] == ["body.0.0", "residual"]
+    code, out, _ = _run(
+        capsys, "quantize", str(trained), *common, "--int8-input-layers", "-o", str(tmp_path / "all.pte")
+    )
+    every = json.loads(Path(json.loads(out)["manifest"]).read_text())["quantization"]
+    assert code == 0 and every["float_input_layers"] == [] and every["keep_float"] == []
     code, out, _ = _run(
         capsys,
         "quantize",
