@@ -23,6 +23,7 @@ network with one conv per branch, several times slower); docs/BENCHMARKS.md comp
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -144,8 +145,6 @@ def _scheme(target: str, spec: QuantSpec) -> str:
 
 def _resolve_keep(target: str, net: nn.Module, calib: CalibrationSet, spec: QuantSpec) -> QuantSpec:
     """``spec`` with the input layers added to ``keep_float`` when ``float_input_layers`` applies to ``target``."""
-    import dataclasses
-
     from edge_sr.quantize.pt2e import input_layers
 
     weight_only = target == "coreml" and spec.coreml_mode != "w8a8"
@@ -284,6 +283,10 @@ def qat(
         raise ConfigError(None, f"QAT needs at least one iteration (got {iters})")
     base = deploy_form(model) if form == "deploy" else model.eval()
     asked = spec.keep_float
+    if form == "train":
+        # the multi-branch graph's input branches (1x1 convs feeding int8 3x3 / masked convs) with float
+        # input layers lower to a program that crashes ExecuTorch's runtime (segfault in a copy): quantize all
+        spec = dataclasses.replace(spec, float_input_layers=False)
     spec = _resolve_keep(target, base, calib, spec)
     scale = int(getattr(base, "scale", 0) or getattr(model, "scale", 0))
     h, w = calib.input_size

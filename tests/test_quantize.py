@@ -276,3 +276,23 @@ def test_qat_leaves_the_callers_model_alone(calib, tmp_path):
     qat(net, "executorch", [DATA / "train" / "T91"], calib=calib, iters=3, lr=1e-2, out=tmp_path)
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.skipif(not (DATA / "train" / "T91").is_dir(), reason="needs ../shared/data/train/T91")
+def test_train_form_qat_runs(model, calib, tmp_path):
+    """QAT on the multi-branch graph quantizes every branch: with its input branches left float, the
+    lowered program crashed ExecuTorch's runtime."""
+    from edge_sr.quantize import qat
+
+    art = qat(
+        model,
+        "executorch",
+        [DATA / "train" / "T91"],
+        calib=calib,
+        iters=2,
+        lr=1e-6,
+        form="train",
+        out=tmp_path,
+    )
+    assert art.manifest["quantization"]["float_input_layers"] == []
+    assert _psnr_vs_float(model, art.path) > 30
