@@ -82,7 +82,7 @@ class QuantSpec:
             the head conv, a conv-made residual). On by default for the activation-quantizing modes (PT2E
             and ONNX static): x2 PTQ on ExecuTorch loses 0.119 / 0.061 dB instead of 0.137 / 0.070 and runs
             faster (XNNPACK's 3-channel int8 path is slower than float; docs/BENCHMARKS.md). ``False``
-            quantizes every conv.
+            quantizes every conv, as do ``int8_io`` and ``qat(form="train")``.
         coreml_mode: ``w8a8`` (PT2E), ``weights`` (int8 weight-only) or ``palettize`` (k-means LUT).
         palettize_bits: LUT size for ``palettize`` (2^bits entries per tensor).
         batch_size: calibration batch size.
@@ -143,18 +143,21 @@ def _scheme(target: str, spec: QuantSpec) -> str:
     return {"executorch": xnnpack.SCHEME, "tflite": litert.SCHEME, "onnx": onnx.SCHEME}[target]
 
 
-def _resolve_keep(target: str, net: nn.Module, calib: CalibrationSet, spec: QuantSpec) -> QuantSpec:
-    """``spec`` with the input layers added to ``keep_float`` when ``float_input_layers`` applies to ``target``."""
+def _resolve_keep(
+    target: str, net: nn.Module, calib: CalibrationSet, spec: QuantSpec
+) -> tuple[QuantSpec, list[str]]:
+    """``spec`` with the input layers added to ``keep_float`` when ``float_input_layers`` applies to ``target``,
+    and the layers it added."""
     from edge_sr.quantize.pt2e import input_layers
 
     weight_only = target == "coreml" and spec.coreml_mode != "w8a8"
     # int8 I/O asks for the quantized image at the input: the layers that read it must be int8
     if not spec.float_input_layers or weight_only or spec.int8_io:
-        return spec
+        return spec, []
     extra = [n for n in input_layers(net, calib.patches[:1]) if n not in spec.keep_float]
     if extra:
         logger.info("input layers kept in float: %s", ", ".join(extra))
-    return dataclasses.replace(spec, keep_float=(*spec.keep_float, *extra))
+    return dataclasses.replace(spec, keep_float=(*spec.keep_float, *extra)), extra
 
 
 def _wrap_io(target: str, deploy: nn.Module, spec: QuantSpec) -> tuple[nn.Module, tuple[str, ...]]:
@@ -218,14 +221,13 @@ def ptq(
     deploy = deploy_form(model)
     if spec.keep_float:
         check_layers(deploy, spec.keep_float)
-    asked = spec.keep_float
-    spec = _resolve_keep(target, deploy, calib, spec)
+    spec, float_inputs = _resolve_keep(target, deploy, calib, spec)
     quantization = {
         "scheme": _scheme(target, spec),
         "method": "ptq",
         "calibration": calib.manifest_entry(),
         "keep_float": list(spec.keep_float),
-        "float_input_layers": [n for n in spec.keep_float if n not in asked],
+        "float_input_layers": float_inputs,
         "int8_io": spec.int8_io,
     }
     if target == "onnx":
@@ -282,12 +284,11 @@ def qat(
     if iters < 1:
         raise ConfigError(None, f"QAT needs at least one iteration (got {iters})")
     base = deploy_form(model) if form == "deploy" else model.eval()
-    asked = spec.keep_float
     if form == "train":
         # the multi-branch graph's input branches (1x1 convs feeding int8 3x3 / masked convs) with float
         # input layers lower to a program that crashes ExecuTorch's runtime (segfault in a copy): quantize all
         spec = dataclasses.replace(spec, float_input_layers=False)
-    spec = _resolve_keep(target, base, calib, spec)
+    spec, float_inputs = _resolve_keep(target, base, calib, spec)
     scale = int(getattr(base, "scale", 0) or getattr(model, "scale", 0))
     h, w = calib.input_size
     ds = HRFolderDataset(list(data), scale=scale, patch_size=max(h, w), seed=seed, skip_small=True)
@@ -311,7 +312,7 @@ def qat(
         "method": "qat",
         "calibration": calib.manifest_entry(),
         "keep_float": list(spec.keep_float),
-        "float_input_layers": [n for n in spec.keep_float if n not in asked],
+        "float_input_layers": float_inputs,
         "int8_io": spec.int8_io,
         "qat": {
             "form": form,

@@ -82,13 +82,6 @@ def latency_rounds(
     return times
 
 
-def latency_pair(
-    paths: Sequence[Path], size: tuple[int, int], runs: int = 10, threads: int = 1
-) -> list[float]:
-    """Median of :func:`latency_rounds` for each artifact."""
-    return [statistics.median(ts) for ts in latency_rounds(paths, size, runs, threads)]
-
-
 def bench_model(ckpt: Path, args: argparse.Namespace, out: Path) -> tuple[list[Row], dict[str, float]]:
     from edge_sr.convert import ExportSpec, export
 
