@@ -60,7 +60,7 @@ class EvalResult:
         }
 
 
-def _read_u8(path: Path) -> np.ndarray:
+def read_benchmark_u8(path: Path) -> np.ndarray:
     """Benchmark PNG -> (H, W) or (H, W, 3) uint8, gray kept single-channel."""
     from edge_sr.data.io import read_image
 
@@ -160,12 +160,12 @@ def evaluate(
     fn, name = resolve_model(model, scale, device)
     scores = []
     for hr_path in names:
-        hr = modcrop(_read_u8(hr_path), scale)
+        hr = modcrop(read_benchmark_u8(hr_path), scale)
         if use_shipped:
             lr_path = lr_dir / hr_path.name
             if not lr_path.is_file():
                 raise InputError(lr_path, "missing: every HR image needs its LR file (or pass lr='imresize')")
-            lr_img = _read_u8(lr_path)
+            lr_img = read_benchmark_u8(lr_path)
             if lr_img.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
                 raise InputError(
                     lr_path, f"size {lr_img.shape[:2]} does not match HR {hr.shape[:2]} / {scale}"

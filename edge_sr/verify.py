@@ -82,13 +82,6 @@ def _is_gray(hr: np.ndarray) -> bool:
     return hr.ndim == 2
 
 
-def _gray_file(path: Path) -> bool:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L")
-
-
 def _as_measured(y: np.ndarray, gray: bool) -> np.ndarray:
     """Float SR output -> the uint8 image ``edge-sr eval`` scores: clipped, rounded; a gray image as the
     BT.601 luma of the output, measured on its gray values (no Y conversion), as the published tables do."""
@@ -103,15 +96,15 @@ def _as_measured(y: np.ndarray, gray: bool) -> np.ndarray:
 def load_pairs(data: str | os.PathLike[str], scale: int, *, limit: int | None = None) -> list[Pair]:
     """LR/HR pairs of a benchmark folder (``HR/`` + ``LR_bicubic/X{s}/``); HR cropped to ``s`` × LR size."""
     from edge_sr.data.datasets import load_rgb_uint8, pair_lr_files, resolve_paired_layout
+    from edge_sr.evaluate import read_benchmark_u8
 
     hr_dir, lr_dir = resolve_paired_layout(data, scale)
     if not lr_dir.is_dir():
         raise InputError(lr_dir, f"no LR folder for scale {scale}")
     pairs = []
     for hr_path, lr_path in pair_lr_files(hr_dir, lr_dir, scale)[:limit]:
-        lr, hr = load_rgb_uint8(lr_path), load_rgb_uint8(hr_path)
-        if _gray_file(hr_path):  # measured on its gray values, as `edge-sr eval` does
-            hr = hr[..., 0]
+        # a gray HR stays single-channel: measured on its gray values, as `edge-sr eval` does
+        lr, hr = load_rgb_uint8(lr_path), read_benchmark_u8(hr_path)
         h, w = lr.shape[:2]
         if hr.shape[0] < h * scale or hr.shape[1] < w * scale:
             raise InputError(hr_path, f"HR {hr.shape[1]}x{hr.shape[0]} is smaller than {scale} x LR {w}x{h}")
