@@ -100,9 +100,11 @@ def report(data: str | Path, out: str | Path = "docs/MODEL_ZOO.md") -> Path:
             b = _eval("bicubic", data, scale)
             hours = float(meta.get("train_seconds") or 0) / 3600
             init = f" --init {meta['init']}" if meta.get("init") else ""
+            act = meta["args"].get("act") if isinstance(meta.get("args"), dict) else None
+            label = f"{arch} ({act})" if act else arch
             cmd = f"`edge-sr train {meta.get('recipe', '')}{init}`, then `edge-sr eval --checkpoint {path.name} --data DIR --scale {scale}`"
             rows.append(
-                f"| **{arch}** | x{scale} | {count_params(model):,} / {count_params(deploy):,} "
+                f"| **{label}** | x{scale} | {count_params(model):,} / {count_params(deploy):,} "
                 f"| {macs_per_lr_pixel(deploy, scale):,.0f} | **{m['Set5'][0]:.2f} / {m['Set5'][1]:.4f}** "
                 f"| **{m['Set14'][0]:.2f} / {m['Set14'][1]:.4f}** | {meta.get('train_steps', '?')} | {hours:.2f} h | {cmd} |"
             )

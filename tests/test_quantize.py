@@ -296,3 +296,22 @@ def test_train_form_qat_runs(model, calib, tmp_path):
     )
     assert art.manifest["quantization"]["float_input_layers"] == []
     assert _psnr_vs_float(model, art.path) > 30
+
+
+def test_bundled_models_stay_int8_between_convs_on_xnnpack(calib, tmp_path):
+    """The bundled models' ReLUs fold into XNNPACK's int8 convolutions: the INT8 program converts between
+    float and int8 only at its borders (after the float head, on the float residual, before the output),
+    never around an activation. A PReLU model needs two conversions per layer (PReLU runs in float)."""
+    from edge_sr.models import load_checkpoint
+    from edge_sr.profile import profile
+    from edge_sr.weights import bundled_checkpoints
+
+    ckpts = bundled_checkpoints()["ecbsr_m4c16"]
+    assert sorted(ckpts) == [2, 3, 4]
+    for scale, path in sorted(ckpts.items()):
+        art = ptq(load_checkpoint(path), "executorch", calib, out=tmp_path / f"x{scale}")
+        names = [o.name for o in profile(art.path, runs=1, warmup=1, threads=1, peak=False).ops]
+        int8_convs = [n for n in names if n.startswith("Convolution") and "QC8" in n]
+        assert len(int8_convs) == 5, names  # 4 body convs + tail; the head reads the image in float
+        assert not any("PReLU" in n or "Clamp" in n for n in names), names
+        assert sum(n.startswith("Convert") for n in names) == 3, names
