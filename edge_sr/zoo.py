@@ -100,7 +100,7 @@ def report(data: str | Path, out: str | Path = "docs/MODEL_ZOO.md") -> Path:
             b = _eval("bicubic", data, scale)
             hours = float(meta.get("train_seconds") or 0) / 3600
             init = f" --init {meta['init']}" if meta.get("init") else ""
-            act = meta["args"].get("act") if isinstance(meta.get("args"), dict) else None
+            act = (meta.get("args") or {}).get("act")
             label = f"{arch} ({act})" if act else arch
             cmd = f"`edge-sr train {meta.get('recipe', '')}{init}`, then `edge-sr eval --checkpoint {path.name} --data DIR --scale {scale}`"
             rows.append(
