@@ -1,10 +1,14 @@
-"""Export SR models to phone formats: ``export(model, target, out, spec) -> Artifact``.
+"""Export SR models to phone and server formats: ``export(model, target, out, spec) -> Artifact``.
 
-One module per target owns everything about its format (export, metadata embedding, its runner); this
-table is the only place that lists them. Adding a target is one module and one line here.
+One module per target owns everything about its format (export, its typed options, metadata embedding, the
+quantizer it wants, its runner, its per-operator profiler): the contract is :class:`.target.Target`.
+:data:`TARGETS` is the only place that lists them; every other list of targets (CLI choices, bench,
+profile, sensitivity, the demo, ``edge_sr.runtime.load``) derives from it. Adding a target is one module
+and one line here.
 
     artifact = export(model, "onnx", "out/", ExportSpec(input_size=(180, 320), precision="fp16"))
     artifact.path, artifact.manifest_path, artifact.manifest
+    export(model, "onnx", "out/", options=target_module("onnx").Options(opset=20))
 """
 
 from __future__ import annotations
@@ -27,16 +31,19 @@ from edge_sr.convert.manifest import (
     size_bytes,
     write_manifest,
 )
-from edge_sr.convert.spec import Artifact, ExportSpec
+from edge_sr.convert.spec import PRECISIONS, Artifact, ExportSpec
+from edge_sr.convert.target import Target
 from torch import Tensor, nn
 
 from edge_sr.errors import ConfigError, ConversionError, EdgeSRError
 from edge_sr.io_utils import atomic_path
 
 __all__ = [
+    "PRECISIONS",
     "TARGETS",
     "Artifact",
     "ExportSpec",
+    "Target",
     "export",
     "manifest_path",
     "prepare_model",
@@ -47,29 +54,37 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# target name -> module owning the format (export, embedded metadata, runner)
+# target name -> module owning the format (a :class:`.target.Target`)
 TARGETS: dict[str, str] = {
     "coreml": "edge_sr.convert.coreml",
     "executorch": "edge_sr.convert.executorch",
     "onnx": "edge_sr.convert.onnx",
     "tflite": "edge_sr.convert.tflite",
+    "pt2": "edge_sr.convert.pt2",
 }
 
 
-def target_module(target: str) -> ModuleType:
+def target_module(target: str) -> Target:
     """The module of ``target``; ``ConfigError`` naming the choices for an unknown one."""
     if target not in TARGETS:
         raise ConfigError(None, f"unknown target {target!r}; choose from {', '.join(sorted(TARGETS))}")
-    return importlib.import_module(TARGETS[target])
+    module: ModuleType = importlib.import_module(TARGETS[target])
+    return module  # type: ignore[return-value]  # a module satisfying the Target protocol
+
+
+def suffixes() -> dict[str, str]:
+    """Artifact suffix -> target (``.onnx`` -> ``onnx``) for every registered target."""
+    return {target_module(name).SUFFIX: name for name in TARGETS}
 
 
 def target_for_path(path: str | os.PathLike[str]) -> str | None:
     """The target whose artifact suffix ``path`` has (``.onnx`` -> ``onnx``), else None."""
-    suffix = Path(path).suffix.lower()
-    for name in TARGETS:
-        if target_module(name).SUFFIX == suffix:
-            return name
-    return None
+    return suffixes().get(Path(path).suffix.lower())
+
+
+def quantizable_targets() -> list[str]:
+    """The targets with at least one INT8 mode."""
+    return [name for name in TARGETS if target_module(name).QUANT_MODES]
 
 
 class _IOWrapper(nn.Module):
@@ -103,13 +118,14 @@ def prepare_model(model: nn.Module, spec: ExportSpec, example: Tensor) -> tuple[
     """
     from edge_sr.convert.pixelshuffle import lower_pixel_shuffle
 
+    from edge_sr.models import card_of, has_card
     from edge_sr.reparam import has_fusable, reparameterize
 
     if isinstance(model, torch.fx.GraphModule):
         # an already-converted (e.g. PT2E-quantized) graph: exported as it is
         return model, {"form": "deploy", "reparameterized": False, "pixel_shuffles": 0}
     facts: dict[str, Any] = {
-        "form": getattr(model, "edge_sr_form", None) or "deploy",
+        "form": card_of(model).form if has_card(model) else "deploy",
         "reparameterized": False,
     }
     if has_fusable(model):
@@ -159,48 +175,53 @@ def export(
     *,
     source: str | os.PathLike[str] | None = None,
     quantization: dict[str, Any] | None = None,
-    options: dict[str, Any] | None = None,
+    options: Any = None,
 ) -> Artifact:
     """Export ``model`` to ``target`` and write ``<artifact>.json`` beside it, both atomically.
 
     Args:
         model: an SR model (train form is fused first) or a PT2E-converted ``GraphModule``.
-        target: ``coreml``, ``executorch``, ``onnx`` or ``tflite``.
+        target: a name in :data:`TARGETS`.
         out: the artifact path, or a folder to name it in (``<arch>_x<s>_<precision><suffix>``).
         spec: shapes, precision, layout, I/O kind, pixel-shuffle lowering (default: fixed 64x64 FP32).
         source: the checkpoint the model came from (its sha256 goes into the manifest).
         quantization: the quantization scheme for the manifest (``{"scheme", "inputs", "outputs", ...}``),
             given by ``edge_sr.quantize`` together with ``precision="int8"``.
-        options: target-specific extras (e.g. ``quant_config`` for tflite, ``partitioners`` for executorch).
+        options: the target's own ``Options`` (``target_module(target).Options(...)``; its defaults when
+            None), e.g. the ONNX opset, the CoreML deployment target, the ExecuTorch delegate.
 
     Returns:
         ``Artifact(path, manifest_path, manifest)``.
 
     Raises:
-        ConfigError: unknown target or bad output path. ConversionError: the target cannot take the spec or
+        ConfigError: unknown target, bad output path, or a model without a model card. ConversionError: the target cannot take the spec or
         an op (named in the message). Nothing is left on disk after a failure.
     """
     spec = spec or ExportSpec()
     mod = target_module(target)
     mod.check_spec(spec)
+    if options is None:
+        options = mod.Options()
+    elif not isinstance(options, mod.Options):
+        raise ConfigError(
+            None, f"{target} export takes {TARGETS[target]}.Options, not {type(options).__name__}"
+        )
     if spec.precision == "int8" and quantization is None:
         raise ConversionError(None, f"int8 {target} artifacts need calibration: use `edge-sr quantize`")
-    arch = getattr(model, "edge_sr_arch", None)
-    args = dict(getattr(model, "edge_sr_args", {}) or {})
-    scale = int(args.get("scale", getattr(model, "scale", 0)) or 0)
+    from edge_sr.models import card_of
+
+    card = card_of(model)  # ConfigError for a module without a model card
+    arch, args, scale = card.arch, dict(card.args), card.scale
     path = _resolve_out(out, mod.SUFFIX, arch, scale, spec.precision)
     h, w = spec.example_size
-    example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    example = torch.rand(1, card.colors, h, w, generator=torch.Generator().manual_seed(0))
     prepared, facts = prepare_model(model, spec, example)
-    if not scale:  # infer from one forward pass
-        with torch.no_grad():
-            scale = int(prepared(example).shape[-1] // w)
     half = spec.precision == "fp16" and mod.FP16_BY_CAST  # float16 graph inside float32 I/O
     net: nn.Module = prepared
     if spec.layout == "NHWC" or half:
         net = _IOWrapper(prepared.half() if half else prepared, nhwc=spec.layout == "NHWC", half=half)
     example_io = example.permute(0, 2, 3, 1).contiguous() if spec.layout == "NHWC" else example
-    src = source or getattr(model, "edge_sr_source", None)
+    src = source or card.source
     source_info = (
         {"checkpoint": str(src), "sha256": sha256_path(src)} if src and Path(src).is_file() else None
     )
@@ -225,7 +246,7 @@ def export(
     mpath = manifest_path(path)
     with atomic_path(mpath) as tmp_manifest, atomic_path(path) as tmp:
         try:
-            info = mod.write(net.eval(), example_io, spec, tmp, embedded_metadata(manifest), options or {})
+            info = mod.export(net.eval(), example_io, spec, tmp, embedded_metadata(manifest), options)
         except EdgeSRError:
             raise
         except Exception as e:  # converters raise anything; report one line naming the op

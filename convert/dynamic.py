@@ -174,3 +174,32 @@ def lowering_without_asserts() -> Any:
     import torch._dynamo.config as dynamo_config
 
     return dynamo_config.patch(do_not_emit_runtime_asserts=True)
+
+
+def export_dynamic(
+    model: nn.Module, example: Tensor, *, min_size: int, max_size: int, shape_asserts: bool = True
+) -> Any:
+    """``torch.export`` with dynamic H and W in [min_size, max_size]: one program for every size in range.
+
+    Window reshapes after padding give sizes like ``ws·ceil(h / ws)``; the shape solver cannot prove facts
+    such as "the padding is smaller than h" over a range, so they become runtime assertions in the graph
+    (``prefer_deferred_runtime_asserts_over_guards``) instead of failing the export. ``shape_asserts=False``
+    proves each of them on every size of the range and removes them (``export_proven``): ``ConversionError``
+    when a size fails.
+
+    Raises:
+        ConfigError: ``min_size`` is smaller than the model's attention window.
+    """
+    from edge_sr.errors import ConfigError
+    from edge_sr.models.swin_common import min_tile_size
+
+    ws = min_tile_size(model)
+    if min_size < ws:
+        raise ConfigError(None, f"min_size {min_size} is smaller than the attention window {ws}")
+    h = torch.export.Dim("h", min=min_size, max=max_size)
+    w = torch.export.Dim("w", min=min_size, max=max_size)
+    if not shape_asserts:
+        return export_proven(model, example, ({2: h, 3: w},), axes=(2, 3))
+    return torch.export.export(
+        model, (example,), dynamic_shapes=({2: h, 3: w},), prefer_deferred_runtime_asserts_over_guards=True
+    )

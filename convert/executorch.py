@@ -9,19 +9,54 @@ hardware. ExecuTorch has no free-form metadata section: the manifest beside the 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from edge_sr.convert.onnx import dynamic_hw
 from edge_sr.convert.spec import ExportSpec
+from edge_sr.convert.target import (
+    OPS_RUNS,
+    OpTime,
+    Size,
+    Timed,
+    Timer,
+    fill_shape,
+    random_input,
+    time_calls,
+)
 from torch import Tensor, nn
 
-from edge_sr.errors import ConversionError, RuntimeBackendError
+from edge_sr.errors import ConfigError, ConversionError, RuntimeBackendError
 
+NAME = "executorch"
 SUFFIX = ".pte"
 FP16_BY_CAST = True
+QUANT_MODES: tuple[str, ...] = ("w8a8",)
+PT2E_MODES: tuple[str, ...] = ("w8a8",)
+INT8_IO = False
+FLOAT_IO_CLAMP = False
+FOLD_QUANTIZE = True
+DELEGATES = ("xnnpack", "coreml")
+SCHEME = "xnnpack-pt2e: int8 per-channel symmetric weights, int8 per-tensor affine activations (static)"
+
+
+@dataclass(frozen=True)
+class Options:
+    """ExecuTorch export options.
+
+    Attributes:
+        delegate: ``xnnpack`` (CPU, Android and iOS) or ``coreml`` (lowers on Linux, runs on Apple only).
+        partitioners: explicit partitioner objects instead of the delegate's default one.
+    """
+
+    delegate: str = "xnnpack"
+    partitioners: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.delegate not in DELEGATES:
+            raise ConfigError(None, f"unknown delegate {self.delegate!r}; choose from {', '.join(DELEGATES)}")
 
 
 def check_spec(spec: ExportSpec) -> None:
@@ -34,9 +69,11 @@ def check_spec(spec: ExportSpec) -> None:
         )
 
 
-def partitioners(spec: ExportSpec) -> list[Any]:
-    """The partitioner list of ``spec.delegate``."""
-    if spec.delegate == "coreml":
+def partitioners(spec: ExportSpec, options: Options) -> list[Any]:
+    """The partitioner list of ``options.delegate``."""
+    if options.partitioners:
+        return list(options.partitioners)
+    if options.delegate == "coreml":
         import coremltools as ct
         from executorch.backends.apple.coreml.compiler import CoreMLBackend
         from executorch.backends.apple.coreml.partition import CoreMLPartitioner
@@ -49,13 +86,13 @@ def partitioners(spec: ExportSpec) -> list[Any]:
     return [XnnpackPartitioner()]
 
 
-def write(
+def export(
     model: nn.Module,
     example: Tensor,
     spec: ExportSpec,
     path: Path,
     metadata: dict[str, str],
-    options: dict[str, Any],
+    options: Options,
 ) -> dict[str, Any]:
     """Export, lower and serialize ``model`` to ``path``; returns the manifest's I/O entries."""
     import contextlib
@@ -67,9 +104,9 @@ def write(
         ep = torch.export.export(model, (example,), dynamic_shapes=None)
         lowering: Any = contextlib.nullcontext()
     else:  # shape assumptions (window padding) proven for the whole range, then dropped: see .dynamic
-        ep = export_proven(model, example, dynamic_hw(spec), axes=(1, 2) if spec.layout == "NHWC" else (2, 3))
+        ep = export_proven(model, example, spec.dynamic_shapes(), axes=spec.hw_axes)
         lowering = lowering_without_asserts()
-    parts = options.get("partitioners") or partitioners(spec)
+    parts = partitioners(spec, options)
     with lowering:
         edge = to_edge_transform_and_lower(ep, partitioner=parts)
     delegated = sum(
@@ -85,8 +122,36 @@ def write(
     return {
         "inputs": [{"name": "input", "dtype": dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
         "outputs": [{"name": "output", "dtype": out_dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
-        "target_info": {"delegate": spec.delegate, "delegate_calls": delegated},
+        "target_info": {"delegate": options.delegate, "delegate_calls": delegated},
     }
+
+
+# ---------------------------------------------------------------- quantization
+
+
+def quantizer(*, qat: bool = False, mode: str | None = None) -> Any:
+    """The XNNPACK quantizer, per-channel symmetric, for PTQ (observers) or QAT (fake-quant).
+
+    The converted PT2E graph is lowered by :func:`export`: the XNNPACK partitioner takes the quantize /
+    dequantize pairs around each conv and runs the conv in int8. The ``.pte`` keeps float32 input and output
+    (the first quantize and the last dequantize run inside the delegate).
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+
+
+def quant_scheme(mode: str | None = None) -> str:
+    """The manifest's description of the INT8 scheme."""
+    return SCHEME
+
+
+def quant_options(quantizer: Any, mode: str | None = None) -> Options:
+    """Export options for a PT2E-quantized graph (the default XNNPACK partitioner lowers int8)."""
+    return Options()
 
 
 def read_embedded(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -119,3 +184,70 @@ class Runner:
     def forward(self, x: np.ndarray) -> np.ndarray:
         out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x))])
         return out[0].numpy()
+
+
+# ---------------------------------------------------------------- profiling
+
+
+def _et_dtype(code: int) -> Any:
+    # c10::ScalarType codes: 0 uint8, 1 int8, 5 half, 6 float
+    return {0: np.uint8, 1: np.int8, 5: np.float16, 6: np.float32}.get(int(code), np.float32)
+
+
+def etdump_ops(etdump_path: str | os.PathLike[str]) -> list[OpTime]:
+    """Operators from an ETDump file (``executorch.devtools.Inspector``): median ms per run, delegated or
+    not. The wrappers (``Method::execute``, ``DELEGATE_CALL``, load / init events) are left out so the
+    rows add up to the method's time without double counting."""
+    from executorch.devtools import Inspector
+
+    df = Inspector(etdump_path=str(etdump_path)).to_dataframe()
+    ops = []
+    for _, row in df.iterrows():
+        name = str(row["event_name"])
+        if row.get("event_block_name") != "Execute" or name.startswith(("Method::", "Program::")):
+            continue
+        if name == "DELEGATE_CALL":
+            continue
+        ms = row.get("p50 (ms)")
+        ops.append(OpTime(name, None if ms is None or ms != ms else float(ms), bool(row["is_delegated_op"])))
+    return ops
+
+
+def profile(
+    path: Path,
+    *,
+    size: Size,
+    runs: int,
+    warmup: int,
+    threads: int,
+    want_ops: bool,
+    layout: str | None,
+    timer: Timer = time_calls,
+) -> Timed:
+    """Latency through the pybindings; operators from an ETDump of ``OPS_RUNS`` extra profiled runs."""
+    import tempfile
+
+    from executorch.extension.pybindings import portable_lib as pl
+
+    pl._unsafe_reset_threadpool(threads)
+    try:
+        mod = pl._load_for_executorch(str(path))
+        meta = mod.method_meta("forward").input_tensor_meta(0)
+    except Exception as e:  # the pybindings raise RuntimeError with the ExecuTorch error code
+        raise RuntimeBackendError(path, f"ExecuTorch cannot load it ({e})") from None
+    # a .pte input has concrete sizes: its fixed shape, or the upper bound of a bounded-dynamic export
+    shape = fill_shape(list(meta.sizes()), size, layout)
+    x = torch.from_numpy(random_input(shape, _et_dtype(meta.dtype())))
+    times = timer(lambda: mod.forward([x]), runs, warmup)
+    ops: list[OpTime] = []
+    note = None
+    if want_ops:
+        prof = pl._load_for_executorch(str(path), enable_etdump=True, debug_buffer_size=0)
+        for _ in range(OPS_RUNS):
+            prof.forward([x])
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / "profile.etdp"
+            prof.write_etdump_result_to_file(str(f))
+            ops = etdump_ops(f)
+        note = f"operator times: ETDump median over {OPS_RUNS} profiled runs"
+    return Timed(times, shape, ops, note)

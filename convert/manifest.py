@@ -53,8 +53,22 @@ def sha256_path(path: str | os.PathLike[str]) -> str:
 
 
 def size_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes on disk: a folder artifact (``.mlpackage``) summed, an ONNX file with its external data."""
     p = Path(path)
-    return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    size = p.stat().st_size
+    if p.suffix == ".onnx":
+        import onnx
+
+        locations = {
+            e.value
+            for t in onnx.load(os.fspath(p), load_external_data=False).graph.initializer
+            for e in t.external_data
+            if e.key == "location"
+        }
+        size += sum((p.parent / loc).stat().st_size for loc in locations if (p.parent / loc).is_file())
+    return size
 
 
 def library_versions() -> dict[str, str]:

@@ -3,25 +3,73 @@
 FP16 artifacts compute in float16 inside and keep float32 I/O (``Cast`` at both ends). The manifest fields
 are also stored in the model's ``metadata_props``. Pixel shuffle as ``depth_to_space`` becomes one
 ``DepthToSpace`` (mode CRD) node.
+
+INT8 is onnxruntime's static QDQ quantization of the float export (:func:`quantize_artifact`): the float
+model is exported at the calibration shape; ``onnxruntime.quantization.quantize_static`` runs the
+calibration patches through it, fixes activation ranges and writes QuantizeLinear / DequantizeLinear pairs
+around every conv: int8 per-channel symmetric weights, uint8 activations (the combination onnxruntime's
+x86 / ARM kernels run fastest). I/O stays float32. Activation ranges come from the 99.999th percentile of
+each tensor's values over the calibration set, not its min / max: a handful of extreme feature values
+otherwise stretch the uint8 grid for every pixel (docs/NOTES.md has the comparison). Layers kept in float
+are passed as ``nodes_to_exclude``; ONNX node names are matched to torch module paths through the
+exporter's name scopes. onnxruntime's quantization is post-training only: QAT runs through PT2E targets.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from edge_sr.convert.spec import ExportSpec
+from edge_sr.convert.target import (
+    OPS_RUNS,
+    OpTime,
+    Size,
+    Timed,
+    Timer,
+    fill_shape,
+    random_input,
+    time_calls,
+)
 from torch import Tensor, nn
 
-from edge_sr.errors import ConversionError, RuntimeBackendError
+from edge_sr.errors import ConfigError, ConversionError, RuntimeBackendError
 
+NAME = "onnx"
 SUFFIX = ".onnx"
 FP16_BY_CAST = True  # the exported graph itself is float16, wrapped in float32 casts
+QUANT_MODES: tuple[str, ...] = ("qdq",)
+PT2E_MODES: tuple[str, ...] = ()
+INT8_IO = False
+FLOAT_IO_CLAMP = False
+FOLD_QUANTIZE = True
+SCHEME = "onnxruntime-qdq: int8 per-channel symmetric weights, uint8 per-tensor activations (static, percentile 99.999)"
+CALIB_PERCENTILE = 99.999
+MIN_OPSET = 18
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    """ONNX export options.
+
+    Attributes:
+        opset: the ONNX opset (18 or newer: the torch.export exporter's floor).
+    """
+
+    opset: int = MIN_OPSET
+
+    def __post_init__(self) -> None:
+        if self.opset < MIN_OPSET:
+            raise ConfigError(
+                None, f"opset {self.opset} is too old; the torch.export exporter needs {MIN_OPSET} or newer"
+            )
 
 
 def check_spec(spec: ExportSpec) -> None:
@@ -32,24 +80,13 @@ def check_spec(spec: ExportSpec) -> None:
         raise ConversionError(None, "onnx has no enumerated shapes; use a dynamic range (--dynamic MIN:MAX)")
 
 
-def dynamic_hw(spec: ExportSpec) -> tuple[dict[int, Any], ...] | None:
-    """torch.export ``dynamic_shapes`` for H and W within ``spec.dynamic`` (None for fixed shapes)."""
-    if spec.dynamic is None:
-        return None
-    lo, hi = spec.dynamic
-    h = torch.export.Dim("height", min=lo, max=hi)
-    w = torch.export.Dim("width", min=lo, max=hi)
-    axes = (1, 2) if spec.layout == "NHWC" else (2, 3)
-    return ({axes[0]: h, axes[1]: w},)
-
-
-def write(
+def export(
     model: nn.Module,
     example: Tensor,
     spec: ExportSpec,
     path: Path,
     metadata: dict[str, str],
-    options: dict[str, Any],
+    options: Options,
 ) -> dict[str, Any]:
     """Export ``model`` traced on ``example`` to ``path``; returns the manifest's I/O entries."""
     import onnx
@@ -59,8 +96,8 @@ def write(
         model,
         (example,),
         dynamo=True,
-        opset_version=spec.opset,
-        dynamic_shapes=dynamic_hw(spec),
+        opset_version=options.opset,
+        dynamic_shapes=spec.dynamic_shapes(),
         input_names=["input"],
         output_names=["output"],
         verbose=False,
@@ -78,7 +115,7 @@ def write(
     return {
         "inputs": [{"name": "input", "dtype": dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
         "outputs": [{"name": "output", "dtype": out_dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
-        "target_info": {"opset": spec.opset, "ops": ops},
+        "target_info": {"opset": options.opset, "ops": ops},
     }
 
 
@@ -115,3 +152,286 @@ class Runner:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_names[0]: x})[0]
+
+
+# ---------------------------------------------------------------- quantization
+
+
+def quantizer(*, qat: bool = False, mode: str | None = None) -> Any:
+    """The PT2E quantizer that simulates this target's scheme in torch (for sensitivity ranking only).
+
+    onnxruntime's own INT8 is QDQ post-training quantization of the float file, not PT2E; XNNPACK's quantizer
+    uses the same scheme (per-channel int8 weights, per-tensor affine 8-bit activations).
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+
+
+def quant_scheme(mode: str | None = None) -> str:
+    """The manifest's description of the INT8 scheme."""
+    return SCHEME
+
+
+def quant_options(quantizer: Any, mode: str | None = None) -> Options:
+    """Export options for a quantized export (none beyond the defaults)."""
+    return Options()
+
+
+def quantize_artifact(
+    model: nn.Module,
+    calib: Any,
+    *,
+    mode: str,
+    keep_float: Sequence[str],
+    out: str | os.PathLike[str],
+    quantization: dict[str, Any],
+    source: str | os.PathLike[str] | None,
+    **_: Any,
+) -> Any:
+    """Float export at the calibration size, then static QDQ quantization; artifact + manifest, atomically.
+
+    Args:
+        model: the deploy-form float model.
+        calib: the calibration set (``patches``: (N, 3, H, W) tensor, ``input_size``).
+        mode: ``qdq``.
+        keep_float: torch module paths left in float (``nodes_to_exclude``).
+        out: artifact path or folder.
+        quantization: the manifest's quantization entry (filled with onnxruntime's facts).
+        source: the checkpoint (its sha256 goes into the manifest).
+    """
+    import shutil
+
+    from edge_sr.convert import Artifact, ExportSpec
+    from edge_sr.convert import export as export_artifact
+    from edge_sr.convert.manifest import (
+        embedded_metadata,
+        manifest_path,
+        sha256_path,
+        size_bytes,
+        write_manifest,
+    )
+
+    from edge_sr.io_utils import atomic_path
+
+    out = Path(out)
+    scratch = _float_export_dir(out if out.suffix else out / "model.onnx")
+    try:
+        spec = ExportSpec(input_size=calib.input_size, precision="fp32")
+        float_art = export_artifact(model, NAME, scratch, spec, source=source)
+        path = out if out.suffix else out / float_art.path.name.replace("_fp32", "_int8")
+        manifest = {**float_art.manifest, "artifact": path.name, "precision": "int8"}
+        manifest["quantization"] = quantization
+        with atomic_path(manifest_path(path)) as tmp_m, atomic_path(path) as tmp:
+            facts = quantize_file(
+                float_art.path,
+                tmp,
+                calib.patches.numpy(),
+                keep_float=keep_float,
+                metadata=embedded_metadata(manifest),
+            )
+            quantization["onnxruntime"] = facts
+            manifest.update(artifact_sha256=sha256_path(tmp), size_bytes=size_bytes(tmp))
+            write_manifest(tmp_m, manifest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return Artifact(path, manifest_path(path), manifest)
+
+
+def _reader(patches: np.ndarray, input_name: str) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class PatchReader(CalibrationDataReader):
+        """Feeds (1, 3, H, W) float32 patches one at a time."""
+
+        def __init__(self) -> None:
+            self._it = iter(range(len(patches)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            i = next(self._it, None)
+            return None if i is None else {input_name: patches[i : i + 1]}
+
+        def rewind(self) -> None:
+            self._it = iter(range(len(patches)))
+
+    return PatchReader()
+
+
+def node_scopes(model_path: str | os.PathLike[str]) -> dict[str, str]:
+    """ONNX node name -> the innermost torch module path it came from (exporter metadata), where recorded."""
+    import ast
+
+    import onnx
+
+    out: dict[str, str] = {}
+    for node in onnx.load(os.fspath(model_path), load_external_data=False).graph.node:
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                # repr of a list: module paths outermost first, then the fx node name: ['', 'body.0.0', 'conv2d']
+                try:
+                    scopes = ast.literal_eval(prop.value)
+                except (ValueError, SyntaxError):
+                    continue
+                if isinstance(scopes, list) and len(scopes) >= 2 and scopes[-2]:
+                    out[node.name] = str(scopes[-2])
+    return out
+
+
+def exclude_nodes(model_path: str | os.PathLike[str], keep_float: Sequence[str]) -> list[str]:
+    """The ONNX nodes belonging to the torch modules ``keep_float`` (by the exporter's name scopes)."""
+    if not keep_float:
+        return []
+    scopes = node_scopes(model_path)
+    nodes = [n for n, s in scopes.items() if any(s == k or s.startswith(k + ".") for k in keep_float)]
+    if not nodes:
+        raise ConversionError(
+            model_path,
+            f"no ONNX node maps to {', '.join(keep_float)} (the exporter recorded no module scopes)",
+        )
+    return nodes
+
+
+def quantize_file(
+    float_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    patches: np.ndarray,
+    *,
+    keep_float: Sequence[str] = (),
+    input_name: str = "input",
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Static QDQ quantization of ``float_path`` into ``out_path``; returns facts for the manifest.
+
+    ``metadata`` replaces the embedded ``metadata_props`` the float export carried (precision, scheme).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    excluded = exclude_nodes(float_path, keep_float)
+    quantize_static(
+        os.fspath(float_path),
+        os.fspath(out_path),
+        _reader(np.ascontiguousarray(patches, dtype=np.float32), input_name),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.Percentile,
+        nodes_to_exclude=excluded,
+        extra_options={
+            "WeightSymmetric": True,
+            "ActivationSymmetric": False,
+            "CalibPercentile": CALIB_PERCENTILE,
+        },
+    )
+    import onnx
+
+    proto = onnx.load(os.fspath(out_path))
+    if metadata:
+        props = {p.key: p.value for p in proto.metadata_props}
+        props.update(metadata)
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, os.fspath(out_path))
+    graph = proto.graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    return {
+        "excluded_nodes": excluded,
+        "convs": len(convs),
+        "quantized_convs": len(_conv_weight_inputs(graph)),
+        "ops": sorted({n.op_type for n in graph.node}),
+    }
+
+
+def _conv_weight_inputs(graph: Any) -> set[str]:
+    """Names of the tensors that feed a Conv weight through a DequantizeLinear (quantized weights)."""
+    deq = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return {deq[n.input[1]] for n in graph.node if n.op_type == "Conv" and n.input[1] in deq}
+
+
+def _float_export_dir(out: Path) -> Path:
+    """A scratch folder beside ``out`` for the float export that is quantized."""
+    return out.parent / f".{out.stem}-float-export"  # no suffix: convert.export treats it as a folder
+
+
+# ---------------------------------------------------------------- profiling
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
+
+
+def ort_profile_ops(profile_json: str | os.PathLike[str]) -> list[OpTime]:
+    """Operators from an onnxruntime profile: the median ``*_kernel_time`` per node, in run order."""
+    import json
+    import statistics
+    from collections import defaultdict
+
+    events = json.loads(Path(profile_json).read_text())
+    per_node: dict[str, list[float]] = defaultdict(list)
+    meta: dict[str, tuple[str, str]] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        node = e["name"][: -len("_kernel_time")]
+        per_node[node].append(float(e["dur"]) / 1e3)  # us -> ms
+        args = e.get("args", {})
+        meta[node] = (args.get("op_name", "?"), args.get("provider", "CPUExecutionProvider"))
+    return [
+        OpTime(f"{meta[n][0]} {n}", statistics.median(v), meta[n][1] != "CPUExecutionProvider")
+        for n, v in per_node.items()
+    ]
+
+
+def profile(
+    path: Path,
+    *,
+    size: Size,
+    runs: int,
+    warmup: int,
+    threads: int,
+    want_ops: bool,
+    layout: str | None,
+    timer: Timer = time_calls,
+) -> Timed:
+    """Latency on a plain CPU session; operators from a second session with onnxruntime's profiler."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    def session(profile_prefix: str | None = None) -> Any:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        if profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
+        try:
+            return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types
+            raise RuntimeBackendError(path, f"onnxruntime cannot load it ({e})") from None
+
+    sess = session()
+    inp = sess.get_inputs()[0]
+    dims = [d if isinstance(d, int) else None for d in inp.shape]
+    shape = fill_shape(dims, size, layout)
+    x = random_input(shape, _ORT_DTYPES.get(inp.type, np.float32))
+    feed = {inp.name: x}
+    times = timer(lambda: sess.run(None, feed), runs, warmup)
+    ops: list[OpTime] = []
+    note = None
+    if want_ops:
+        with tempfile.TemporaryDirectory() as d:
+            prof = session(str(Path(d) / "ort"))
+            for _ in range(OPS_RUNS):
+                prof.run(None, feed)
+            ops = ort_profile_ops(prof.end_profiling())
+        note = f"operator times: onnxruntime profiler median over {OPS_RUNS} runs (CPU execution provider)"
+    return Timed(times, shape, ops, note)

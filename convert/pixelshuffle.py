@@ -165,7 +165,4 @@ def lower_pixel_shuffle(model: nn.Module, mode: str, example: Tensor | None = No
                 c = channels.get(id(child), 3)
                 setattr(mod, child_name, make_shuffle(mode, child.upscale_factor, c))
                 count += 1
-    for attr in ("edge_sr_arch", "edge_sr_args", "edge_sr_form"):
-        if hasattr(model, attr):
-            setattr(m, attr, getattr(model, attr))
-    return m.eval(), count
+    return m.eval(), count  # the deep copy keeps the model card

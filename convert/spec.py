@@ -12,8 +12,10 @@ from typing import Any, Literal
 
 from edge_sr.errors import ConfigError
 
-Target = Literal["coreml", "executorch", "onnx", "tflite"]
 Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
+IOS: tuple[str, ...] = ("tensor", "image")
 Layout = Literal["NCHW", "NHWC"]
 IO = Literal["tensor", "image"]
 PixelShuffleMode = Literal["reshape", "rank4", "depth_to_space", "conv_transpose"]
@@ -32,9 +34,9 @@ class ExportSpec:
         layout: NCHW (the torch contract) or NHWC I/O (what TFLite and Android code feed).
         io: ``tensor`` or ``image`` (CoreML ``ImageType`` in and out, values 0-255).
         pixel_shuffle: how ``nn.PixelShuffle`` is lowered, see ``edge_sr.convert.pixelshuffle``.
-        opset: ONNX opset (18 or newer).
-        deployment_target: CoreML minimum deployment target (``iOS16``, ``iOS17``, ``macOS13`` ...).
-        delegate: ExecuTorch backend: ``xnnpack`` or ``coreml`` (lowers on Linux, runs on Apple only).
+
+    What only one format knows (ONNX opset, CoreML deployment target, ExecuTorch delegate) is in that
+    target's own ``Options`` (``edge_sr.convert.<target>.Options``), passed to ``export(options=...)``.
     """
 
     input_size: tuple[int, int] = (64, 64)
@@ -44,27 +46,20 @@ class ExportSpec:
     layout: Layout = "NCHW"
     io: IO = "tensor"
     pixel_shuffle: PixelShuffleMode = "reshape"
-    opset: int = 18
-    deployment_target: str = "iOS16"
-    delegate: Literal["xnnpack", "coreml"] = "xnnpack"
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise ConfigError(None, f"unknown precision {self.precision!r}; choose from fp32, fp16, int8")
-        if self.layout not in ("NCHW", "NHWC"):
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                None, f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}"
+            )
+        if self.layout not in LAYOUTS:
             raise ConfigError(None, f"unknown layout {self.layout!r}; choose NCHW or NHWC")
-        if self.io not in ("tensor", "image"):
+        if self.io not in IOS:
             raise ConfigError(None, f"unknown io {self.io!r}; choose tensor or image")
         if self.pixel_shuffle not in PIXEL_SHUFFLE_MODES:
             raise ConfigError(
                 None,
                 f"unknown pixel_shuffle {self.pixel_shuffle!r}; choose from {', '.join(PIXEL_SHUFFLE_MODES)}",
-            )
-        if self.delegate not in ("xnnpack", "coreml"):
-            raise ConfigError(None, f"unknown delegate {self.delegate!r}; choose xnnpack or coreml")
-        if self.opset < 18:
-            raise ConfigError(
-                None, f"opset {self.opset} is too old; the torch.export exporter needs 18 or newer"
             )
         if self.dynamic is not None:
             lo, hi = self.dynamic
@@ -75,12 +70,6 @@ class ExportSpec:
                 raise ConfigError(None, f"input size {h}x{w} must be positive")
 
     @property
-    def shape_mode(self) -> Literal["fixed", "dynamic", "enumerated"]:
-        if self.dynamic is not None:
-            return "dynamic"
-        return "enumerated" if self.sizes else "fixed"
-
-    @property
     def example_size(self) -> tuple[int, int]:
         """The (H, W) traced: the fixed size, the first enumerated size, or a size inside the range."""
         if self.dynamic is not None:
@@ -89,6 +78,22 @@ class ExportSpec:
             n = min(max(lo, 32), hi)
             return (n, n)
         return tuple(self.sizes[0]) if self.sizes else tuple(self.input_size)  # type: ignore[return-value]
+
+    def dynamic_shapes(self) -> tuple[dict[int, Any], ...] | None:
+        """torch.export ``dynamic_shapes`` for H and W within ``dynamic`` (None for fixed shapes)."""
+        if self.dynamic is None:
+            return None
+        import torch
+
+        lo, hi = self.dynamic
+        h = torch.export.Dim("height", min=lo, max=hi)
+        w = torch.export.Dim("width", min=lo, max=hi)
+        return ({self.hw_axes[0]: h, self.hw_axes[1]: w},)
+
+    @property
+    def hw_axes(self) -> tuple[int, int]:
+        """The H and W axes of the artifact's input: (2, 3) for NCHW, (1, 2) for NHWC."""
+        return (1, 2) if self.layout == "NHWC" else (2, 3)
 
     def input_shape(self) -> dict[str, Any]:
         """The manifest's description of the accepted input sizes."""

@@ -4,6 +4,15 @@ FP16 stores the weights as float16 (dequantized at load: the GPU delegate then c
 FP32). Several fixed sizes become several signatures (``h<H>w<W>``). The manifest fields are written into the
 flatbuffer's metadata table under ``edge_sr`` (one JSON string). litert-torch lowers ``pixel_shuffle`` to
 rank-4 reshapes and transposes itself; TFLite's ``DEPTH_TO_SPACE`` uses another channel order (DCR).
+
+INT8 goes through litert-torch's PT2E quantizer (per-channel int8 weights, static int8 activations):
+``litert_torch.convert(gm, quant_config=QuantConfig(pt2e_quantizer=q))`` turns the quantize at the graph input
+into an int8 input tensor. edge-sr gives float32 I/O by default: the model is wrapped in
+``edge_sr.quantize.pt2e.ClampInput`` (:data:`FLOAT_IO_CLAMP`), whose clamp is not annotated, so the input stays
+float and the quantize moves inside. ``int8_io`` skips the wrapper: the input is int8 and the manifest carries
+its scale and zero point (``edge_sr.runtime`` quantizes with them); the output's dtype is whatever the
+converter gives (float32 after the pixel shuffle for the zoo's models; int8 with scale / zero point when it
+is quantized).
 """
 
 from __future__ import annotations
@@ -11,20 +20,40 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edge_sr.convert.onnx import dynamic_hw
 from edge_sr.convert.spec import ExportSpec
+from edge_sr.convert.target import OpTime, Size, Timed, Timer, fill_shape, random_input, time_calls
 from torch import Tensor, nn
 
 from edge_sr.errors import ConversionError, RuntimeBackendError
 
+NAME = "tflite"
 SUFFIX = ".tflite"
 FP16_BY_CAST = False  # float16 weights through the converter's quantization recipe
+QUANT_MODES: tuple[str, ...] = ("w8a8",)
+PT2E_MODES: tuple[str, ...] = ("w8a8",)
+INT8_IO = True  # an int8 input tensor (scale / zero point in the manifest) on request
+FLOAT_IO_CLAMP = True  # float I/O: an unannotated clamp in front keeps the input float
+FOLD_QUANTIZE = False  # litert-torch folds the quantized weights itself
+SCHEME = "litert-pt2e: int8 per-channel symmetric weights, int8 per-tensor activations (static)"
 METADATA_NAME = "edge_sr"
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    """TFLite export options.
+
+    Attributes:
+        quant_config: litert-torch's ``QuantConfig`` (set by ``edge_sr.quantize`` for INT8 graphs; the FP16
+            recipe is chosen from the spec's precision).
+    """
+
+    quant_config: Any = None
 
 
 def check_spec(spec: ExportSpec) -> None:
@@ -47,13 +76,13 @@ def _signature_name(h: int, w: int) -> str:
     return f"h{h}w{w}"
 
 
-def write(
+def export(
     model: nn.Module,
     example: Tensor,
     spec: ExportSpec,
     path: Path,
     metadata: dict[str, str],
-    options: dict[str, Any],
+    options: Options,
 ) -> dict[str, Any]:
     """Convert ``model`` to ``path``; returns the manifest's I/O entries (and signatures)."""
     import litert_torch
@@ -61,7 +90,7 @@ def write(
 
     for name in ("litert_torch", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    quant_config = options.get("quant_config")
+    quant_config = options.quant_config
     if quant_config is None and spec.precision == "fp16":
         from litert_torch.generative.quantize import quant_recipes
 
@@ -78,7 +107,7 @@ def write(
         edge = conv.convert(quant_config=quant_config)  # type: ignore[union-attr]
     else:
         edge = litert_torch.convert(
-            model, (example,), dynamic_shapes=dynamic_hw(spec), quant_config=quant_config
+            model, (example,), dynamic_shapes=spec.dynamic_shapes(), quant_config=quant_config
         )
         signatures.append("serving_default")
     edge.export(os.fspath(path))
@@ -128,6 +157,39 @@ def add_metadata(path: Path, entries: dict[str, str]) -> None:
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))
+
+
+# ---------------------------------------------------------------- quantization
+
+
+def quantizer(*, qat: bool = False, mode: str | None = None) -> Any:
+    """litert-torch's ``PT2EQuantizer`` with the per-channel static configuration."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    q = PT2EQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_qat=qat, is_dynamic=False)
+    )
+    if qat:
+        # Its QAT-only annotators match conv + BatchNorm patterns by tracing pattern functions, which
+        # torch.export (2.13) refuses ("Expected `mod` to be an instance of `torch.nn.Module`"). edge-sr runs
+        # QAT on the fused deploy graph, which has no BatchNorm left, so those patterns could not match:
+        # convs are annotated by the regular static annotators, exactly as in PTQ.
+        q.STATIC_QAT_ONLY_OPS = []
+    return q
+
+
+def quant_scheme(mode: str | None = None) -> str:
+    """The manifest's description of the INT8 scheme."""
+    return SCHEME
+
+
+def quant_options(quantizer: Any, mode: str | None = None) -> Options:
+    """The quant config that tells litert-torch how to lower a PT2E-quantized graph (none for FP16)."""
+    if quantizer is None:
+        return Options()
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    return Options(quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
 def read_embedded(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -205,3 +267,71 @@ class Runner:
 def _quant(details: dict[str, Any]) -> tuple[float, int] | None:
     scale, zp = details.get("quantization", (0.0, 0))
     return (float(scale), int(zp)) if scale else None
+
+
+# ---------------------------------------------------------------- profiling
+
+
+def tflite_delegated(ops_details: list[dict[str, Any]]) -> list[OpTime]:
+    """Which TFLite nodes a delegate took. The interpreter lists every original node plus one ``DELEGATE``
+    node per partition, without saying which nodes it replaced. A node runs on the CPU iff something
+    outside the partitions needs its output: a ``DELEGATE`` node's input, or an input of another CPU node
+    (producers that are also ``DELEGATE`` outputs count as delegated). Walk that backwards from the uses."""
+    delegates = [o for o in ops_details if o["op_name"] == "DELEGATE"]
+    plain = [o for o in ops_details if o["op_name"] != "DELEGATE"]
+    if not delegates:
+        return [OpTime(o["op_name"], None, False) for o in plain]
+    from_delegate = {int(t) for d in delegates for t in d["outputs"]}
+    producer = {int(t): o["index"] for o in plain for t in o["outputs"] if int(t) not in from_delegate}
+    needed = [int(t) for d in delegates for t in d["inputs"]]
+    cpu: set[int] = set()
+    by_index = {o["index"]: o for o in plain}
+    while needed:
+        t = needed.pop()
+        i = producer.get(t)
+        if i is not None and i not in cpu:
+            cpu.add(i)
+            needed.extend(int(u) for u in by_index[i]["inputs"])
+    # nodes after the partitions (consuming delegate outputs) also run on the CPU
+    avail = set(from_delegate)
+    for o in plain:
+        if any(int(t) in avail for t in o["inputs"]) and not set(map(int, o["outputs"])) & from_delegate:
+            cpu.add(o["index"])
+            avail.update(int(t) for t in o["outputs"])
+    return [OpTime(o["op_name"], None, o["index"] not in cpu) for o in plain]
+
+
+def profile(
+    path: Path,
+    *,
+    size: Size,
+    runs: int,
+    warmup: int,
+    threads: int,
+    want_ops: bool,
+    layout: str | None,
+    timer: Timer = time_calls,
+) -> Timed:
+    """Latency through the LiteRT interpreter; operators listed with their delegation (no per-op times)."""
+    try:
+        it = _interpreter_class()(model_path=str(path), num_threads=threads)
+        det = it.get_input_details()[0]
+        shape = fill_shape([int(d) for d in det["shape_signature"]], size, layout)
+        if list(det["shape"]) != shape:
+            it.resize_tensor_input(det["index"], shape)
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise RuntimeBackendError(path, f"the TFLite interpreter cannot load it ({e})") from None
+    x = random_input(shape, det["dtype"])
+
+    def call() -> None:
+        it.set_tensor(det["index"], x)
+        it.invoke()
+
+    times = timer(call, runs, warmup)
+    ops = tflite_delegated(it._get_ops_details()) if want_ops else []
+    note = (
+        "the TFLite Python interpreter gives no per-operator times (operators listed with their delegation); "
+        "benchmark_model --enable_op_profiling=true gives them (edge-sr profile --adb)"
+    )
+    return Timed(times, shape, ops, note if want_ops else None)

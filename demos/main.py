@@ -117,7 +117,8 @@ def run_chain(
     from edge_sr.bench import Skip, export_artifact
     from edge_sr.errors import EdgeSRError
     from edge_sr.models import load_checkpoint
-    from edge_sr.profile import artifact_size, profile
+    from edge_sr.convert.manifest import size_bytes as artifact_size
+    from edge_sr.profile import profile
     from edge_sr.reparam import check_equivalent, reparameterize
     from edge_sr.verify import verify
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from edge_sr.data.imresize import imresize, modcrop
+from edge_sr.data.io import BT601_LUMA
 from edge_sr.errors import CheckpointError, InputError
 from edge_sr.metrics import psnr, ssim
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 ModelLike = None | str | os.PathLike[str] | nn.Module | Callable[[Tensor], Tensor]
 LRSource = Literal["auto", "shipped", "imresize"]
-_LUMA = np.array([0.299, 0.587, 0.114])  # BT.601 full-range luma weights
+_LUMA = np.array(BT601_LUMA)  # (3,) float64: an RGB image @ _LUMA -> its gray values
 
 
 @dataclass(frozen=True)

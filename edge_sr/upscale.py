@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edge_sr.data.io import FORMATS, list_images, read_image, write_image
+from edge_sr.data.io import BT601_LUMA, FORMATS, list_images, read_image, write_image
 from edge_sr.errors import (
     CheckpointError,
     ConfigError,
@@ -40,7 +40,6 @@ Precision = Literal["fp32", "fp16", "bf16"]
 AlphaMode = Literal["bicubic", "model"]
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _GUARD_MAX = 4.0  # SR outputs live in [0, 1]; a tile beyond this magnitude overflowed or diverged
-_LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass
@@ -118,7 +117,7 @@ class TileRunner:
 
 def _gray_fn(fn: Any) -> Any:
     """Wrap a 3-channel fn for 1-channel tiles: replicate in, BT.601 luma out."""
-    w = torch.tensor(_LUMA).view(1, 3, 1, 1)
+    w = torch.tensor(BT601_LUMA).view(1, 3, 1, 1)
 
     def run(t: Tensor) -> Tensor:
         return (fn(t.expand(-1, 3, -1, -1)) * w).sum(1, keepdim=True)
@@ -280,8 +279,10 @@ def upscale_files(
     folders = sorted({f.parent for f in files}) if beside else [out.parent if single else out]
     for folder in folders:
         ensure_writable_dir(folder, "choose another -o")
+    from edge_sr.models import card_of
+
     net, ckpt = load_model(checkpoint, model=model, scale=scale)
-    s = int(getattr(net, "scale", scale or 4))
+    s = card_of(net).scale
     if beside:
         files = _without_earlier_outputs(files, s)
     check_tile(net, tile, tile_overlap)

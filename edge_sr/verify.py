@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_sr.data.io import BT601_LUMA
+from edge_sr.data.paths import data_path
 from edge_sr.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -85,11 +87,9 @@ def _is_gray(hr: np.ndarray) -> bool:
 def _as_measured(y: np.ndarray, gray: bool) -> np.ndarray:
     """Float SR output -> the uint8 image ``edge-sr eval`` scores: clipped, rounded; a gray image as the
     BT.601 luma of the output, measured on its gray values (no Y conversion), as the published tables do."""
-    from edge_sr.evaluate import _LUMA
-
     out = np.clip(y.astype(np.float64), 0.0, 1.0) * 255.0
     if gray:
-        out = out @ _LUMA
+        out = out @ np.array(BT601_LUMA)
     return np.round(out).astype(np.uint8)
 
 
@@ -112,9 +112,16 @@ def load_pairs(data: str | os.PathLike[str], scale: int, *, limit: int | None = 
     return pairs
 
 
-def _shared_set5() -> Path | None:
-    # the development tree keeps benchmark data beside the repository (../shared/data)
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks" / "Set5"
+def default_set5() -> Path | None:
+    """The Set5 benchmark under the data root (``EDGE_SR_DATA``/benchmarks/Set5), or None.
+
+    None when the variable is unset or the folder has no ``HR/``: callers then fall back to
+    :func:`builtin_pairs`' synthetic images rather than fail.
+    """
+    try:
+        root = data_path("benchmarks", "Set5")
+    except ConfigError:
+        return None
     return root if (root / "HR").is_dir() else None
 
 
@@ -137,7 +144,7 @@ def builtin_pairs(scale: int, *, count: int = 3, lr_size: int = 48) -> list[Pair
 
     Crops are ``lr_size`` LR pixels (``lr_size·s`` HR) taken around each image's centre, aligned to the LR grid.
     """
-    root = _shared_set5()
+    root = default_set5()
     if root is not None and (root / "LR_bicubic" / f"X{scale}").is_dir():
         out = []
         for name, lr, hr in load_pairs(root, scale, limit=count):
@@ -184,7 +191,8 @@ def verify(
         artifact: an artifact path or an ``edge_sr.runtime.Runner``.
         reference: the float model, or its checkpoint.
         data: a benchmark folder (``HR/`` + ``LR_bicubic/X{s}/``), a list of (name, LR, HR) uint8 pairs, or
-            None for the built-in images (``builtin_pairs``).
+            None for the built-in images (``builtin_pairs``: Set5 crops under ``EDGE_SR_DATA``, else
+            synthetic pictures).
         scale: the scale (default: the artifact's).
         thresholds: pass criteria (defaults: ``Thresholds()``).
         limit: use at most this many images of ``data``.
@@ -194,52 +202,64 @@ def verify(
         The report; ``report.passed`` is the verdict.
     """
     from edge_sr.convert.manifest import record_verification
-    from edge_sr.metrics import psnr, ssim
     from edge_sr.runtime import Runner, from_model, load
 
     runner = artifact if isinstance(artifact, Runner) else load(artifact)
-    model = _reference_model(reference)
-    float_runner = from_model(model)
+    float_runner = from_model(_reference_model(reference))
     # the float model sees the same tiles as the artifact, so "vs float" measures conversion error only
     float_runner.input_shape = dict(runner.input_shape)
     s = int(scale or runner.scale)
     if float_runner.scale != s:
         raise ConfigError(None, f"the reference model is x{float_runner.scale} but the artifact is x{s}")
+    pairs = _pairs(data, s, limit)
+    rows = [_score_pair(runner, float_runner, pair, s) for pair in pairs]
+    report = _judge(rows, runner.precision, thresholds or Thresholds())
+    if record and runner.path is not None and runner.kind != "torch":
+        record_verification(runner.path, _json_safe(report.to_dict()))
+    return report
+
+
+def _pairs(data: str | os.PathLike[str] | list[Pair] | None, scale: int, limit: int | None) -> list[Pair]:
+    """The LR/HR pairs ``verify`` runs on: built-in, given, or read from a benchmark folder."""
     if data is None:
-        pairs = builtin_pairs(s)
+        pairs = builtin_pairs(scale)
     elif isinstance(data, list):
         pairs = data[:limit]
     else:
-        pairs = load_pairs(data, s, limit=limit)
+        pairs = load_pairs(data, scale, limit=limit)
     if not pairs:
         raise InputError(None if isinstance(data, list) else data, "no images to verify on")
-    thr = thresholds or Thresholds()
-    rows = []
-    for name, lr, hr in pairs:
-        x = lr.astype(np.float32) / 255.0
-        with torch.no_grad():
-            y_float = float_runner.run(x)
-        y = runner.run(x)
-        gray = _is_gray(hr)
-        y8, yf8 = _as_measured(y, gray), _as_measured(y_float, gray)
-        rows.append(
-            ImageResult(
-                name=name,
-                psnr=psnr(y8, hr, crop_border=s),
-                psnr_float=psnr(yf8, hr, crop_border=s),
-                ssim=ssim(y8, hr, crop_border=s),
-                ssim_float=ssim(yf8, hr, crop_border=s),
-                psnr_vs_float=_psnr_float(y, y_float),
-                max_abs_diff=float(np.max(np.abs(y - y_float))),
-            )
-        )
-        logger.info(
-            "%s: %.2f dB (float %.2f dB), %.2f dB vs float",
-            name,
-            rows[-1].psnr,
-            rows[-1].psnr_float,
-            rows[-1].psnr_vs_float,
-        )
+    return pairs
+
+
+def _score_pair(runner: Any, float_runner: Any, pair: Pair, scale: int) -> ImageResult:
+    """Run the artifact and the float model on one LR image and score both against its HR."""
+    from edge_sr.metrics import psnr, ssim
+
+    name, lr, hr = pair
+    x = lr.astype(np.float32) / 255.0
+    with torch.no_grad():
+        y_float = float_runner.run(x)
+    y = runner.run(x)
+    gray = _is_gray(hr)
+    y8, yf8 = _as_measured(y, gray), _as_measured(y_float, gray)
+    row = ImageResult(
+        name=name,
+        psnr=psnr(y8, hr, crop_border=scale),
+        psnr_float=psnr(yf8, hr, crop_border=scale),
+        ssim=ssim(y8, hr, crop_border=scale),
+        ssim_float=ssim(yf8, hr, crop_border=scale),
+        psnr_vs_float=_psnr_float(y, y_float),
+        max_abs_diff=float(np.max(np.abs(y - y_float))),
+    )
+    logger.info(
+        "%s: %.2f dB (float %.2f dB), %.2f dB vs float", name, row.psnr, row.psnr_float, row.psnr_vs_float
+    )
+    return row
+
+
+def _judge(rows: list[ImageResult], precision: str, thr: Thresholds) -> VerifyReport:
+    """Means over the images and the verdict of ``precision``'s criterion (see the module docstring)."""
     mean = {
         k: float(np.mean([getattr(r, k) for r in rows])) for k in ("psnr", "psnr_float", "ssim", "ssim_float")
     }
@@ -250,7 +270,6 @@ def verify(
         else float(np.mean([v for v in vs_float if math.isfinite(v)]))
     )
     max_abs = max(r.max_abs_diff for r in rows)
-    precision = runner.precision
     if precision == "int8":
         passed = mean["psnr_float"] - mean["psnr"] <= thr.int8_psnr_drop
         criterion = f"Y-PSNR within {thr.int8_psnr_drop} dB of float"
@@ -260,7 +279,7 @@ def verify(
     else:
         passed = max_abs <= thr.fp32_max_abs_diff
         criterion = f"max abs diff <= {thr.fp32_max_abs_diff:g}"
-    report = VerifyReport(
+    return VerifyReport(
         passed=bool(passed),
         precision=precision,
         criterion=criterion,
@@ -269,9 +288,6 @@ def verify(
         images=rows,
         **mean,
     )
-    if record and runner.path is not None and runner.kind != "torch":
-        record_verification(runner.path, _json_safe(report.to_dict()))
-    return report
 
 
 def _json_safe(obj: Any) -> Any:

@@ -6,11 +6,12 @@
     report = fp16_check(model, calib)                                    # overflow / underflow per layer
     ranks = sensitivity(model, "executorch", calib)                      # per-layer SQNR, most sensitive first
 
-Every INT8 path is one PT2E flow (:mod:`edge_sr.quantize.pt2e`) with the quantizer its target owns
-(:mod:`.xnnpack`, :mod:`.litert`, :mod:`.coreml`), lowered by ``edge_sr.convert.export``; ONNX uses onnxruntime's
-static QDQ quantization of the float export (:mod:`.onnx`), and CoreML also offers weight-only int8 /
-palettization. The manifest records the scheme, the calibration set (folder, count, seed, input size), the
-layers kept in float, QAT settings, and int8 I/O scale / zero point.
+This package holds what every target shares; what a format wants is its target module's business
+(``edge_sr.convert.<target>``: its quantizer, its modes, its export options). Every mode a target lists in
+``PT2E_MODES`` is one PT2E flow (:mod:`edge_sr.quantize.pt2e`) with the quantizer the target owns, lowered by
+``edge_sr.convert.export``; the other modes (ONNX's onnxruntime QDQ, CoreML's weight-only int8 /
+palettization) are the target's own ``quantize_artifact``. The manifest records the scheme, the calibration
+set (folder, count, seed, input size), the layers kept in float, QAT settings, and int8 I/O scale / zero point.
 
 Re-parameterization and QAT: quantization acts on the deploy (fused) graph, because that is what runs on the
 device. QAT therefore fuses first, then inserts fake-quant into the plain convs and fine-tunes their fused
@@ -28,12 +29,11 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from edge_sr.quantize.calib import CalibrationSet, from_tensors, load_calibration
-from edge_sr.quantize.fp16 import MIXED_PRECISION_TARGETS, FP16Report, fp16_ranges, fp32_spans, keep_fp32
+from edge_sr.quantize.fp16 import FP16Report, fp16_ranges, fp32_spans, keep_fp32
 from edge_sr.quantize.pt2e import (
     ClampInput,
     calibrate,
@@ -43,14 +43,13 @@ from edge_sr.quantize.pt2e import (
     prepare,
     quantize_model,
 )
-from edge_sr.quantize.sensitivity import SensitivityReport, most_sensitive, target_quantizer
+from edge_sr.quantize.sensitivity import SensitivityReport, most_sensitive
 from edge_sr.quantize.sensitivity import sensitivity as _sensitivity
 from torch import nn
 
 from edge_sr.errors import ConfigError
 
 __all__ = [
-    "TARGETS",
     "CalibrationSet",
     "FP16Report",
     "QuantSpec",
@@ -67,8 +66,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-TARGETS = ("coreml", "executorch", "onnx", "tflite")
-CoreMLMode = Literal["w8a8", "weights", "palettize"]
 
 
 @dataclass(frozen=True)
@@ -76,14 +73,16 @@ class QuantSpec:
     """How to quantize.
 
     Attributes:
-        int8_io: TFLite only: int8 input (scale / zero point in the manifest) instead of float32 I/O.
+        int8_io: int8 input (scale / zero point in the manifest) instead of float32 I/O, where the target
+            offers it (``INT8_IO``: tflite).
         keep_float: layers (torch module paths, e.g. ``body.0.0``) left in float.
         float_input_layers: also leave in float the convs that read the image (:func:`.pt2e.input_layers`:
             the head conv, a conv-made residual). On by default for the activation-quantizing modes (PT2E
             and ONNX static): x2 PTQ on ExecuTorch loses 0.119 / 0.061 dB instead of 0.137 / 0.070 and runs
             faster (XNNPACK's 3-channel int8 path is slower than float; docs/BENCHMARKS.md). ``False``
             quantizes every conv, as do ``int8_io`` and ``qat(form="train")``.
-        coreml_mode: ``w8a8`` (PT2E), ``weights`` (int8 weight-only) or ``palettize`` (k-means LUT).
+        mode: one of the target's ``QUANT_MODES`` (default: its first, e.g. ``w8a8``; coreml also has
+            ``weights`` (int8 weight-only) and ``palettize`` (k-means LUT); onnx has ``qdq``).
         palettize_bits: LUT size for ``palettize`` (2^bits entries per tensor).
         batch_size: calibration batch size.
     """
@@ -91,66 +90,51 @@ class QuantSpec:
     int8_io: bool = False
     keep_float: tuple[str, ...] = ()
     float_input_layers: bool = True
-    coreml_mode: CoreMLMode = "w8a8"
+    mode: str | None = None
     palettize_bits: int = 6
     batch_size: int = 8
 
 
-def _check_target(target: str, spec: QuantSpec) -> None:
-    if target not in TARGETS:
-        raise ConfigError(None, f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
-    if spec.int8_io and target != "tflite":
-        raise ConfigError(None, f"int8 I/O is a tflite option; {target} artifacts keep float32 I/O")
-    if spec.coreml_mode not in ("w8a8", "weights", "palettize"):
+def _target(target: str, spec: QuantSpec) -> tuple[Any, str]:
+    """The target module and the quantization mode; ``ConfigError`` for what the target cannot take."""
+    from edge_sr.convert import quantizable_targets, target_module
+
+    mod = target_module(target)
+    if not mod.QUANT_MODES:
         raise ConfigError(
-            None, f"unknown CoreML mode {spec.coreml_mode!r}; choose w8a8, weights or palettize"
+            None, f"{target} has no INT8 artifacts; choose from {', '.join(quantizable_targets())}"
         )
+    mode = spec.mode or mod.QUANT_MODES[0]
+    if mode not in mod.QUANT_MODES:
+        raise ConfigError(
+            None, f"unknown {target} quantization mode {mode!r}; choose from {', '.join(mod.QUANT_MODES)}"
+        )
+    if spec.int8_io and not mod.INT8_IO:
+        raise ConfigError(None, f"{target} artifacts keep float32 I/O; int8 I/O is not offered there")
+    return mod, mode
 
 
 def deploy_form(model: nn.Module) -> nn.Module:
-    """The fused (deploy) form of ``model`` in eval mode, keeping its registry name and args."""
+    """The fused (deploy) form of ``model`` in eval mode, keeping its model card."""
     from edge_sr.reparam import has_fusable, reparameterize
 
-    out = reparameterize(model) if has_fusable(model) else model.eval()
-    for attr in ("edge_sr_arch", "edge_sr_args", "edge_sr_source"):
-        if hasattr(model, attr):
-            setattr(out, attr, getattr(model, attr))
-    return out
+    return reparameterize(model) if has_fusable(model) else model.eval()
 
 
 def _carry(src: nn.Module, dst: nn.Module) -> nn.Module:
-    for attr in ("edge_sr_arch", "edge_sr_args", "edge_sr_source"):
-        if hasattr(src, attr):
-            setattr(dst, attr, getattr(src, attr))
-    if not hasattr(dst, "scale") and hasattr(src, "scale"):
-        dst.scale = src.scale  # type: ignore[assignment]
-    return dst
+    from edge_sr.models import carry_card
 
-
-def _export_spec(target: str, calib: CalibrationSet, precision: str) -> Any:
-    from edge_sr.convert import ExportSpec
-
-    # CoreML quantize / dequantize ops need iOS17; calibration shape = export shape
-    extra = {"deployment_target": "iOS17"} if target == "coreml" else {}
-    return ExportSpec(input_size=calib.input_size, precision=precision, **extra)  # type: ignore[arg-type]
-
-
-def _scheme(target: str, spec: QuantSpec) -> str:
-    from edge_sr.quantize import coreml, litert, onnx, xnnpack
-
-    if target == "coreml":
-        return coreml.SCHEMES[spec.coreml_mode]
-    return {"executorch": xnnpack.SCHEME, "tflite": litert.SCHEME, "onnx": onnx.SCHEME}[target]
+    return carry_card(src, dst)
 
 
 def _resolve_keep(
-    target: str, net: nn.Module, calib: CalibrationSet, spec: QuantSpec
+    mod: Any, mode: str, net: nn.Module, calib: CalibrationSet, spec: QuantSpec
 ) -> tuple[QuantSpec, list[str]]:
-    """``spec`` with the input layers added to ``keep_float`` when ``float_input_layers`` applies to ``target``,
-    and the layers it added."""
+    """``spec`` with the input layers added to ``keep_float`` when ``float_input_layers`` applies to the
+    target's mode (activation-quantizing modes only), and the layers it added."""
     from edge_sr.quantize.pt2e import input_layers
 
-    weight_only = target == "coreml" and spec.coreml_mode != "w8a8"
+    weight_only = mode not in mod.PT2E_MODES and mode != "qdq"
     # int8 I/O asks for the quantized image at the input: the layers that read it must be int8
     if not spec.float_input_layers or weight_only or spec.int8_io:
         return spec, []
@@ -160,9 +144,10 @@ def _resolve_keep(
     return dataclasses.replace(spec, keep_float=(*spec.keep_float, *extra)), extra
 
 
-def _wrap_io(target: str, deploy: nn.Module, spec: QuantSpec) -> tuple[nn.Module, tuple[str, ...]]:
-    """TFLite with float I/O: clamp in front (see :mod:`.litert`); module paths move under ``model.``."""
-    if target == "tflite" and not spec.int8_io:
+def _wrap_io(mod: Any, deploy: nn.Module, spec: QuantSpec) -> tuple[nn.Module, tuple[str, ...]]:
+    """Float I/O on a target whose converter would quantize the input (``FLOAT_IO_CLAMP``: tflite): an
+    unannotated clamp in front keeps it float; module paths move under ``model.``."""
+    if mod.FLOAT_IO_CLAMP and not spec.int8_io:
         return ClampInput(deploy), tuple(f"model.{n}" for n in spec.keep_float)
     return deploy, spec.keep_float
 
@@ -170,27 +155,20 @@ def _wrap_io(target: str, deploy: nn.Module, spec: QuantSpec) -> tuple[nn.Module
 def _export_quantized(
     gm: nn.Module,
     deploy: nn.Module,
-    target: str,
+    mod: Any,
+    mode: str,
     calib: CalibrationSet,
-    spec: QuantSpec,
     q: Any,
     out: Any,
     quantization: dict[str, Any],
     source: Any,
 ) -> Any:
-    from edge_sr.convert import export
-    from edge_sr.quantize import litert
+    from edge_sr.convert import ExportSpec, export
 
     _carry(deploy, gm)
-    options = litert.export_options(q) if target == "tflite" else {}
+    spec = ExportSpec(input_size=calib.input_size, precision="int8")  # calibration shape = export shape
     return export(
-        gm,
-        target,
-        out,
-        _export_spec(target, calib, "int8"),
-        source=source,
-        quantization=quantization,
-        options=options,
+        gm, mod.NAME, out, spec, source=source, quantization=quantization, options=mod.quant_options(q, mode)
     )
 
 
@@ -207,9 +185,9 @@ def ptq(
 
     Args:
         model: train or deploy form (fused first).
-        target: coreml, executorch, onnx or tflite.
+        target: a target with INT8 modes (``edge_sr.convert.quantizable_targets()``).
         calib: calibration patches at the export input size (the artifact's fixed input size).
-        spec: options (int8 I/O, layers kept float, CoreML mode).
+        spec: options (int8 I/O, layers kept float, the target's quantization mode).
         out: artifact path or folder.
         source: the checkpoint (its sha256 goes into the manifest).
 
@@ -217,34 +195,42 @@ def ptq(
         ``edge_sr.convert.Artifact``.
     """
     spec = spec or QuantSpec()
-    _check_target(target, spec)
+    mod, mode = _target(target, spec)
     deploy = deploy_form(model)
     if spec.keep_float:
         check_layers(deploy, spec.keep_float)
-    spec, float_inputs = _resolve_keep(target, deploy, calib, spec)
+    spec, float_inputs = _resolve_keep(mod, mode, deploy, calib, spec)
     quantization = {
-        "scheme": _scheme(target, spec),
+        "scheme": mod.quant_scheme(mode),
+        "mode": mode,
         "method": "ptq",
         "calibration": calib.manifest_entry(),
         "keep_float": list(spec.keep_float),
         "float_input_layers": float_inputs,
         "int8_io": spec.int8_io,
     }
-    if target == "onnx":
-        return _onnx_ptq(deploy, calib, spec, out, quantization, source)
-    if target == "coreml" and spec.coreml_mode != "w8a8":
-        return _coreml_weights(deploy, calib, spec, out, quantization, source)
-    q = target_quantizer(target)
-    net, keep = _wrap_io(target, deploy, spec)
+    if mode not in mod.PT2E_MODES:  # the target's own quantization of its float artifact
+        return mod.quantize_artifact(
+            deploy,
+            calib,
+            mode=mode,
+            keep_float=spec.keep_float,
+            out=out,
+            quantization=quantization,
+            source=source,
+            nbits=spec.palettize_bits,
+        )
+    q = mod.quantizer(mode=mode)
+    net, keep = _wrap_io(mod, deploy, spec)
     gm = quantize_model(
         net,
         q,
         calib.batches(spec.batch_size),
         calib.patches[:2],
         keep_float=keep,
-        fold_quantize=target != "tflite",  # litert-torch folds the weights itself
+        fold_quantize=mod.FOLD_QUANTIZE,
     )
-    return _export_quantized(gm, deploy, target, calib, spec, q, out, quantization, source)
+    return _export_quantized(gm, deploy, mod, mode, calib, q, out, quantization, source)
 
 
 def qat(
@@ -262,7 +248,7 @@ def qat(
     out: str | os.PathLike[str],
     source: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """Quantization-aware fine-tuning, then INT8 export (PT2E targets: executorch, tflite, coreml W8A8).
+    """Quantization-aware fine-tuning, then INT8 export (the PT2E modes of a target: ``PT2E_MODES``).
 
     Fuses first (``form="deploy"``), exports the training graph with a dynamic batch, calibrates the
     fake-quant observers on ``calib``, fine-tunes with L1 on ``HRFolderDataset(data)`` LR/HR patches at the
@@ -272,15 +258,12 @@ def qat(
     from torch.utils.data import DataLoader
 
     from edge_sr.data import HRFolderDataset, IndexRangeSampler
+    from edge_sr.models import card_of
 
     spec = spec or QuantSpec()
-    _check_target(target, spec)
-    if target == "onnx" or (target == "coreml" and spec.coreml_mode != "w8a8"):
-        raise ConfigError(
-            None,
-            f"QAT runs through PT2E: executorch, tflite or coreml w8a8, not {target} "
-            f"{'' if target == 'onnx' else spec.coreml_mode}".strip(),
-        )
+    mod, mode = _target(target, spec)
+    if mode not in mod.PT2E_MODES:
+        raise ConfigError(None, f"QAT runs through PT2E; {qat_targets_text()}, not {target} {mode}")
     if iters < 1:
         raise ConfigError(None, f"QAT needs at least one iteration (got {iters})")
     base = deploy_form(model) if form == "deploy" else model.eval()
@@ -288,15 +271,15 @@ def qat(
         # the multi-branch graph's input branches (1x1 convs feeding int8 3x3 / masked convs) with float
         # input layers lower to a program that crashes ExecuTorch's runtime (segfault in a copy): quantize all
         spec = dataclasses.replace(spec, float_input_layers=False)
-    spec, float_inputs = _resolve_keep(target, base, calib, spec)
-    scale = int(getattr(base, "scale", 0) or getattr(model, "scale", 0))
+    spec, float_inputs = _resolve_keep(mod, mode, base, calib, spec)
+    scale = card_of(model).scale
     h, w = calib.input_size
     ds = HRFolderDataset(list(data), scale=scale, patch_size=max(h, w), seed=seed, skip_small=True)
     loader = DataLoader(ds, batch_size=batch_size, sampler=IndexRangeSampler(0, iters * batch_size))
     # crop square patches to the export shape: (b, 3, p, p) -> (b, 3, h, w), HR alike
     batches = ((x[..., :h, :w], y[..., : h * scale, : w * scale]) for x, y in loader)
-    q = target_quantizer(target, qat=True)
-    net, keep = _wrap_io(target, base, spec)
+    q = mod.quantizer(qat=True, mode=mode)
+    net, keep = _wrap_io(mod, base, spec)
     annotate = q
     if keep:
         from edge_sr.quantize.pt2e import make_keep_float_quantizer
@@ -306,9 +289,10 @@ def qat(
     prepared = prepare(net, annotate, calib.patches[:2], qat=True)
     calibrate(prepared, calib.batches(spec.batch_size))
     losses = fine_tune(prepared, batches, iters=iters, lr=lr)
-    gm = convert(prepared, fold_quantize=target != "tflite")
+    gm = convert(prepared, fold_quantize=mod.FOLD_QUANTIZE)
     quantization = {
-        "scheme": _scheme(target, spec),
+        "scheme": mod.quant_scheme(mode),
+        "mode": mode,
         "method": "qat",
         "calibration": calib.manifest_entry(),
         "keep_float": list(spec.keep_float),
@@ -325,75 +309,14 @@ def qat(
             "loss_last": losses[-1],
         },
     }
-    return _export_quantized(gm, _carry(model, base), target, calib, spec, q, out, quantization, source)
+    return _export_quantized(gm, _carry(model, base), mod, mode, calib, q, out, quantization, source)
 
 
-def _onnx_ptq(
-    deploy: nn.Module, calib: CalibrationSet, spec: QuantSpec, out: Any, quantization: dict, source: Any
-) -> Any:
-    import shutil
+def qat_targets_text() -> str:
+    """``executorch w8a8, tflite w8a8, coreml w8a8``: every target mode QAT can take."""
+    from edge_sr.convert import TARGETS, target_module
 
-    from edge_sr.convert import Artifact, export
-    from edge_sr.convert.manifest import (
-        embedded_metadata,
-        manifest_path,
-        sha256_path,
-        size_bytes,
-        write_manifest,
-    )
-    from edge_sr.quantize import onnx as qonnx
-
-    from edge_sr.io_utils import atomic_path
-
-    float_art = None
-    out = Path(out)
-    scratch = qonnx.float_export_dir(out if out.suffix else out / "model.onnx")
-    try:
-        float_art = export(deploy, "onnx", scratch, _export_spec("onnx", calib, "fp32"), source=source)
-        path = out if out.suffix else out / float_art.path.name.replace("_fp32", "_int8")
-        manifest = {**float_art.manifest, "artifact": path.name, "precision": "int8"}
-        manifest["quantization"] = quantization
-        with atomic_path(manifest_path(path)) as tmp_m, atomic_path(path) as tmp:
-            facts = qonnx.quantize_file(
-                float_art.path,
-                tmp,
-                calib.patches.numpy(),
-                keep_float=spec.keep_float,
-                metadata=embedded_metadata(manifest),
-            )
-            quantization["onnxruntime"] = facts
-            manifest.update(artifact_sha256=sha256_path(tmp), size_bytes=size_bytes(tmp))
-            write_manifest(tmp_m, manifest)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return Artifact(path, manifest_path(path), manifest)
-
-
-def _coreml_weights(
-    deploy: nn.Module, calib: CalibrationSet, spec: QuantSpec, out: Any, quantization: dict, source: Any
-) -> Any:
-    from edge_sr.convert import Artifact, export
-    from edge_sr.convert.manifest import write_manifest
-    from edge_sr.quantize import coreml
-
-    mode = spec.coreml_mode
-    transform = coreml.weight_transform(mode, nbits=spec.palettize_bits)  # type: ignore[arg-type]
-    art = export(
-        deploy,
-        "coreml",
-        out,
-        _export_spec("coreml", calib, "int8"),
-        source=source,
-        quantization=quantization,
-        options={"transform": transform},
-    )
-    convs = coreml.compressed_convs(art.path)
-    quantization.update(
-        weight_threshold=0, convs=convs, bits=spec.palettize_bits if mode == "palettize" else 8
-    )
-    manifest = {**art.manifest, "quantization": quantization}
-    write_manifest(art.manifest_path, manifest)
-    return Artifact(art.path, art.manifest_path, manifest)
+    return ", ".join(f"{t} {m}" for t in TARGETS for m in target_module(t).PT2E_MODES)
 
 
 def fp16_check(model: nn.Module, calib: CalibrationSet, *, underflow_share: float = 0.01) -> FP16Report:
@@ -411,16 +334,16 @@ def fp16_export(
     mixed: bool = True,
 ) -> Any:
     """FP16 artifact after the range check; offending layers stay FP32 where the target allows it."""
-    from edge_sr.convert import export
+    from edge_sr.convert import ExportSpec, export, target_module
 
-    if target not in TARGETS:
-        raise ConfigError(None, f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    mod = target_module(target)
     deploy = deploy_form(model)
     report = fp16_ranges(deploy, calib.batches())
     fp32_layers: list[str] = []
     net = deploy
     if report.offenders:
-        if mixed and target in MIXED_PRECISION_TARGETS:
+        # per-layer precision where FP16 is a float16 graph inside casts: FP32 spans are cast back
+        if mixed and mod.FP16_BY_CAST:
             fp32_layers = fp32_spans(report)
             net = _carry(deploy, keep_fp32(deploy, fp32_layers))
         else:
@@ -432,8 +355,9 @@ def fp16_export(
         "fp16_check": {"offenders": report.offenders, "calibration": calib.manifest_entry()},
         "fp32_layers": fp32_layers,
     }
+    spec = ExportSpec(input_size=calib.input_size, precision="fp16")
     return export(
-        net, target, out, _export_spec(target, calib, "fp16"), source=source, quantization=quantization
+        net, target, out, spec, source=source, quantization=quantization, options=mod.quant_options(None)
     )
 
 

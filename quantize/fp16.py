@@ -26,7 +26,6 @@ from torch import Tensor, nn
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14
 FP16_MIN_SUBNORMAL = 2.0**-24
-MIXED_PRECISION_TARGETS = ("executorch", "onnx")
 
 
 @dataclass

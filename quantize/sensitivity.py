@@ -20,6 +20,8 @@ import torch
 from edge_sr.quantize.pt2e import conv_layers, quantize_model, sqnr
 from torch import Tensor, nn
 
+from edge_sr.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class LayerSensitivity:
@@ -47,14 +49,16 @@ class SensitivityReport:
 
 
 def target_quantizer(target: str, *, qat: bool = False) -> Any:
-    """The PT2E quantizer a target owns (XNNPACK's for ONNX, see the module docstring)."""
-    from edge_sr.quantize import coreml, litert, xnnpack
+    """The PT2E quantizer a target owns (ONNX's simulates its QDQ scheme, see the module docstring)."""
+    from edge_sr.convert import quantizable_targets, target_module
 
-    if target == "tflite":
-        return litert.quantizer(qat=qat)
-    if target == "coreml":
-        return coreml.quantizer(qat=qat)
-    return xnnpack.quantizer(qat=qat)
+    q = target_module(target).quantizer(qat=qat)
+    if q is None:
+        raise ConfigError(
+            None,
+            f"{target} has no INT8 quantizer to rank layers with; choose from {', '.join(quantizable_targets())}",
+        )
+    return q
 
 
 @torch.no_grad()

@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The data root (benchmarks/ and train/): EDGE_SR_DATA when set, else ../shared/data beside the repository.
+# The library reads EDGE_SR_DATA only (edge_sr.data.data_path), so it is set here for it when unset.
+DATA_ROOT = Path(os.environ.get("EDGE_SR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+if not os.environ.get("EDGE_SR_DATA") and DATA_ROOT.is_dir():
+    os.environ["EDGE_SR_DATA"] = str(DATA_ROOT)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """``../shared/data`` beside the repository (benchmarks and training images); skips when absent."""
+    """The data root (``DATA_ROOT``: benchmarks and training images); skips when absent."""
     if not DATA_ROOT.is_dir():
         pytest.skip(f"test data not found at {DATA_ROOT}")
     return DATA_ROOT

@@ -1,5 +1,6 @@
-"""`edge-sr bench`: one real cell (convert -> verify -> profile) on a tiny model, the report section, the
-Pareto plot, the resume cache, and the Pareto front itself."""
+"""`edge-sr bench`: one real matrix cell per precision (convert -> verify -> profile) on a tiny model, the
+report section, the Pareto plot, the resume cache, the Pareto front, the data default, and the `--json`
+object of the cheap kinds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 from edge_sr.bench import Settings, bench_matrix, pareto_front
+from edge_sr.cli import main
+from edge_sr.errors import ConfigError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -58,17 +61,23 @@ def test_bench_one_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         out=md,
         plot=png,
         workdir=tmp_path / "work",
-        settings=Settings(runs=3, warmup=1, threads=1),
+        settings=Settings(runs=3, warmup=1, threads=1, calib=str(data / "HR"), calib_count=2),
     )
     res = bench_matrix(**kw)
     ok, int8 = res["rows"]
     assert ok["status"] == "ok", ok
     assert ok["psnr"] == pytest.approx(ok["psnr_float"], abs=1e-3) and ok["passed"] is True
     assert ok["median_ms"] > 0 and ok["size_bytes"] > 1000 and ok["gmacs"] > 0
-    assert int8["status"].startswith(("ok", "skipped", "failed"))  # INT8 runs once quantize lands
+    assert int8["status"] == "ok", int8
+    assert int8["size_bytes"] > 0 and int8["median_ms"] > 0 and int8["passed"] is not None
+    assert abs(int8["psnr_loss"]) < 3  # INT8 of an untrained tiny net: near its float model
+    for row in (ok, int8):
+        for key in ("percent_of_theoretical_peak", "percent_of_measured_peak"):
+            assert row[key] is None or 0 < row[key] <= 100
     text = md.read_text()
     assert "keep me" in text and "<!-- matrix:begin -->" in text
-    assert "| tiny_x2 | onnx | fp32 | 16x16 |" in text and "Machine:" in text and "onnxruntime" in text
+    assert "| tiny_x2 | onnx | fp32 | 16x16 |" in text and "| tiny_x2 | onnx | int8 | 16x16 |" in text
+    assert "Machine:" in text and "onnxruntime" in text and "Command: `edge-sr bench matrix`" in text
     assert png.read_bytes()[:8] == PNG
     cache = json.loads(md.with_suffix(".cache.json").read_text())
     assert any(v["artifact_sha256"] == ok["artifact_sha256"] for v in cache.values())
@@ -85,8 +94,77 @@ def test_bench_one_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_bench_cli_bad_target(capsys: pytest.CaptureFixture[str]) -> None:
-    from edge_sr.cli import main
+    assert main(["bench", "matrix", "--targets", "coremk"]) == 2
+    err = capsys.readouterr().err
+    assert "coremk" in err and "executorch" in err  # the choices come from edge_sr.convert.TARGETS
 
-    with pytest.raises(SystemExit):
-        main(["bench", "--targets", "coremk"])
-    assert "invalid choice" in capsys.readouterr().err
+
+def test_matrix_needs_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --data and no EDGE_SR_DATA: a one-line error saying what to pass, before any cell runs."""
+    monkeypatch.delenv("EDGE_SR_DATA", raising=False)
+    with pytest.raises(ConfigError, match="EDGE_SR_DATA"):
+        bench_matrix(targets=["onnx"], precisions=["fp32"], out=None, plot=None, workdir=tmp_path)
+
+
+def test_bench_reparam_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    md = tmp_path / "B.md"
+    argv = ["bench", "reparam", "--models", "ecbsr_m4c8", "--input-size", "8x12", "--runs", "1"]
+    assert main([*argv, "--cpu-time", "--out", str(md), "--json"]) == 0
+    out = capfd.readouterr().out.strip().splitlines()
+    assert len(out) == 1  # exactly one JSON object
+    obj = json.loads(out[0])
+    (row,) = obj["rows"]
+    assert row["name"] == "ecbsr_m4c8" and row["params_deploy"] < row["params_train"] and row["speedup"] > 0
+    text = md.read_text()
+    assert "<!-- reparam:begin -->" in text and "Machine:" in text
+    assert "Command: `edge-sr bench reparam --models ecbsr_m4c8 --runs 1 --input-size 8x12 --cpu-time" in text
+
+
+def test_bench_collapse_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    _, data = tiny_setup(tmp_path)
+    md = tmp_path / "B.md"
+    argv = ["bench", "collapse", "--model", "ecbsr_m4c8", "--steps", "2", "--batch", "2", "--patch", "8"]
+    argv += ["--data", str(data / "HR"), "--val", str(data), "--out", str(md), "--json"]
+    assert main(argv) == 0
+    obj = json.loads(capfd.readouterr().out)
+    assert obj["multi_branch_ms"] > 0 and obj["collapsed_ms"] > 0 and obj["speedup"] > 0
+    assert obj["collapsed_psnr"] > 10 and obj["multi_branch_psnr"] > 10
+    assert "<!-- train-collapsed:begin -->" in md.read_text()
+
+
+def test_bench_quantize_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    ckpt, data = tiny_setup(tmp_path)
+    md = tmp_path / "B.md"
+    argv = ["bench", "quantize", str(ckpt), "--targets", "onnx", "--input-size", "16x16", "--latency", "no"]
+    argv += [
+        "--benchmarks",
+        str(tmp_path),
+        "--sets",
+        "data",
+        "--calib",
+        str(data / "HR"),
+        "--calib-count",
+        "2",
+    ]
+    assert main([*argv, "--qat-iters", "0", "--out", str(md), "--section", "q", "--json"]) == 0
+    # onnxruntime's calibration prints through sys.stdout, which capfd replaces (in a real run the CLI sends
+    # it to stderr): the JSON object is the last line
+    obj = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    variants = {r["variant"]: r for r in obj["rows"]}
+    assert set(variants) == {"float", "fp16", "int8-ptq"}  # onnx has no weight-only mode and no PT2E QAT
+    for r in variants.values():
+        assert r["note"] == "" and r["size_bytes"] > 0 and "data" in r["psnr"]
+    assert variants["float"]["psnr"]["data"] == pytest.approx(
+        variants["float"]["psnr_float"]["data"], abs=1e-3
+    )
+    assert obj["latency"] == {} and "| ecbsr_m4c8 x2 | onnx | int8-ptq |" in md.read_text()
+
+
+def test_bench_gpu_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the benchmark would run")
+    assert main(["bench", "gpu", "--json"]) == 2
+    err = capsys.readouterr()
+    assert err.out == "" and "CUDA" in err.err and len(err.err.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edge_sr.errors import CheckpointError
-from edge_sr.models import create_model, load_checkpoint, load_state_dict_file, save_checkpoint
+from edge_sr.models import card_of, create_model, load_checkpoint, load_state_dict_file, save_checkpoint
 from edge_sr.models.checkpoint import load_into, read_metadata
 
 
@@ -30,7 +30,7 @@ def test_round_trip_keeps_arch_args_scale_form(tmp_path) -> None:
     assert meta["arch"] == "srvgg_compact" and meta["scale"] == 3 and meta["form"] == "deploy"
     assert meta["args"] == {"scale": 3, "num_feat": 4, "num_conv": 2}
     back = load_checkpoint(path)
-    assert back.edge_sr_args == m.edge_sr_args and not back.training
+    assert card_of(back).args == card_of(m).args and not back.training
     assert _same(m, back)
 
 

@@ -13,7 +13,7 @@ from edge_sr.convert.manifest import sha256_path
 from torch import nn
 
 from edge_sr.errors import ConfigError, ConversionError
-from edge_sr.models import create_model, list_models
+from edge_sr.models import ModelCard, create_model, list_models
 from edge_sr.reparam import has_fusable
 
 ALL_TARGETS = sorted(TARGETS)
@@ -180,7 +180,15 @@ def test_coreml_image_io(out_dir, ecbsr) -> None:
 
 
 def test_executorch_coreml_delegate_lowers(out_dir, ecbsr) -> None:
-    art = export(ecbsr, "executorch", out_dir / "ct.pte", ExportSpec(input_size=(16, 16), delegate="coreml"))
+    from edge_sr.convert.executorch import Options
+
+    art = export(
+        ecbsr,
+        "executorch",
+        out_dir / "ct.pte",
+        ExportSpec(input_size=(16, 16)),
+        options=Options(delegate="coreml"),
+    )
     assert art.manifest["target_info"]["delegate"] == "coreml"
     assert art.manifest["target_info"]["delegate_calls"] >= 1 and art.size_bytes > 0
 
@@ -193,6 +201,8 @@ def test_executorch_coreml_delegate_lowers(out_dir, ecbsr) -> None:
         ("tflite", ExportSpec(pixel_shuffle="depth_to_space")),
         ("executorch", ExportSpec(sizes=((8, 8), (16, 16)))),
         ("onnx", ExportSpec(precision="int8")),
+        ("pt2", ExportSpec(sizes=((8, 8), (16, 16)))),
+        ("pt2", ExportSpec(io="image")),
     ],
 )
 def test_unsupported_spec_is_one_line_and_writes_nothing(tmp_path, ecbsr, target, spec) -> None:
@@ -203,7 +213,7 @@ def test_unsupported_spec_is_one_line_and_writes_nothing(tmp_path, ecbsr, target
 
 
 def test_unknown_target_and_bad_suffix(tmp_path, ecbsr) -> None:
-    with pytest.raises(ConfigError, match="choose from coreml, executorch, onnx, tflite"):
+    with pytest.raises(ConfigError, match=f"choose from {', '.join(sorted(TARGETS))}"):
         export(ecbsr, "coremk", tmp_path)
     with pytest.raises(ConfigError, match=r"\.onnx"):
         export(ecbsr, "onnx", tmp_path / "m.tflite")
@@ -217,7 +227,7 @@ def test_converter_failure_names_the_op_and_leaves_nothing(tmp_path, ecbsr, monk
         path.write_bytes(b"half")  # a partial artifact
         raise NotImplementedError("Unsupported op 'aten.frobnicate.default' in graph\nmore lines")
 
-    monkeypatch.setattr(mod, "write", broken)
+    monkeypatch.setattr(mod, "export", broken)
     with pytest.raises(ConversionError) as e:
         export(ecbsr, "onnx", tmp_path / "m.onnx", ExportSpec(input_size=(8, 8)))
     msg = str(e.value)
@@ -232,6 +242,59 @@ class _Erfinv(nn.Module):
 
 def test_real_unsupported_op_on_coreml(tmp_path) -> None:
     with pytest.raises(ConversionError) as e:
-        export(_Erfinv(), "coreml", tmp_path / "m.mlpackage", ExportSpec(input_size=(8, 8)))
+        model = ModelCard("erfinv", {"scale": 2}, scale=2, form="deploy").attach(_Erfinv())
+        export(model, "coreml", tmp_path / "m.mlpackage", ExportSpec(input_size=(8, 8)))
     assert "erfinv" in str(e.value) and "coreml" in str(e.value)
     assert not any(tmp_path.iterdir())
+
+
+def test_options_are_typed_per_target(tmp_path, ecbsr) -> None:
+    from edge_sr.convert import onnx as onnx_target
+
+    with pytest.raises(ConfigError, match="opset 17 is too old"):
+        onnx_target.Options(opset=17)
+    with pytest.raises(ConfigError, match="edge_sr.convert.onnx.Options"):
+        export(ecbsr, "onnx", tmp_path / "m.onnx", ExportSpec(input_size=(8, 8)), options={"opset": 18})
+    art = export(
+        ecbsr,
+        "onnx",
+        tmp_path / "m.onnx",
+        ExportSpec(input_size=(8, 8)),
+        options=onnx_target.Options(opset=19),
+    )
+    assert art.manifest["target_info"]["opset"] == 19
+    assert not (tmp_path / "x.pte").exists()
+
+
+def test_every_target_module_satisfies_the_contract() -> None:
+    """Each registered module has every member of the Target protocol, and suffixes are distinct."""
+    from edge_sr.convert import suffixes
+    from edge_sr.convert.target import Target
+
+    members = [m for m in Target.__annotations__] + [
+        m for m in vars(Target) if callable(getattr(Target, m)) and not m.startswith("_")
+    ]
+    for name in TARGETS:
+        mod = target_module(name)
+        missing = [m for m in members if not hasattr(mod, m)]
+        assert not missing, f"{name} lacks {missing}"
+        assert mod.NAME == name and mod.SUFFIX.startswith(".")
+        assert set(mod.PT2E_MODES) <= set(mod.QUANT_MODES)
+        assert callable(mod.Options)
+    assert sorted(suffixes().values()) == sorted(TARGETS)
+
+
+def test_pt2_dynamic_range_runs_every_size_and_refuses_outside(tmp_path, ecbsr) -> None:
+    from edge_sr.errors import RuntimeBackendError
+    from edge_sr.runtime import load
+
+    art = export(ecbsr, "pt2", tmp_path / "m.pt2", ExportSpec(dynamic=(8, 40)))
+    assert art.manifest["input_shape"] == {"mode": "dynamic", "min": 8, "max": 40}
+    runner = load(art.path)
+    for h, w in ((8, 8), (13, 40), (40, 21)):
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+        with torch.no_grad():
+            ref = ecbsr(x).numpy()
+        assert np.abs(runner.forward(x.numpy()) - ref).max() <= 1e-4
+    with pytest.raises(RuntimeBackendError):
+        runner.backend.forward(np.zeros((1, 3, 41, 8), np.float32))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_ROOT
 from PIL import Image
 
 from edge_sr.data import (
@@ -19,7 +20,7 @@ from edge_sr.data import (
 )
 from edge_sr.errors import InputError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_ROOT
 
 
 def _rand_images(folder: Path, n: int, size: tuple[int, int] = (60, 44), seed: int = 0) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Reference execution of saved Core ML programs (edge_sr.runtime.mil) against the PyTorch models."""
+"""Reference execution of saved Core ML programs (edge_sr.convert.coreml_mil) against the PyTorch models."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from torch import nn
 from edge_sr.errors import InputError, RuntimeBackendError
 from edge_sr.models import create_model, get_entry, list_models
 from edge_sr.reparam import reparameterize
-from edge_sr.runtime.mil import MILRunner, load_program, supported_ops
+from edge_sr.convert.coreml_mil import MILRunner, load_program, supported_ops
 
 ct = pytest.importorskip("coremltools")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
@@ -322,7 +322,7 @@ def test_constexpr_kernels_match_coremltools(ecbsr, lr, tmp_path, target, kind) 
     """Our decompression of every constexpr op equals coremltools' own, and the program still runs."""
     import coremltools.optimize.coreml as cto
 
-    from edge_sr.runtime.mil_ops import OPS
+    from edge_sr.convert.coreml_mil_ops import OPS
 
     if kind == "int4_block" and target == "iOS17":
         pytest.skip("block-wise int4 needs iOS18")  # not an executor limit: coremltools refuses it

@@ -9,7 +9,7 @@ import torch
 
 from edge_sr.cli import main
 from edge_sr.errors import ConfigError
-from edge_sr.models import create_model, get_entry, list_models, load_checkpoint, save_checkpoint
+from edge_sr.models import card_of, create_model, get_entry, list_models, load_checkpoint, save_checkpoint
 from edge_sr.models.stats import count_params, macs_per_lr_pixel, model_summary
 
 # Tiny overrides per family so the whole zoo runs in seconds on two cores.
@@ -61,7 +61,7 @@ def test_checkpoint_round_trip(name: str, tmp_path) -> None:
         p.data.add_(0.01 * torch.randn_like(p))
     path = save_checkpoint(m, tmp_path / f"{name}.safetensors")
     back = load_checkpoint(path)
-    assert back.edge_sr_args == m.edge_sr_args
+    assert card_of(back).args == card_of(m).args
     x = torch.rand(1, 3, 11, 9)
     with torch.no_grad():
         assert torch.equal(back(x), m(x))

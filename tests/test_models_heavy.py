@@ -12,7 +12,6 @@ from torch import nn
 
 from edge_sr.errors import CheckpointError, ConfigError
 from edge_sr.models import create_model, list_models, load_checkpoint
-from edge_sr.models.fp16_ranges import activation_ranges, fp16_unsafe_layers
 from edge_sr.models.hat import overlapping_windows
 from edge_sr.models.swin_common import (
     cyclic_shift,
@@ -347,34 +346,39 @@ def test_unknown_argument_raises() -> None:
 
 
 # ---- FP16 ranges -------------------------------------------------------------------------------------------
-def test_activation_ranges_flag_overflow_and_underflow() -> None:
+def test_fp16_ranges_flag_overflow_and_underflow() -> None:
+    from edge_sr.quantize.fp16 import fp16_ranges
+
     model = create_model("swinir_classical", scale=2, **TINY["swinir_classical"]).eval()
     x = torch.rand(1, 3, 8, 8)
-    ranges = activation_ranges(model, x)
-    assert "layers.0.residual_group.blocks.1.mlp.fc1" in ranges and "" in ranges
-    assert fp16_unsafe_layers(ranges) == []
-    lo, hi = ranges["conv_first"][:2]
-    assert lo < hi
+    fc1_name = "layers.0.residual_group.blocks.1.mlp.fc1"
+    report = fp16_ranges(model, [x])
+    rows = {r.name: r for r in report.layers}
+    assert fc1_name in rows and "<output>" in rows
+    # nothing overflows and (beyond subnormals, which the offender list also counts) nothing flushes to zero
+    assert [r.name for r in report.layers if r.overflow or r.flushed > 0.01 * r.nonzero] == []
+    assert rows["conv_first"].max_abs > 0 and rows["conv_first"].nonzero > 0
     fc1 = model.layers[0].residual_group.blocks[1].mlp.fc1
     with torch.no_grad():
         fc1.weight.mul_(1e8)  # fc1 overflows fp16
-    ranges = activation_ranges(model, x)
-    bad = fp16_unsafe_layers(ranges)
-    assert "layers.0.residual_group.blocks.1.mlp.fc1" in bad
-    assert ranges["layers.0.residual_group.blocks.1.mlp.fc1"].overflow
-    assert "conv_first" not in bad
+    report = fp16_ranges(model, [x])
+    rows = {r.name: r for r in report.layers}
+    assert fc1_name in report.offenders
+    assert rows[fc1_name].overflow
+    assert "conv_first" not in report.offenders
     with torch.no_grad():
         fc1.weight.mul_(1e-8)
         model.conv_first.weight.mul_(1e-9)
         model.conv_first.bias.zero_()  # conv_first's outputs sit below fp16's smallest subnormal
-    ranges = activation_ranges(model, x)
-    assert ranges["conv_first"].underflow and not ranges["conv_first"].overflow
+    rows = {r.name: r for r in fp16_ranges(model, [x]).layers}
+    assert rows["conv_first"].underflow and not rows["conv_first"].overflow
+    assert rows["conv_first"].flushed > 0
 
 
 def test_gpu_bench_without_cuda_says_so(capsys) -> None:
-    from edge_sr import gpu_bench
+    from edge_sr.cli import main
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the benchmark would run")
-    assert gpu_bench.main([]) == 2
+    assert main(["bench", "gpu"]) == 2
     assert "CUDA" in capsys.readouterr().err

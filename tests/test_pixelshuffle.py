@@ -9,6 +9,8 @@ from edge_sr.convert.pixelshuffle import ConvTransposeShuffle, lower_pixel_shuff
 from edge_sr.convert.spec import PIXEL_SHUFFLE_MODES
 from torch import nn
 
+from edge_sr.models import ModelCard
+
 
 class _Tiny(nn.Module):
     """conv -> (N, C·s², H, W) -> pixel shuffle -> (N, C, H·s, W·s)."""
@@ -64,7 +66,7 @@ def test_lowering_through_onnx(tmp_path, mode: str) -> None:
 
     from edge_sr.runtime import load
 
-    model = _Tiny(2).eval()
+    model = ModelCard("tiny", {"scale": 2}, scale=2, form="deploy").attach(_Tiny(2).eval())
     art = export(model, "onnx", tmp_path / "m.onnx", ExportSpec(input_size=(8, 8), pixel_shuffle=mode))
     proto = onnx.load(str(art.path))
     ops = {n.op_type for n in proto.graph.node}
@@ -85,12 +87,12 @@ def test_lowering_through_onnx(tmp_path, mode: str) -> None:
     "mode,op", [("depth_to_space", "pixel_shuffle"), ("conv_transpose", "conv_transpose")]
 )
 def test_lowering_through_coreml(tmp_path, mode: str, op: str) -> None:
-    pytest.importorskip("edge_sr.runtime.mil")
+    pytest.importorskip("edge_sr.convert.coreml_mil")
     from edge_sr.convert import ExportSpec, export
 
     from edge_sr.runtime import load
 
-    model = _Tiny(2).eval()
+    model = ModelCard("tiny", {"scale": 2}, scale=2, form="deploy").attach(_Tiny(2).eval())
     art = export(model, "coreml", tmp_path / "m.mlpackage", ExportSpec(input_size=(8, 8), pixel_shuffle=mode))
     assert op in art.manifest["target_info"]["ops"]
     x = np.random.default_rng(1).random((1, 3, 8, 8), dtype=np.float32)

@@ -1,5 +1,6 @@
-"""`edge-sr profile`: local backends on tiny artifacts, MAC counting, the cached CPU peak, and the adb path
-against recorded outputs of benchmark_model / executor_runner with a fake `adb` on PATH."""
+"""`edge-sr profile`: local backends on tiny artifacts, MAC counting, the CPU peaks (theoretical from a canned
+cpuinfo, measured and cached only when settled and idle, the refusal above 100 %), and the adb path against
+recorded outputs of benchmark_model / executor_runner with a fake `adb` on PATH."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from edge_sr.convert.tflite import tflite_delegated
 from torch import nn
 
 from edge_sr.cli import main
 from edge_sr.errors import RuntimeBackendError
-from edge_sr.profile import count_macs, latency_stats, measure_peak_gmacs, profile
-from edge_sr.profile_adb import build_commands, parse_benchmark_model, parse_executor_runner, profile_adb
-from edge_sr.profile_backends import tflite_delegated
+from edge_sr.profile import count_macs, latency_stats, profile
+from edge_sr.profile import peak as peak_mod
+from edge_sr.profile.adb import build_commands, parse_benchmark_model, parse_executor_runner, profile_adb
+from edge_sr.profile.peak import PeakWarning, measure_peak, parse_cpuinfo, percent_of, theoretical_peak
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ARGS = {"scale": 2, "blocks": 1, "channels": 4}
@@ -52,6 +55,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["tflite"] = d / "m.tflite"
     for p in out.values():
         manifest = {
+            "format": "edge-sr-manifest/1",
+            "precision": "fp32",
             "arch": "ecbsr_m4c8",
             "args": ARGS,
             "scale": 2,
@@ -90,13 +95,17 @@ def test_profile_local(artifacts: dict[str, Path], kind: str) -> None:
     c, s2 = ARGS["channels"], 3 * ARGS["scale"] ** 2
     per_px = 9 * (3 * c + c * c + c * s2) + 3 * s2
     assert r.gmacs == pytest.approx(per_px * HW[0] * HW[1] / 1e9, rel=1e-6)
-    assert r.percent_of_peak is not None and r.percent_of_peak > 0
+    assert r.precision == "fp32" and r.peak_precision == "fp32"
+    assert r.theoretical_peak_gmacs_per_s and r.measured_peak_gmacs_per_s
+    for pct in (r.percent_of_theoretical_peak, r.percent_of_measured_peak):
+        assert pct is None or 0 < pct <= 100
+    assert r.percent_of_theoretical_peak is not None and r.percent_of_theoretical_peak > 0
 
 
-def test_profile_cli_json(artifacts: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_cli_json(artifacts: dict[str, Path], capfd: pytest.CaptureFixture[str]) -> None:
     rc = main(["profile", str(artifacts["onnx"]), "--runs", "3", "--warmup", "1", "--threads", "1", "--json"])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capfd.readouterr().out)
     for key in (
         "min_ms",
         "median_ms",
@@ -105,7 +114,10 @@ def test_profile_cli_json(artifacts: dict[str, Path], capsys: pytest.CaptureFixt
         "size_bytes",
         "ops",
         "gmacs",
-        "percent_of_peak",
+        "theoretical_peak_gmacs_per_s",
+        "measured_peak_gmacs_per_s",
+        "percent_of_theoretical_peak",
+        "percent_of_measured_peak",
     ):
         assert key in out
     assert {"name", "ms", "delegated"} <= set(out["ops"][0])
@@ -129,16 +141,135 @@ def test_count_macs_by_hand() -> None:
 
 def test_peak_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    peak = measure_peak_gmacs(1, n=256, repeats=2)
-    assert peak > 0.1
+    monkeypatch.setattr(peak_mod, "machine_busy", lambda *a, **k: False)
+    peak = measure_peak(1, n=256, k=2, tol=0.5)
+    assert peak.gmacs_per_s > 0.1 and peak.stable and not peak.cached and peak.rounds >= 3
     cache = json.loads((tmp_path / "cache" / "edge-sr" / "peak.json").read_text())
-    assert any(k.endswith("|threads=1") for k in cache)
+    assert any("|threads=1|" in k for k in cache)
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("re-measured although cached")
 
     monkeypatch.setattr(torch, "mm", boom)
-    assert measure_peak_gmacs(1, n=256) == peak
+    again = measure_peak(1, n=256, k=2, tol=0.5)
+    assert again.cached and again.gmacs_per_s == peak.gmacs_per_s
+
+
+def test_peak_not_cached_when_busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(peak_mod, "machine_busy", lambda *a, **k: True)
+    peak = measure_peak(1, n=128, k=2, tol=0.5)
+    assert peak.busy and not peak.cached and peak.gmacs_per_s > 0
+    assert not (tmp_path / "cache" / "edge-sr" / "peak.json").exists()
+
+
+def test_peak_not_cached_when_unsettled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(peak_mod, "machine_busy", lambda *a, **k: False)
+    peak = measure_peak(1, n=64, k=2, tol=0.0, max_rounds=3)  # an exact tie within 3 rounds never happens
+    assert not peak.stable and peak.rounds == 3
+    assert not (tmp_path / "cache" / "edge-sr" / "peak.json").exists()
+
+
+def test_machine_busy_from_loadavg() -> None:
+    assert peak_mod.machine_busy(1, loadavg="0.10 0.2 0.3 1/90 5", cpus=2) is False
+    assert peak_mod.machine_busy(1, loadavg="1.90 1.0 1.0 3/90 5", cpus=2) is True
+    assert peak_mod.machine_busy(2, loadavg="0.60 0.1 0.1 1/90 5", cpus=2) is True
+    # after a measurement: 2 threads for 1 s of wall time should have used about 2 s of CPU time
+    assert peak_mod.machine_busy(2, cpu_s=1.9, wall_s=1.0) is False
+    assert peak_mod.machine_busy(2, cpu_s=1.1, wall_s=1.0) is True
+
+
+CPUINFO_X86 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14
+cpu MHz\t\t: 2596.122
+flags\t\t: fpu sse sse2 avx fma avx2 avx512f avx512bw avx512_vnni avx_vnni
+
+processor\t: 1
+model name\t: AMD EPYC 9R14
+cpu MHz\t\t: 3700.000
+flags\t\t: fpu sse sse2 avx fma avx2 avx512f avx512bw avx512_vnni avx_vnni
+"""
+
+CPUINFO_ARM = """processor\t: 0
+BogoMIPS\t: 48.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp
+
+processor\t: 1
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp
+"""
+
+
+def test_theoretical_peak_from_cpuinfo() -> None:
+    info = parse_cpuinfo(CPUINFO_X86)
+    assert info.name == "AMD EPYC 9R14" and info.arch == "x86" and info.logical_cpus == 2
+    assert info.max_mhz == pytest.approx(3700.0)  # the highest cpu MHz line
+    # AVX-512: 16 FP32 lanes x 2 FMA ports x 3.7 GHz per core
+    fp32 = theoretical_peak(info, 1, "fp32")
+    assert fp32.gmacs_per_s == pytest.approx(16 * 2 * 3.7) and "AVX-512" in fp32.note
+    assert theoretical_peak(info, 2, "fp32").gmacs_per_s == pytest.approx(2 * 16 * 2 * 3.7)
+    assert theoretical_peak(info, 8, "fp32").gmacs_per_s == pytest.approx(2 * 16 * 2 * 3.7)  # 2 CPUs only
+    int8 = theoretical_peak(info, 1, "int8")
+    assert int8.gmacs_per_s == pytest.approx(4 * fp32.gmacs_per_s) and "avx512_vnni" in int8.note
+    # no FP16 arithmetic on this x86: FP16 programs compute in FP32
+    assert theoretical_peak(info, 1, "fp16").gmacs_per_s == pytest.approx(fp32.gmacs_per_s)
+    # the cpufreq maximum wins over the cpu MHz lines
+    assert parse_cpuinfo(CPUINFO_X86, max_khz=2_000_000).max_mhz == pytest.approx(2000.0)
+
+    avx2 = parse_cpuinfo(CPUINFO_X86.replace(" avx512f avx512bw avx512_vnni avx_vnni", ""))
+    assert theoretical_peak(avx2, 1, "fp32").gmacs_per_s == pytest.approx(8 * 2 * 3.7)
+    assert "no dot product" in theoretical_peak(avx2, 1, "int8").note
+
+    arm = parse_cpuinfo(CPUINFO_ARM, max_khz=2_400_000, machine="aarch64")
+    assert arm.arch == "arm" and arm.logical_cpus == 2
+    a32 = theoretical_peak(arm, 1, "fp32")
+    assert a32.gmacs_per_s == pytest.approx(4 * 4 * 2.4) and "NEON" in a32.note
+    assert theoretical_peak(arm, 1, "fp16").gmacs_per_s == pytest.approx(2 * a32.gmacs_per_s)
+    assert "asimddp" in theoretical_peak(arm, 1, "int8").note
+    # no clock, no peak (and it says why)
+    no_clock = theoretical_peak(parse_cpuinfo(CPUINFO_ARM, machine="aarch64"), 1, "fp32")
+    assert no_clock.gmacs_per_s is None and "clock" in no_clock.note
+
+
+def test_percent_above_100_is_refused() -> None:
+    assert percent_of(50.0, 100.0, "theoretical fp32 peak") == pytest.approx(50.0)
+    assert percent_of(100.0, 100.0, "x") == pytest.approx(100.0)
+    assert percent_of(None, 100.0, "x") is None and percent_of(10.0, None, "x") is None
+    with pytest.warns(PeakWarning, match="117 % of the measured fp32 peak"):
+        assert percent_of(117.0, 100.0, "measured fp32 peak") is None
+
+
+def test_profile_refuses_a_share_above_the_peak(
+    artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny measured peak (what a loaded machine once cached) gives a share above 100 %: not printed."""
+    import edge_sr.profile as profile_pkg
+
+    slow = peak_mod.MeasuredPeak(1e-6, 4, True, False, False)
+    monkeypatch.setattr(profile_pkg, "measure_peak", lambda threads: slow)
+    with pytest.warns(PeakWarning):
+        r = profile(artifacts["onnx"], runs=2, warmup=1, threads=1, ops=False)
+    assert r.measured_peak_gmacs_per_s == 1e-6 and r.percent_of_measured_peak is None
+    assert r.percent_of_theoretical_peak is not None and r.percent_of_theoretical_peak <= 100
+    assert "above 100 %" in (r.peak_note or "")
+    assert "n/a of the measured fp32 peak" in r.to_text()
+
+
+def test_int8_program_meets_the_int8_peak(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    """The manifest's precision picks the peak: an INT8 program has no FP32 measured peak."""
+    import shutil
+
+    art = tmp_path / "m.onnx"
+    shutil.copy(artifacts["onnx"], art)
+    manifest = json.loads(artifacts["onnx"].with_name("m.onnx.json").read_text())
+    art.with_name("m.onnx.json").write_text(json.dumps({**manifest, "precision": "int8"}))
+    r = profile(art, runs=2, warmup=1, threads=1, ops=False)
+    fp32 = theoretical_peak(peak_mod.cpu_info(), 1, "fp32").gmacs_per_s
+    assert r.peak_precision == "int8" and r.measured_peak_gmacs_per_s is None
+    assert r.percent_of_measured_peak is None
+    if fp32 is not None:
+        assert r.theoretical_peak_gmacs_per_s == pytest.approx(4 * fp32)
 
 
 def test_latency_stats() -> None:
@@ -250,7 +381,7 @@ def test_profile_adb_tflite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert any("push" in c and "m.tflite" in c for c in calls) and any("chmod +x" in c for c in calls)
 
 
-def test_profile_adb_executorch_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_profile_adb_executorch_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> None:
     _fake_adb(tmp_path / "bin", tmp_path / "adb.log", FIXTURES / "executor_runner_iterations.txt")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     art, tool = tmp_path / "m.pte", tmp_path / "executor_runner"
@@ -271,7 +402,7 @@ def test_profile_adb_executorch_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ]
     )
     assert rc == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capfd.readouterr().out)
     assert 20 < out["median_ms"] < 24 and out["ops"] == [] and "ETDump" in out["ops_note"]
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_ROOT
 from edge_sr.quantize import QuantSpec, fp16_check, from_tensors, load_calibration, ptq, sensitivity
 from edge_sr.quantize.fp16 import FP16_MAX, fp16_ranges, fp32_spans, keep_fp32
 from torch import nn
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_ROOT
 SET5_HR = DATA / "benchmarks" / "Set5" / "HR"
 SIZE = 24
 
@@ -116,8 +117,8 @@ def test_input_layers_are_the_convs_that_read_the_image(model):
 def test_ptq_input_layers_float_on_pt2e(model, calib, tmp_path):
     """ExecuTorch: the default leaves the head conv's weight float (no dequantize feeds it); the opt-out
     quantizes it, and int8 I/O (the image itself quantized) turns the default off."""
+    from edge_sr.convert.executorch import quantizer
     from edge_sr.quantize.pt2e import quantize_model
-    from edge_sr.quantize.xnnpack import quantizer
 
     art = ptq(model, "executorch", calib, out=tmp_path / "a.pte")
     assert art.manifest["quantization"]["float_input_layers"] == ["body.0.0", "residual"]
@@ -132,7 +133,7 @@ def test_ptq_input_layers_float_on_pt2e(model, calib, tmp_path):
 
 
 def test_coreml_weight_only_quantizes_every_conv(model, calib, tmp_path):
-    art = ptq(model, "coreml", calib, QuantSpec(coreml_mode="weights"), out=tmp_path)
+    art = ptq(model, "coreml", calib, QuantSpec(mode="weights"), out=tmp_path)
     convs = art.manifest["quantization"]["convs"]
     # 6 body convs (the first has only 3*8*9 = 216 weights, under coremltools' default threshold) + residual
     assert len(convs) == 7 and set(convs.values()) == {"int8"}
@@ -140,7 +141,7 @@ def test_coreml_weight_only_quantizes_every_conv(model, calib, tmp_path):
 
 
 def test_coreml_palettize_keeps_every_conv_close_to_float(model, calib, tmp_path):
-    art = ptq(model, "coreml", calib, QuantSpec(coreml_mode="palettize"), out=tmp_path)
+    art = ptq(model, "coreml", calib, QuantSpec(mode="palettize"), out=tmp_path)
     assert set(art.manifest["quantization"]["convs"].values()) == {"lut"}
     # 6-bit LUTs of trained-size convs stay close to float; the residual's 0/1 kernel is stored exactly
     assert _psnr_vs_float(model, art.path) > 35
@@ -149,7 +150,8 @@ def test_coreml_palettize_keeps_every_conv_close_to_float(model, calib, tmp_path
 def test_coreml_w8a8_lowers(model, calib, tmp_path):
     from collections import Counter
 
-    from edge_sr.quantize.coreml import compressed_convs, load_program
+    from edge_sr.convert.coreml import compressed_convs
+    from edge_sr.convert.coreml_mil import load_program
 
     art = ptq(model, "coreml", calib, QuantSpec(float_input_layers=False), out=tmp_path / "all")
     assert set(compressed_convs(art.path).values()) == {"int8"}
@@ -163,8 +165,8 @@ def test_coreml_w8a8_lowers(model, calib, tmp_path):
 
 
 def test_keep_float_leaves_layer_unquantized(model, calib):
+    from edge_sr.convert.executorch import quantizer
     from edge_sr.quantize.pt2e import quantize_model
-    from edge_sr.quantize.xnnpack import quantizer
 
     gm = quantize_model(
         model_deploy(model), quantizer(), [calib.patches], calib.patches[:2], keep_float=["body.0.0"]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_ROOT
 
 from edge_sr.cli import main
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_ROOT
 SET5 = DATA / "benchmarks" / "Set5"
 T91 = DATA / "train" / "T91"
 needs_data = pytest.mark.skipif(not (SET5 / "HR").is_dir() or not T91.is_dir(), reason="needs ../shared/data")
@@ -103,7 +104,7 @@ def test_quantize_json_and_qat_keeps_or_improves_psnr(trained, tmp_path, capsys)
         (["--calib", "EMPTY"], "no images"),
         (["--calib", str(SET5 / "HR"), "--calib-count", "50"], "asked for 50"),
         (["--calib", str(SET5 / "HR"), "--int8-io", "--target", "onnx"], "int8 I/O is a tflite option"),
-        (["--calib", str(SET5 / "HR"), "--precision", "int4"], "int8 or fp16"),
+        (["--calib", str(SET5 / "HR"), "--precision", "int4"], "choose from int8, fp16"),
         (["--calib", str(SET5 / "HR"), "--qat", "--data", str(T91), "--target", "onnx"], "cannot take QAT"),
     ],
 )

@@ -13,7 +13,15 @@ from torch import nn
 
 from edge_sr.cli import main
 from edge_sr.errors import CheckpointError
-from edge_sr.models import create_model, get_entry, list_models, load_checkpoint, save_checkpoint
+from edge_sr.models import (
+    card_of,
+    create_model,
+    get_entry,
+    list_models,
+    load_checkpoint,
+    reparameterize_checkpoint,
+    save_checkpoint,
+)
 from edge_sr.models.checkpoint import read_metadata
 from edge_sr.reparam import (
     FreezableBatchNorm2d,
@@ -30,7 +38,6 @@ from edge_sr.reparam import (
     merge_kxk_1x1,
     pad_with_bias,
     reparameterize,
-    reparameterize_checkpoint,
     repsr_block,
     sum_branches,
 )
@@ -260,7 +267,7 @@ def test_reparameterize_checkpoint(name: str, tmp_path) -> None:
     assert r.checked and r.max_abs_diff is not None and r.max_abs_diff <= 1e-9
     assert r.params_deploy < r.params_train
     meta = read_metadata(r.out)
-    assert meta["form"] == "deploy" and meta["arch"] == name and meta["args"] == m.edge_sr_args
+    assert meta["form"] == "deploy" and meta["arch"] == name and meta["args"] == card_of(m).args
     back = load_checkpoint(r.out)
     assert not has_fusable(back)
     x = torch.rand(1, 3, 13, 10)
@@ -288,7 +295,7 @@ def test_reparam_cli(tmp_path, capsys) -> None:
 
 
 def test_bench_reparam_writes_its_section(tmp_path) -> None:
-    from edge_sr.reparam_bench import bench_reparam
+    from edge_sr.bench.reparam import bench_reparam
 
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("# b\n\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n")

@@ -114,7 +114,7 @@ def test_int8_io_uses_manifest_scale_and_zero_point(model) -> None:
 
 
 def test_coreml_runs_off_macos_through_mil(tmp_path, model) -> None:
-    pytest.importorskip("edge_sr.runtime.mil")
+    pytest.importorskip("edge_sr.convert.coreml_mil")
     art = export(model, "coreml", tmp_path / "m.mlpackage", ExportSpec(input_size=(16, 16)))
     r = load(art.path)
     assert r.kind == "coreml"

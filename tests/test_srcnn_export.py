@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from edge_sr.convert import ExportSpec, export, target_module
+from edge_sr.convert import TARGETS, ExportSpec, export, target_module
 
 from edge_sr.models import create_model
 from edge_sr.models.srcnn import BicubicUpsample, bicubic_phase_taps
-
-TARGETS = ["coreml", "executorch", "onnx", "tflite"]
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

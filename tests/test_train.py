@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_ROOT
 from safetensors.torch import load_file
 
 from edge_sr.cli import main
@@ -19,7 +20,7 @@ from edge_sr.errors import ConfigError, InputError
 from edge_sr.train import TrainConfig, load_config, train
 from edge_sr.train.config import apply_overrides
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_ROOT
 T91 = DATA / "train" / "T91"
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from edge_sr.convert.dynamic import export_dynamic
 
 from edge_sr.errors import ConfigError, ConversionError
 from edge_sr.models import create_model
-from edge_sr.models.swin_common import export_dynamic
 
 TINY = {
     "swinir_classical": {
@@ -62,7 +62,6 @@ def test_executorch_one_program_all_sizes(name: str, tmp_path) -> None:
     from edge_sr.runtime import load
 
     model = _model(name)
-    model.edge_sr_arch = name
     art = export(model, "executorch", tmp_path, ExportSpec(input_size=(16, 20), dynamic=(8, 40)))
     runner = load(art.path)
     for size in [(16, 16), (13, 22), (8, 40), (33, 9)]:
@@ -79,7 +78,6 @@ def test_shape_assumption_false_in_range_is_refused(tmp_path) -> None:
     from edge_sr.convert import ExportSpec, export
 
     model = _model("swinir_classical")
-    model.edge_sr_arch = "swinir_classical"
     with pytest.raises(ConversionError, match=r"false at size 4x4 .*a dynamic range of 5:24 avoids them"):
         export(model, "executorch", tmp_path, ExportSpec(input_size=(16, 20), dynamic=(4, 24)))
     assert not list(tmp_path.iterdir())

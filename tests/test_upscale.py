@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edge_sr.cli import main
-from edge_sr.data.io import read_image, write_image
+from edge_sr.data.io import BT601_LUMA, read_image, write_image
 from edge_sr.errors import ConfigError
 from edge_sr.models import create_model, load_checkpoint, save_checkpoint
 from edge_sr.upscale import TileRunner, check_tile, upscale_files
@@ -68,9 +68,7 @@ def test_formats_are_kept(tmp_path: Path, ckpt: Path, name: str) -> None:
     with torch.no_grad():
         ref = net(x)[0].permute(1, 2, 0).numpy()
     if gray:
-        ref = np.repeat(
-            (ref @ np.array([0.299, 0.587, 0.114], np.float32))[..., None], 3, -1
-        )  # luma, then clip
+        ref = np.repeat((ref @ np.array(BT601_LUMA, np.float32))[..., None], 3, -1)  # luma, then clip
     ref = np.clip(ref, 0, 1)
     if name.endswith((".jpg", ".webp")):
         # lossy: the reference goes through the same encoder (an untrained net's output is noise, which

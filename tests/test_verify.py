@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_ROOT
 from edge_sr.convert import ExportSpec, export, read_manifest
 
 from edge_sr.cli import main
@@ -45,7 +45,7 @@ def test_fp32_artifact_passes_on_set5(data_root, onnx_dyn, model) -> None:
 def test_builtin_pairs_synthetic_fallback(monkeypatch) -> None:
     import edge_sr.verify as v
 
-    monkeypatch.setattr(v, "_shared_set5", lambda: None)
+    monkeypatch.setattr(v, "default_set5", lambda: None)
     pairs = builtin_pairs(3, count=2, lr_size=20)
     assert [p[0] for p in pairs] == ["synthetic0", "synthetic1"]
     assert (
@@ -172,7 +172,7 @@ def test_convert_cli_missing_checkpoint(tmp_path, capsys) -> None:
     assert not (tmp_path / "o").exists()
 
 
-SET14 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks" / "Set14"
+SET14 = DATA_ROOT / "benchmarks" / "Set14"
 
 
 @pytest.mark.skipif(not (SET14 / "HR").is_dir(), reason="needs ../shared/data/benchmarks/Set14")

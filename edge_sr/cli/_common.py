@@ -1,12 +1,16 @@
-"""Helpers shared by the verb modules: the ``--json`` flag and one way to print results."""
+"""Helpers shared by the verb modules: the ``--json`` flag, one way to print results, the size parsers."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
-import sys
+import re
 from typing import Any
+
+from edge_sr.errors import ConfigError
+from edge_sr.io_utils import console
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
@@ -26,7 +30,68 @@ def _clean(obj: Any) -> Any:
 
 def emit(args: argparse.Namespace, obj: Any, text: str | None = None) -> None:
     """With ``--json`` print ``obj`` as one JSON object; otherwise print ``text`` (if any)."""
+    out = console()
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(_clean(obj)) + "\n")
+        out.write(json.dumps(_clean(obj)) + "\n")
     elif text is not None:
-        sys.stdout.write(text.rstrip("\n") + "\n")
+        out.write(text.rstrip("\n") + "\n")
+    out.flush()
+
+
+def parse_hw(text: str, flag: str = "--input-size") -> tuple[int, int]:
+    """``"180x320"`` -> (180, 320) as (height, width); ``ConfigError`` naming ``flag`` otherwise."""
+    m = re.fullmatch(r"\s*(\d+)[xX](\d+)\s*", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise ConfigError(None, f"{flag} {text!r} must look like 180x320 (HxW, both positive)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_range(text: str, flag: str = "--dynamic") -> tuple[int, int]:
+    """``"32:512"`` -> (32, 512); ``ConfigError`` naming ``flag`` otherwise."""
+    m = re.fullmatch(r"\s*(\d+):(\d+)\s*", text)
+    if not m:
+        raise ConfigError(None, f"{flag} {text!r} must look like 32:512 (MIN:MAX)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def target_options(target: str, pairs: list[str] | None) -> Any:
+    """``--option KEY=VALUE`` pairs as the target's typed ``Options`` (None when no pair is given).
+
+    Each value is converted to the type of the field's default (int, float, bool, str); an unknown key
+    names the fields the target has.
+    """
+    from edge_sr.convert import target_module
+
+    if not pairs:
+        return None
+    cls = target_module(target).Options
+    fields = {f.name: f for f in dataclasses.fields(cls) if isinstance(f.default, bool | int | float | str)}
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            choices = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(
+                None, f"--option {pair!r}: {target} options are KEY=VALUE with KEY one of {choices}"
+            )
+        kind = type(fields[key].default)
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                values[key] = raw.lower() in ("true", "1", "yes")
+            else:
+                values[key] = kind(raw)
+        except ValueError:
+            raise ConfigError(None, f"--option {pair!r}: {key} takes a {kind.__name__}") from None
+    return cls(**values)
+
+
+def add_option_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a target option (onnx opset=19, coreml deployment_target=iOS17, executorch delegate=coreml)",
+    )

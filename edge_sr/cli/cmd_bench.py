@@ -1,135 +1,267 @@
-"""`edge-sr bench`: the matrix (models × targets × precisions × input sizes) of convert -> verify on Set5 ->
-profile, written to docs/BENCHMARKS.md and a Pareto plot; `edge-sr bench reparam` measures fusion."""
+"""`edge-sr bench KIND`: the benchmarks of ``edge_sr.bench``, each writing its section of a docs page.
+
+Kinds in pipeline order: reparam, collapse, quantize, matrix, gpu, zoo. With ``--json`` each prints one JSON
+object on stdout; progress goes to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from collections.abc import Callable
+from typing import Any
 
-from edge_sr.cli._common import add_json_flag, emit
+from edge_sr.cli._common import add_json_flag, emit, parse_hw
 
-TARGETS = ("executorch", "tflite", "onnx", "coreml")
-PRECISIONS = ("fp32", "fp16", "int8")
+BENCHMARKS = "docs/BENCHMARKS.md"
+
+
+def _targets() -> list[str]:
+    from edge_sr.convert import TARGETS
+
+    return list(TARGETS)
+
+
+def _precisions() -> list[str]:
+    from edge_sr.convert.spec import PRECISIONS
+
+    return list(PRECISIONS)
+
+
+def _size(text: str) -> tuple[int, int]:
+    from edge_sr.errors import ConfigError
+
+    try:
+        return parse_hw(text, "size")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(e.problem) from None
+
+
+def _matrix(p: argparse.ArgumentParser) -> None:
+    targets, precisions = _targets(), _precisions()
+    p.add_argument("--models", nargs="+", default=None, metavar="M", help="checkpoints or bundled names")
+    p.add_argument(
+        "--targets", nargs="+", default=targets, choices=targets, metavar="T", help=" ".join(targets)
+    )
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=precisions,
+        choices=precisions,
+        metavar="P",
+        help=" ".join(precisions),
+    )
+    p.add_argument("--input-sizes", nargs="+", type=_size, default=[(180, 320)], metavar="HxW")
+    p.add_argument(
+        "--data", default=None, metavar="DIR", help="Set5 folder (default $EDGE_SR_DATA/benchmarks/Set5)"
+    )
+    p.add_argument("--calib", default=None, metavar="DIR", help="INT8 calibration images, used as LR patches")
+    p.add_argument("--calib-count", type=int, default=16, metavar="N")
+    p.add_argument("--out", default=BENCHMARKS, help="markdown page (its `matrix` section)")
+    p.add_argument("--plot", default="docs/pareto.png", help="Pareto plot PNG")
+    p.add_argument("--workdir", default="out/bench", help="where artifacts are written")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--no-cache", action="store_true", help="recompute every cell")
+
+
+def _run_matrix(a: argparse.Namespace, command: str) -> tuple[Any, str]:
+    from edge_sr.bench import Settings, bench_matrix
+
+    def show(row: dict) -> None:
+        med, psnr = row.get("median_ms"), row.get("psnr")
+        print(
+            f"{row['model']:>20} {row['target']:>10} {row['precision']:>5} {row['input']:>8}  "
+            f"{'—' if psnr is None else f'{psnr:.2f} dB':>9}  {'—' if med is None else f'{med:.2f} ms':>10}  "
+            f"{row['status']}",
+            file=sys.stderr,
+        )
+
+    settings = Settings(a.runs, a.warmup, a.threads, calib=a.calib, calib_count=a.calib_count)
+    res = bench_matrix(
+        models=a.models, targets=a.targets, precisions=a.precisions, input_sizes=a.input_sizes, data=a.data,
+        out=a.out or None, plot=a.plot or None, workdir=a.workdir, settings=settings,
+        use_cache=not a.no_cache, command=command, progress=show,
+    )  # fmt: skip
+    return res, f"wrote {res['out']} and {res['plot']}"
+
+
+def _reparam(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", default=None, metavar="M", help="default: every fusable zoo model")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--input-size", type=_size, default=(180, 320), metavar="HxW")
+    p.add_argument(
+        "--cpu-time", action="store_true", help="time with the process CPU clock (shared machines)"
+    )
+    p.add_argument("--out", default=BENCHMARKS, help="markdown page (its `reparam` section; '' to skip)")
+
+
+def _run_reparam(a: argparse.Namespace, command: str) -> tuple[Any, str]:
+    from edge_sr.bench.reparam import bench_reparam
+
+    rows = bench_reparam(
+        a.models, a.input_size, a.runs, a.scale, a.threads, a.out or None, command, a.cpu_time
+    )
+    return {"rows": [r.to_dict() for r in rows], "out": a.out or None}, f"{len(rows)} models measured"
+
+
+def _quantize(p: argparse.ArgumentParser) -> None:
+    targets = _targets()
+    p.add_argument("checkpoints", nargs="*", help="default: the bundled checkpoints")
+    p.add_argument(
+        "--targets", nargs="+", default=targets, choices=targets, metavar="T", help=" ".join(targets)
+    )
+    p.add_argument("--input-size", type=_size, default=(64, 64), metavar="HxW")
+    p.add_argument(
+        "--benchmarks", default=None, metavar="DIR", help="folder of the sets ($EDGE_SR_DATA/benchmarks)"
+    )
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
+    p.add_argument("--calib", default=None, metavar="DIR", help="default $EDGE_SR_DATA/train/General100")
+    p.add_argument("--calib-count", type=int, default=32)
+    p.add_argument(
+        "--qat-data", nargs="+", default=[], metavar="DIR", help="default train/T91 train/General100"
+    )
+    p.add_argument("--qat-iters", type=int, default=4000)
+    p.add_argument("--qat-lr", type=float, default=2e-4)
+    p.add_argument("--qat-batch", type=int, default=8)
+    p.add_argument("--compare-qat-forms", action="store_true", help="also QAT the multi-branch train form")
+    p.add_argument("--latency", choices=("yes", "no", "only"), default="yes", help="time FP32 against INT8")
+    p.add_argument("--latency-target", default="executorch", choices=targets)
+    p.add_argument("--latency-size", type=_size, default=(180, 320), metavar="HxW")
+    p.add_argument("--latency-calib", default=None, metavar="DIR", help="default $EDGE_SR_DATA/train/BSD200")
+    p.add_argument("--runs", type=int, default=30, help="timed rounds of the latency pair")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=BENCHMARKS, help="markdown page ('' to skip)")
+    p.add_argument("--section", default="quantization", help="section of --out to rewrite")
+
+
+def _run_quantize(a: argparse.Namespace, command: str) -> tuple[Any, str]:
+    from edge_sr.bench.quantize import QuantBenchSettings, bench_quantize
+
+    s = QuantBenchSettings(
+        targets=tuple(a.targets), input_size=a.input_size, benchmarks=a.benchmarks, sets=tuple(a.sets),
+        calib=a.calib, calib_count=a.calib_count, qat_data=tuple(a.qat_data), qat_iters=a.qat_iters,
+        qat_lr=a.qat_lr, qat_batch=a.qat_batch, compare_qat_forms=a.compare_qat_forms, latency=a.latency,
+        latency_target=a.latency_target, latency_size=a.latency_size, latency_calib=a.latency_calib,
+        runs=a.runs, threads=a.threads,
+    )  # fmt: skip
+    res = bench_quantize(a.checkpoints, s, doc=a.out or None, section=a.section, command=command)
+    return res, f"{len(res['rows'])} artifacts measured"
+
+
+def _collapse(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="ecbsr_m4c16")
+    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=48)
+    p.add_argument("--data", nargs="+", default=None, metavar="DIR", help="default train/T91 train/BSD200")
+    p.add_argument("--val", default=None, metavar="DIR", help="default $EDGE_SR_DATA/benchmarks/Set5")
+    p.add_argument("--out", default=BENCHMARKS, help="markdown page ('' to skip)")
+
+
+def _run_collapse(a: argparse.Namespace, command: str) -> tuple[Any, str]:
+    from edge_sr.bench.collapse import bench_collapse
+
+    r = bench_collapse(
+        a.model, a.scale, a.steps, data=a.data, val=a.val, threads=a.threads, batch=a.batch, patch=a.patch,
+        doc=a.out or None, command=command,
+    )  # fmt: skip
+    return r, f"collapsed training {r['speedup']:.2f}x faster per step"
+
+
+def _gpu(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", default=None, metavar="M", help="default: swinir_classical hat")
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--out", default=BENCHMARKS, help="markdown page ('' to skip)")
+
+
+def _run_gpu(a: argparse.Namespace, command: str) -> tuple[Any, str]:
+    from edge_sr.bench.gpu import bench_gpu, to_markdown
+
+    res = bench_gpu(
+        a.models, tile=a.tile, overlap=a.overlap, batch=a.batch, doc=a.out or None, command=command
+    )
+    return {"rows": [r.to_dict() for r in res], "out": a.out or None}, to_markdown(res, command)
+
+
+def _zoo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data", default=None, metavar="DIR", help="folder of Set5/ Set14/ ($EDGE_SR_DATA/benchmarks)"
+    )
+    p.add_argument("--out", default="docs/MODEL_ZOO.md", help="markdown page (its `zoo` section)")
+
+
+def _run_zoo(a: argparse.Namespace, command: str) -> tuple[Any, str]:
+    from edge_sr.bench.zoo import zoo_report
+
+    out = zoo_report(a.data, a.out, command)
+    return {"out": str(out)}, f"wrote {out}"
+
+
+Kind = tuple[
+    Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, str], tuple[Any, str]], str
+]
+KINDS: dict[str, Kind] = {
+    "reparam": (_reparam, _run_reparam, "train against deploy form: params, MACs, CPU latency"),
+    "collapse": (_collapse, _run_collapse, "collapsed against multi-branch training: step time, PSNR"),
+    "quantize": (_quantize, _run_quantize, "float / FP16 / INT8 per target on the benchmark sets"),
+    "matrix": (
+        _matrix,
+        _run_matrix,
+        "convert -> verify -> profile per model, target, precision; Pareto plot",
+    ),
+    "gpu": (_gpu, _run_gpu, "transformer tiles per second on CUDA, FP32 against FP16"),
+    "zoo": (_zoo, _run_zoo, "every bundled model on Set5 / Set14 (docs/MODEL_ZOO.md)"),
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmark matrix: convert, verify on Set5, profile; table + Pareto plot",
-        description="Each cell (model, target, precision, input size) is converted, verified on Set5 and "
-        "profiled; finished cells are cached beside --out, so an interrupted run resumes.",
+        help="benchmarks that write docs/BENCHMARKS.md and docs/MODEL_ZOO.md sections",
+        description="Each kind measures one thing and rewrites its own section of a docs page; data folders "
+        "default to $EDGE_SR_DATA (the folder holding benchmarks/ and train/).",
     )
-    p.add_argument(
-        "what",
-        nargs="?",
-        choices=["matrix", "reparam"],
-        default="matrix",
-        help="matrix (default) or reparam (train-form vs fused latency, when available)",
-    )
-    p.add_argument(
-        "--models",
-        nargs="+",
-        default=None,
-        metavar="M",
-        help="checkpoints or bundled names (default: every bundled checkpoint)",
-    )
-    p.add_argument(
-        "--targets",
-        nargs="+",
-        default=list(TARGETS),
-        choices=TARGETS,
-        metavar="T",
-        help=f"targets (default: {' '.join(TARGETS)})",
-    )
-    p.add_argument(
-        "--precisions",
-        nargs="+",
-        default=list(PRECISIONS),
-        choices=PRECISIONS,
-        metavar="P",
-        help=f"precisions (default: {' '.join(PRECISIONS)})",
-    )
-    p.add_argument("--input-sizes", nargs="+", default=["180x320"], metavar="HxW", help="default 180x320")
-    p.add_argument(
-        "--data", default=None, metavar="DIR", help="Set5 folder (HR/, LR_bicubic/) for verification"
-    )
-    p.add_argument(
-        "--calib",
-        default=None,
-        metavar="DIR",
-        help="images for INT8 calibration, used as LR patches of the input size (INT8 cells need it)",
-    )
-    p.add_argument(
-        "--calib-count", type=int, default=16, metavar="N", help="calibration patches (default 16)"
-    )
-    p.add_argument("--out", default="docs/BENCHMARKS.md", help="markdown report (its `matrix` section)")
-    p.add_argument("--plot", default="docs/pareto.png", help="Pareto plot PNG")
-    p.add_argument("--workdir", default="out/bench", help="where artifacts are written (default out/bench)")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per cell (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="warm-up runs per cell (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--no-cache", action="store_true", help="recompute every cell")
-    add_json_flag(p)
-    p.set_defaults(func=run)
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for name, (add, _, text) in KINDS.items():
+        k = kinds.add_parser(name, help=text, description=text)
+        add(k)
+        add_json_flag(k)
+        k.set_defaults(func=lambda args, k=k: run(args, k))
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.what == "reparam":
-        return _reparam(args)
-    from edge_sr.bench import Settings, bench_matrix
-    from edge_sr.profile import parse_size
-
-    def show(row: dict) -> None:
-        if not args.json:
-            med = row.get("median_ms")
-            psnr = row.get("psnr")
-            print(
-                f"{row['model']:>20} {row['target']:>10} {row['precision']:>5} {row['input']:>8}  "
-                f"{'—' if psnr is None else f'{psnr:.2f} dB':>9}  {'—' if med is None else f'{med:.2f} ms':>10}  "
-                f"{row['status']}",
-                file=sys.stderr,
-            )
-
-    res = bench_matrix(
-        models=args.models,
-        targets=args.targets,
-        precisions=args.precisions,
-        input_sizes=[parse_size(s) for s in args.input_sizes],
-        data=args.data,
-        out=args.out,
-        plot=args.plot,
-        workdir=args.workdir,
-        settings=Settings(
-            runs=args.runs,
-            warmup=args.warmup,
-            threads=args.threads,
-            calib=args.calib,
-            calib_count=args.calib_count,
-        ),
-        use_cache=not args.no_cache,
-        command="edge-sr bench " + " ".join(sys.argv[2:]),
-        progress=show,
-    )
-    emit(args, res, f"wrote {res['out']} and {res['plot']}")
-    return 0
+def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The shortest ``edge-sr bench KIND ...`` line that reproduces ``args``: options that differ from
+    their defaults (``--json`` left out)."""
+    words = ["edge-sr", "bench", args.kind]
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest in ("help", "json") or value == action.default:
+            continue
+        if not action.option_strings:  # positional
+            words += [str(v) for v in (value if isinstance(value, list) else [value])]
+        elif isinstance(action, argparse._StoreTrueAction):
+            words.append(action.option_strings[0])
+        else:
+            values = value if isinstance(value, list) else [value]
+            words += [action.option_strings[0], *(_word(v) for v in values)]
+    return " ".join(shlex.quote(w) for w in words)
 
 
-def _reparam(args: argparse.Namespace) -> int:
-    import dataclasses
+def _word(v: Any) -> str:
+    return f"{v[0]}x{v[1]}" if isinstance(v, tuple) and len(v) == 2 else str(v)
 
-    from edge_sr.errors import ConfigError
 
-    try:
-        from edge_sr.reparam_bench import bench_reparam
-    except ImportError:
-        raise ConfigError(None, "`edge-sr bench reparam` is not available in this build") from None
-    rows = bench_reparam(
-        models=args.models,
-        runs=args.runs,
-        threads=args.threads,
-        doc=args.out,
-        command="edge-sr bench " + " ".join(sys.argv[2:]),
-    )
-    data = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in rows]
-    emit(args, {"rows": data, "out": args.out}, f"wrote the reparam section of {args.out}")
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _, call, _ = KINDS[args.kind]
+    obj, text = call(args, command_line(parser, args))
+    emit(args, obj, text)
     return 0

@@ -1,5 +1,6 @@
 """`edge-sr profile ARTIFACT`: latency (min / median / p90), peak memory, size, per-operator breakdown and
-achieved GMAC/s against this CPU's measured peak; ``--adb`` runs the platform's benchmark tool on a phone."""
+achieved GMAC/s against this CPU's theoretical and measured peak of the artifact's precision; ``--adb`` runs
+the platform's benchmark tool on a phone."""
 
 from __future__ import annotations
 
@@ -9,23 +10,27 @@ from edge_sr.cli._common import add_json_flag, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from edge_sr.convert import TARGETS
+
     p = sub.add_parser(
         "profile",
-        help="time an artifact (.pte, .onnx, .tflite, .mlpackage on macOS) or a checkpoint",
-        description="Latency min / median / p90 after warm-up, peak RSS, size, per-operator times (ExecuTorch "
-        "ETDump, onnxruntime profiler, torch profiler) and GMAC/s as a share of this CPU's FP32 peak.",
+        help="time an artifact (" + ", ".join(TARGETS) + ") or a checkpoint",
+        description="Latency min / median / p90 after warm-up, peak RSS, size, per-operator times (each "
+        "runtime's own profiler; torch profiler for checkpoints) and GMAC/s as a share of this CPU's "
+        "theoretical and measured peak for the artifact's precision (FP32, FP16 or INT8).",
     )
-    p.add_argument("artifact", help="a .pte, .onnx, .tflite, .mlpackage or .safetensors file")
+    p.add_argument("artifact", help="an artifact of any target, or a .safetensors / .pth checkpoint")
     p.add_argument(
         "--input-size",
         default=None,
         metavar="HxW",
         help="input size for dynamic artifacts and checkpoints (default: the manifest's, else 180x320)",
     )
-    p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--no-ops", action="store_true", help="skip the per-operator breakdown")
+    p.add_argument("--no-peak", action="store_true", help="skip the comparison with the CPU's peaks")
     p.add_argument(
         "--adb",
         nargs="?",
@@ -46,12 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_sr.profile import parse_size, profile
+    from edge_sr.profile import parse_size, profile, profile_adb
 
     size = parse_size(args.input_size) if args.input_size else None
     if args.adb is not None:
-        from edge_sr.profile_adb import profile_adb
-
         report = profile_adb(
             args.artifact,
             binary=args.benchmark_binary,
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             threads=args.threads,
             ops=not args.no_ops,
+            peak=not args.no_peak,
         )
     emit(args, report.to_dict(), report.to_text())
     return 0

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_sr.reparam import reparameterize_checkpoint
+    from edge_sr.models import reparameterize_checkpoint
 
     r = reparameterize_checkpoint(
         args.checkpoint, args.out, check=args.check, atol=args.atol, model=args.model, scale=args.scale

@@ -1,13 +1,12 @@
 """``edge-sr train CONFIG [--set key=value ...] [--resume] [--init CKPT]``.
 
-Under ``torchrun --nproc_per_node N -m edge_sr.cli train ...`` the process group is set up here (gloo on
-CPU, NCCL on CUDA) and each rank trains its share of every global batch.
+Under ``torchrun --nproc_per_node N -m edge_sr.cli train ...`` each rank trains its share of every global
+batch (the process group is set up by :func:`edge_sr.train.ddp.launch`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 
 from edge_sr.cli._common import add_json_flag, emit
 
@@ -33,33 +32,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_sr.train import load_config, train
-    from edge_sr.train.loop import export_run_summary
+    from edge_sr.train import export_run_summary, launch, load_config
 
     cfg = load_config(args.config, args.overrides)
-    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if ddp:
-        import torch
-        import torch.distributed as dist
-
-        backend = "nccl" if cfg.device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if backend == "nccl":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            cfg.device = f"cuda:{local}"
-    try:
-        result = train(cfg, resume=args.resume, init=args.init, progress=not args.no_progress)
-    finally:
-        if ddp:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    summary = export_run_summary(result, cfg)
+    result = launch(cfg, resume=args.resume, init=args.init, progress=not args.no_progress)
     best = (
         f"best val PSNR {result.best_psnr:.3f} dB at step {result.best_step}"
         if result.best_psnr
         else "no validation"
     )
-    emit(args, summary, f"{result.run_dir}: {result.step} steps in {result.seconds:.0f} s; {best}")
+    emit(
+        args,
+        export_run_summary(result, cfg),
+        f"{result.run_dir}: {result.step} steps in {result.seconds:.0f} s; {best}",
+    )
     return 130 if result.interrupted else 0

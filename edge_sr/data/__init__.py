@@ -12,14 +12,18 @@ from edge_sr.data.datasets import (
     to_tensor,
 )
 from edge_sr.data.imresize import imresize, modcrop
+from edge_sr.data.paths import DATA_ENV, data_path, data_root
 
 __all__ = [
+    "DATA_ENV",
     "AugmentConfig",
     "HRFolderDataset",
     "IndexRangeSampler",
     "PairedFolderDataset",
     "augment_batch",
     "augment_pair",
+    "data_path",
+    "data_root",
     "find_images",
     "imresize",
     "load_rgb_uint8",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -139,9 +138,6 @@ class HRFolderDataset(_Cached):
         lr = imresize(hr, 1 / s)
         lr, hr = augment_pair(lr, hr, self.augment, rng)
         return to_tensor(lr), to_tensor(hr)
-
-
-_DIV2K_LR = re.compile(r"^(?P<stem>.+)x(?P<s>\d)$")
 
 
 def pair_lr_files(hr_dir: Path, lr_dir: Path, scale: int) -> list[tuple[Path, Path]]:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from edge_sr.errors import InputError, OutputError
 from edge_sr.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
+
+BT601_LUMA: tuple[float, float, float] = (0.299, 0.587, 0.114)
+"""BT.601 full-range luma weights of R, G, B: gray = 0.299 R + 0.587 G + 0.114 B (CoreML's own RGB -> gray too)."""
 
 # A bundled 256x256 photo for demos and smoke tests (skimage.data.astronaut, NASA, public domain, halved
 # with the MATLAB-exact imresize).
@@ -171,9 +175,10 @@ def _quantize(v: np.ndarray, bits: int) -> np.ndarray:
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float -> (H, W) BT.601 luma (0.299 R + 0.587 G + 0.114 B), same dtype family as floats."""
+    """(H, W, 3) float -> (H, W) BT.601 luma (``BT601_LUMA``), same dtype family as floats."""
     rgb = np.asarray(rgb, dtype=np.float32)
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    r, g, b = BT601_LUMA
+    return rgb[..., 0] * r + rgb[..., 1] * g + rgb[..., 2] * b
 
 
 def write_image(
@@ -248,7 +253,7 @@ def _save(tmp: Path, arr: np.ndarray, fmt: str, bits: int, quality: int) -> None
         if fmt == "WEBP" and mode == "LA":
             arr, mode = np.concatenate([np.repeat(arr[..., :1], 3, axis=-1), arr[..., 1:]], axis=-1), "RGBA"
         im = PILImage.fromarray(np.ascontiguousarray(arr[..., 0] if c == 1 else arr))
-    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    kwargs: dict[str, Any] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     if fmt == "TIFF":
         kwargs = {"compression": "tiff_deflate"}
     im.save(tmp, format=fmt, **kwargs)

@@ -1,6 +1,6 @@
-"""The model zoo: a registry of SR architectures, checkpoints, and bundled weights.
+"""The model zoo: a registry of SR architectures, checkpoints, the model card, and bundled weights.
 
-Every model maps (N, 3, H, W) float in [0, 1] to (N, 3, H·scale, W·scale).
+Every model maps (N, C, H, W) float in [0, 1] to (N, C, H·scale, W·scale), C being its card's ``colors``.
 """
 
 from __future__ import annotations
@@ -20,16 +20,24 @@ from edge_sr.models import (  # noqa: F401
     srvgg,
     swinir,
 )
+from edge_sr.models.card import ModelCard, card_of, carry_card, has_card
 from edge_sr.models.checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
+from edge_sr.models.deploy import ReparamResult, reparameterize_checkpoint
 from edge_sr.models.registry import ModelEntry, create_model, get_entry, list_models, register_model
 
 __all__ = [
+    "ModelCard",
     "ModelEntry",
+    "ReparamResult",
+    "card_of",
+    "carry_card",
     "create_model",
     "get_entry",
+    "has_card",
     "list_models",
     "load_checkpoint",
     "load_state_dict_file",
     "register_model",
+    "reparameterize_checkpoint",
     "save_checkpoint",
 ]

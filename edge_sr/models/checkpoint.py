@@ -1,4 +1,4 @@
-"""Checkpoints: ``.safetensors`` with ``arch``, ``args``, ``scale`` and ``form`` in the metadata.
+"""Checkpoints: ``.safetensors`` whose metadata holds the model card (``arch``, ``args``, ``scale``, ``form``).
 
 Foreign ``.pth`` / ``.pt`` files (official releases) are read with ``torch.load(weights_only=True)`` only,
 never unpickling code; ``params`` / ``params_ema`` / ``state_dict`` / ``model`` wrappers and ``module.``
@@ -7,25 +7,28 @@ prefixes are unwrapped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from edge_sr.errors import CheckpointError
 from edge_sr.io_utils import atomic_path
+from edge_sr.models.card import Form, ModelCard, card_of, has_card
+from edge_sr.reparam import has_fusable, reparameterize
 
-Form = Literal["train", "deploy"]
 _WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
 
 
 def model_form(model: nn.Module) -> Form:
-    from edge_sr.reparam import has_fusable
-
-    return getattr(model, "edge_sr_form", None) or ("train" if has_fusable(model) else "deploy")
+    """The form the model's card names; without a card, "train" while any block can still be fused."""
+    if has_card(model):
+        return card_of(model).form
+    return "train" if has_fusable(model) else "deploy"
 
 
 def save_checkpoint(
@@ -37,19 +40,32 @@ def save_checkpoint(
     form: Form | None = None,
     extra: dict[str, str] | None = None,
 ) -> Path:
-    """Write the model's weights and metadata to ``path`` (``.safetensors``), atomically."""
+    """Write the model's weights and its card to ``path`` (``.safetensors``), atomically.
+
+    ``arch``, ``args`` and ``form`` override (or, for a module without a card, supply) the card's fields.
+
+    Raises:
+        CheckpointError: The model has no card and no ``arch`` was given.
+    """
     from safetensors.torch import save_file
 
-    arch = arch or getattr(model, "edge_sr_arch", None)
-    args = dict(args if args is not None else getattr(model, "edge_sr_args", {}) or {})
+    own = card_of(model) if has_card(model) else None
+    arch = arch or (own.arch if own else None)
     if not arch:
         raise CheckpointError(path, "the model has no registry name; pass arch=")
-    scale = int(args.get("scale", getattr(model, "scale", 0)))
+    args = dict(args if args is not None else own.args if own else {})
+    if "scale" not in args:
+        if own is None:
+            raise CheckpointError(
+                path, "the model has no card, so its scale is unknown; pass args={'scale': …}"
+            )
+        args["scale"] = own.scale
+    card = ModelCard.from_args(arch, args, form=form or model_form(model))
     meta = {
-        "arch": arch,
-        "args": json.dumps(args, sort_keys=True),
-        "scale": str(scale),
-        "form": form or model_form(model),
+        "arch": card.arch,
+        "args": json.dumps(dict(card.args), sort_keys=True),
+        "scale": str(card.scale),
+        "form": card.form,
         "format": "edge-sr/1",
     }
     meta.update(extra or {})
@@ -148,13 +164,13 @@ def load_checkpoint(
 
     An edge-sr ``.safetensors`` file carries ``arch`` and ``args``. A foreign file needs ``model=`` (a zoo
     name) plus ``scale`` and any architecture overrides. A ``deploy``-form checkpoint is rebuilt by fusing
-    a fresh train-form model (structure only) before loading the weights.
+    a fresh train-form model (structure only) before loading the weights. The model carries its card, with
+    ``source`` the checkpoint path.
     """
     from edge_sr.models.registry import create_model
-    from edge_sr.reparam import reparameterize
 
     p = Path(path)
-    form: str = "train"
+    form: Form | None = None  # a foreign checkpoint is in the form its architecture is built in
     if model is None:
         if p.suffix != ".safetensors":
             raise CheckpointError(
@@ -174,6 +190,6 @@ def load_checkpoint(
     if form == "deploy":
         net = reparameterize(net)
     load_into(net, load_state_dict_file(p), p)
-    net.edge_sr_form = form  # type: ignore[assignment]
-    net.edge_sr_source = str(p)  # type: ignore[assignment]
+    card = card_of(net)
+    dataclasses.replace(card, form=form or card.form, source=str(p)).attach(net)
     return net.eval()

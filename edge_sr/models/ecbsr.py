@@ -43,6 +43,8 @@ _MASKS: dict[str, list[tuple[int, int, float]]] = {
 class SeqConv3x3(nn.Module):
     """A 1x1 conv followed by a 3x3 conv (learned, or a fixed edge filter with learned per-channel scale)."""
 
+    mask: Tensor  # buffer of the fixed-filter sequences
+
     def __init__(
         self, *, seq_type: SeqType, in_channels: int, out_channels: int, depth_multiplier: float = 2.0
     ) -> None:
@@ -180,7 +182,7 @@ class ECBSR(nn.Module):
     @torch.no_grad()
     def fuse(self) -> nn.Module:
         """Deploy form: plain 3x3 convs + activations, the fixed residual conv, pixel shuffle."""
-        body = nn.Sequential(*[blk.fuse() for blk in self.backbone])
+        body = nn.Sequential(*[blk.fuse() for blk in self.backbone])  # type: ignore[operator]
         return PlainSR(body=body, scale=self.scale, colors=self.residual.colors)
 
 
@@ -189,6 +191,8 @@ class NearestResidual(nn.Module):
 
     After ``pixel_shuffle(s)`` this is nearest-neighbour upsampling of the input.
     """
+
+    kernel: Tensor  # (C·s², C, 1, 1) buffer
 
     def __init__(self, *, colors: int, scale: int) -> None:
         super().__init__()

@@ -21,7 +21,7 @@ from edge_sr.models.registry import register_model
 def deconv_same(x: Tensor, deconv: nn.ConvTranspose2d) -> Tensor:
     """``deconv(x)`` for a ``ConvTranspose2d(k, stride=s, padding=p, output_padding=s-1)``, as an unpadded
     transposed convolution ((H-1)·s + k rows) cropped to rows ``p .. p + s·H``. Needs ``p + s <= k``."""
-    s, p, k = deconv.stride[0], deconv.padding[0], deconv.kernel_size[0]
+    s, p, k = int(deconv.stride[0]), int(deconv.padding[0]), int(deconv.kernel_size[0])
     if p + s > k:
         raise ValueError(f"deconv_same needs padding + stride <= kernel, got {p} + {s} > {k}")
     h, w = x.shape[-2], x.shape[-1]

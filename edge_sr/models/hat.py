@@ -251,6 +251,8 @@ class HAT(nn.Module):
         patch_norm: LayerNorm after the patch embedding.
     """
 
+    mean: Tensor  # (1, 3, 1, 1) buffer
+
     def __init__(
         self,
         *,

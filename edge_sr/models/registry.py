@@ -60,15 +60,23 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, *, scale: int = 4, **overrides: Any) -> nn.Module:
-    """Build a registered model. Unknown keyword arguments raise ``ConfigError``."""
+    """Build a registered model carrying its :class:`~edge_sr.models.card.ModelCard`.
+
+    The card's form is "train" while the model has blocks to fuse, "deploy" for plain architectures.
+
+    Raises:
+        ConfigError: Unknown name or keyword argument.
+    """
+    from edge_sr.models.card import Form, ModelCard
+    from edge_sr.reparam import has_fusable
+
     entry = get_entry(name)
     try:
         model = entry.fn(scale=scale, **overrides)
     except TypeError as e:
         raise ConfigError(None, f"model {name!r}: {e}") from None
-    model.edge_sr_arch = name  # type: ignore[assignment]
-    model.edge_sr_args = {"scale": scale, **overrides}  # type: ignore[assignment]
-    return model
+    form: Form = "train" if has_fusable(model) else "deploy"
+    return ModelCard.from_args(name, {"scale": scale, **overrides}, form=form).attach(model)
 
 
 def list_models(kind: Kind | None = None) -> list[str]:

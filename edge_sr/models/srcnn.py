@@ -72,6 +72,8 @@ class BicubicUpsample(nn.Module):
     (bicubic is separable); it is a non-persistent buffer, so checkpoints do not carry it.
     """
 
+    weight: Tensor  # (C·s², 1, 5, 5) buffer
+
     def __init__(self, scale: int, channels: int) -> None:
         super().__init__()
         self.scale, self.channels = scale, channels

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_sr.errors import ConfigError
+from edge_sr.models.card import card_of, has_card
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by SwinIR and HAT for 3-channel input
 
@@ -142,6 +143,8 @@ class WindowAttention(nn.Module):
     and passes it in).
     """
 
+    relative_position_index: Tensor  # (ws², ws²) buffer, when the attention owns it
+
     def __init__(
         self, *, dim: int, window_size: int, num_heads: int, qkv_bias: bool, own_index: bool
     ) -> None:
@@ -207,33 +210,8 @@ def check_tile(model: nn.Module, h: int, w: int) -> None:
     """Raise ``ConfigError`` when an (h, w) input is smaller than the model's window."""
     ws = min_tile_size(model)
     if h < ws or w < ws:
-        name = getattr(model, "edge_sr_arch", type(model).__name__)
+        name = card_of(model).arch if has_card(model) else type(model).__name__
         raise ConfigError(
             None,
             f"{name}: tile {h}x{w} is smaller than the attention window {ws}; use tiles of at least {ws} px",
         )
-
-
-def export_dynamic(
-    model: nn.Module, example: Tensor, *, min_size: int, max_size: int, shape_asserts: bool = True
-) -> Any:
-    """``torch.export`` with dynamic H and W in [min_size, max_size]: one program for every size in range.
-
-    Window reshapes after padding give sizes like ``ws·ceil(h / ws)``; the shape solver cannot prove facts
-    such as "the padding is smaller than h" over a range, so they become runtime assertions in the graph
-    (``prefer_deferred_runtime_asserts_over_guards``) instead of failing the export. ``shape_asserts=False``
-    proves each of them on every size of the range and removes them (ExecuTorch's edge dialect rejects the
-    symbolic ops they use; see ``edge_sr.convert.dynamic``): ``ConversionError`` when a size fails.
-    """
-    ws = min_tile_size(model)
-    if min_size < ws:
-        raise ConfigError(None, f"min_size {min_size} is smaller than the attention window {ws}")
-    h = torch.export.Dim("h", min=min_size, max=max_size)
-    w = torch.export.Dim("w", min=min_size, max=max_size)
-    if not shape_asserts:
-        from edge_sr.convert.dynamic import export_proven
-
-        return export_proven(model, example, ({2: h, 3: w},), axes=(2, 3))
-    return torch.export.export(
-        model, (example,), dynamic_shapes=({2: h, 3: w},), prefer_deferred_runtime_asserts_over_guards=True
-    )

@@ -163,6 +163,8 @@ class SwinIR(nn.Module):
         patch_norm: LayerNorm after the patch embedding.
     """
 
+    mean: Tensor  # (1, 3, 1, 1) buffer
+
     def __init__(
         self,
         *,

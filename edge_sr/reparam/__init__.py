@@ -7,13 +7,14 @@ this explicit step only: no ``forward`` in edge-sr switches path on ``self.train
 The fusion rules themselves live in :mod:`edge_sr.reparam.rules`, one small function each (BatchNorm
 folding with the layer's own eps, 1x1 -> kxk and kxk -> 1x1 merges, identity, parallel sums, ECB's edge
 filters, the RepSR block, SPAN's Conv3XC). :mod:`edge_sr.reparam.batchnorm` holds RepSR's remedy for the
-BatchNorm train / inference mismatch (``freeze_batchnorm``), and :mod:`edge_sr.reparam.checkpoint` turns a
-train-form checkpoint into a checked deploy-form one (``reparameterize_checkpoint``, ``edge-sr reparam``).
+BatchNorm train / inference mismatch (``freeze_batchnorm``). This package needs only torch: turning a
+checkpoint into a checked deploy-form one lives with the checkpoints, in :mod:`edge_sr.models.deploy`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,10 +40,13 @@ from edge_sr.reparam.rules import (
     sum_branches,
 )
 
+CARD_ATTR = "edge_sr_card"
+"""The attribute holding a model's card (``edge_sr.models.ModelCard``); fusion keeps it, with form "deploy"."""
+
 __all__ = [
+    "CARD_ATTR",
     "EquivalenceReport",
     "FreezableBatchNorm2d",
-    "ReparamResult",
     "check_equivalent",
     "conv3xc",
     "conv_from",
@@ -60,7 +64,6 @@ __all__ = [
     "pad_with_bias",
     "repeat_identity_kernel",
     "reparameterize",
-    "reparameterize_checkpoint",
     "repsr_block",
     "sum_branches",
 ]
@@ -84,18 +87,17 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Return the deploy form of ``model`` (a copy unless ``inplace``), in eval mode.
 
     BatchNorm layers are folded with their running statistics, so the result equals the eval-mode
-    train-form model. Metadata attributes set by the registry (``edge_sr_arch``, ``edge_sr_args``) carry over.
+    train-form model. The model card (attribute ``CARD_ATTR``) carries over with ``form="deploy"``.
     """
     m = model if inplace else copy.deepcopy(model)
     m.eval()
+    card = getattr(m, CARD_ATTR, None)
     if callable(getattr(m, "fuse", None)):
-        fused = m.fuse()  # type: ignore[operator]
-        for attr in ("edge_sr_arch", "edge_sr_args"):
-            if hasattr(m, attr):
-                setattr(fused, attr, getattr(m, attr))
-        m = fused
+        m = m.fuse()  # type: ignore[operator]
     _fuse_children(m)
-    m.edge_sr_form = "deploy"  # type: ignore[assignment]
+    if dataclasses.is_dataclass(card) and not isinstance(card, type):
+        # the card is a frozen dataclass defined above this package: a changed copy, never an edit
+        setattr(m, CARD_ATTR, dataclasses.replace(card, form="deploy"))
     return m.eval()
 
 
@@ -124,7 +126,3 @@ def check_equivalent(a: nn.Module, b: nn.Module, inputs: Iterable[Tensor], atol:
         worst = max(worst, (ya - yb).abs().max().item())
         shapes.append(tuple(x.shape))
     return EquivalenceReport(worst, tuple(shapes), atol)
-
-
-# Imported last: the checkpoint helper uses the functions above (and imports the model zoo lazily).
-from edge_sr.reparam.checkpoint import ReparamResult, reparameterize_checkpoint  # noqa: E402

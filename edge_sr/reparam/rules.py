@@ -29,13 +29,6 @@ def fuse_conv_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tup
     return weight * t.reshape(-1, 1, 1, 1), beta + (b - bn.running_mean) * t
 
 
-def fold_bn_into_bias_free(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """A BatchNorm on its own as a per-channel affine map: ``(scale, shift)``."""
-    assert bn.running_var is not None, "BatchNorm2d without running statistics"
-    w, b = fuse_conv_bn(torch.ones(bn.num_features, 1, 1, 1, dtype=bn.running_var.dtype), None, bn)
-    return w.reshape(-1), b
-
-
 def pad_kernel(weight: Tensor, size: int) -> Tensor:
     """Zero-pad a (out, in, k, k) kernel to (out, in, size, size), centred (k and size odd)."""
     k = weight.shape[-1]

@@ -1,7 +1,9 @@
 """Run any edge-sr artifact: ``load(path) -> Runner``; ``Runner.run(image)``.
 
-The kind comes from the file (``.onnx`` onnxruntime, ``.tflite`` LiteRT, ``.pte`` ExecuTorch, ``.mlpackage``
-CoreML on macOS / the MIL reference executor elsewhere, ``.safetensors`` / ``.pth`` torch). The manifest
+The kind comes from the file's suffix: an artifact of any target in ``edge_sr.convert.TARGETS`` opens with
+that target's own runner (``.onnx`` onnxruntime, ``.tflite`` LiteRT, ``.pte`` ExecuTorch, ``.mlpackage``
+CoreML on macOS / the MIL reference executor elsewhere, ``.pt2`` torch.export), a checkpoint
+(``.safetensors`` / ``.pth``) runs in eager torch. The manifest
 beside an artifact says how to feed it: layout (NCHW / NHWC), value range (0-1, or 0-255 pixels for image
 I/O), dtype and int8 scale / zero point, and which input sizes it accepts; inputs of other sizes are run
 tile by tile with overlap (``edge_sr.tiling``).
@@ -162,15 +164,20 @@ def _decode(y: np.ndarray, entry: dict[str, Any], artifact_quant: tuple[float, i
 
 
 def load(
-    path: str | os.PathLike[str], *, scale: int | None = None, threads: int | None = None, **model_kw: Any
+    path: str | os.PathLike[str],
+    *,
+    scale: int | None = None,
+    threads: int | None = None,
+    model: str | None = None,
 ) -> Runner:
     """Open an artifact or checkpoint for inference.
 
     Args:
-        path: ``.onnx``, ``.tflite``, ``.pte``, ``.mlpackage``, ``.safetensors`` or ``.pth``.
-        scale: the upscaling factor of an artifact without a manifest (else the manifest's).
+        path: an artifact of a registered target (with its manifest), ``.safetensors`` or ``.pth``.
+        scale: the upscaling factor of an artifact without a manifest (else the manifest's); for a checkpoint,
+            the scale it must have.
         threads: CPU threads for the backend (its default when None).
-        **model_kw: for checkpoints, passed to ``edge_sr.models.load_checkpoint`` (``model=``, ``scale=``).
+        model: the zoo architecture of a foreign checkpoint (``edge_sr.models.load_checkpoint``'s ``model``).
 
     Raises:
         InputError: no such file. RuntimeBackendError: unknown kind, or the backend cannot open it.
@@ -181,7 +188,7 @@ def load(
     if not p.exists():
         raise InputError(p, "no such artifact")
     if p.suffix.lower() in CHECKPOINT_SUFFIXES:
-        backend = open_backend(p, None, **({"scale": scale} if scale else {}), **model_kw)
+        backend = open_backend(p, None, scale=scale, model=model)
         return Runner(backend, kind="torch", manifest={}, scale=_model_scale(backend.model), path=p)
     target = target_for_path(p)
     backend = open_backend(p, target, threads=threads)
@@ -198,8 +205,6 @@ def from_model(model: torch.nn.Module) -> Runner:
 
 
 def _model_scale(model: torch.nn.Module) -> int:
-    scale = getattr(model, "scale", None) or (getattr(model, "edge_sr_args", None) or {}).get("scale")
-    if not scale:
-        with torch.no_grad():
-            scale = model(torch.zeros(1, 3, 8, 8)).shape[-1] // 8
-    return int(scale)
+    from edge_sr.models import card_of  # ConfigError for a module without a model card
+
+    return card_of(model).scale

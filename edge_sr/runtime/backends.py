@@ -33,16 +33,23 @@ class TorchBackend:
         return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
-def open_backend(path: Path, target: str | None, *, threads: int | None = None, **model_kw: Any) -> Any:
+def open_backend(
+    path: Path,
+    target: str | None,
+    *,
+    threads: int | None = None,
+    scale: int | None = None,
+    model: str | None = None,
+) -> Any:
     """The backend for ``path``: a target module's runner, or torch for a checkpoint."""
+    from edge_sr.convert import suffixes, target_module
+
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         from edge_sr.models import load_checkpoint
 
-        return TorchBackend(load_checkpoint(path, **model_kw), path=path)
+        return TorchBackend(load_checkpoint(path, model=model, scale=scale), path=path)
     if target is None:
-        raise RuntimeBackendError(
-            path, "unknown artifact kind; expected .onnx, .tflite, .pte, .mlpackage, .safetensors or .pth"
-        )
-    from edge_sr.convert import target_module
+        kinds = ", ".join([*sorted(suffixes()), *CHECKPOINT_SUFFIXES])
+        raise RuntimeBackendError(path, f"unknown artifact kind; expected one of {kinds}")
 
     return target_module(target).Runner(path, threads=threads)

@@ -114,7 +114,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(None, f"{key}: expected a mapping, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
+        if isinstance(tp, type) and isinstance(value, tp):
             return value
         if not isinstance(value, dict):
             raise ConfigError(None, f"{key}: expected a mapping, got {value!r}")

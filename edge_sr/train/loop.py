@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from edge_sr.data.augment import augment_batch
 from edge_sr.data.datasets import HRFolderDataset, PairedFolderDataset, find_images
 from edge_sr.errors import ConfigError
 from edge_sr.io_utils import atomic_path
+from edge_sr.models.card import card_of
 from edge_sr.models.checkpoint import save_checkpoint
 from edge_sr.models.registry import create_model
 from edge_sr.train.config import TrainConfig, save_config, to_dict
@@ -69,7 +71,7 @@ def _dist_info() -> tuple[int, int]:
 
 def _build_data(cfg: TrainConfig):  # type: ignore[no-untyped-def]
     d, scale = cfg.data, cfg.model.scale
-    common = {
+    common: dict[str, Any] = {
         "scale": scale,
         "patch_size": d.patch_size,
         "augment": d.augment,
@@ -117,30 +119,109 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    run = Path(cfg.out_dir)
-    device = torch.device(cfg.device)
     model = create_model(cfg.model.name, scale=cfg.model.scale, **cfg.model.args)  # validates the name first
     dataset, val_images = _build_data(cfg)  # every data error is raised before training starts
+    run = _start_run(cfg, model, rank, resume=resume, init=init)
+    net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    stop = min(cfg.iters, until) if until else cfg.iters
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.data.batch_size,
+        sampler=_StepSampler(run.step, stop, cfg.data.batch_size, rank, world),
+        num_workers=cfg.data.workers,
+        persistent_workers=False,
+        drop_last=False,
+    )
+    bar = _progress(run.step, cfg.iters, enabled=progress and rank == 0)
+    t0, interrupted, last_val = time.time(), False, run.best.get("psnr")
+    loss_fn = _loss_fn(cfg)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and run.device.type == "cuda" else None
+    try:
+        for lr, hr in loader:
+            loss = _train_step(run, net, lr, hr, loss_fn, scaler)
+            val = _after_step(run, loss, val_images, stop, t0)
+            last_val = val if val is not None else last_val
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{loss.item():.4f}", val=f"{last_val:.2f}" if last_val else "-", refresh=False
+            )
+    except KeyboardInterrupt:
+        interrupted = True
+        run.save()
+        logger.warning(
+            "interrupted at step %d: checkpoint saved in %s (continue with --resume)", run.step, run.dir
+        )
+    finally:
+        bar.close()
+    in_sync = _ranks_in_sync(model) if world > 1 else None
+    best = run.best
+    return TrainResult(
+        run.dir, run.step, best.get("psnr"), best.get("step"), time.time() - t0, interrupted, in_sync
+    )
+
+
+@dataclass
+class _Run:
+    """What one run trains and where it writes; ``step`` and ``best`` advance as it goes."""
+
+    cfg: TrainConfig
+    dir: Path
+    device: torch.device
+    model: nn.Module
+    ema: EMA | None
+    optimizer: torch.optim.Optimizer
+    rank: int
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"psnr": None, "step": None})
+
+    @property
+    def arch_args(self) -> tuple[str, dict[str, Any]]:
+        """The registry name and constructor arguments the checkpoints store."""
+        card = card_of(self.model)
+        return card.arch, dict(card.args)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation scores and ``best.safetensors`` keeps: the EMA when on."""
+        return self.ema.model if self.ema else self.model
+
+    def save(self) -> None:
+        """``last*`` checkpoints and the resume state (rank 0 only)."""
+        if self.rank == 0:
+            arch, args = self.arch_args
+            save_training_state(
+                self.dir,
+                model=self.model,
+                ema_model=self.ema.model if self.ema else None,
+                optimizer=self.optimizer,
+                step=self.step,
+                best=self.best,
+                arch=arch,
+                args=args,
+            )
+
+
+def _start_run(cfg: TrainConfig, model: nn.Module, rank: int, *, resume: bool, init: str | None) -> _Run:
+    """Initial weights (``init``), EMA, optimizer and resumed state; rank 0 writes the run folder's header."""
     init_report = None
     if init and not resume:
         init_report = init_from(model, init)
         logger.info(
             "init from %s: loaded %d tensors, new %d", init, len(init_report.loaded), len(init_report.new)
         )
+    device = torch.device(cfg.device)
     model.to(device).train()
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    optimizer = make_optimizer(model, cfg.optim)
-    step, best = 0, {"psnr": None, "step": None}
+    run = _Run(cfg, Path(cfg.out_dir), device, model, ema, make_optimizer(model, cfg.optim), rank)
     if resume:
-        step, best = load_training_state(
-            run, model=model, ema_model=ema.model if ema else None, optimizer=optimizer
+        run.step, run.best = load_training_state(
+            run.dir, model=model, ema_model=ema.model if ema else None, optimizer=run.optimizer
         )
-    arch, args = cfg.model.name, {"scale": cfg.model.scale, **cfg.model.args}
     if rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run / "config.yaml")
+        run.dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.dir / "config.yaml")
         if init_report is not None:  # which tensors came from --init and which started fresh
-            with atomic_path(run / "init.json") as tmp:
+            with atomic_path(run.dir / "init.json") as tmp:
                 tmp.write_text(
                     json.dumps(
                         {
@@ -152,103 +233,79 @@ def train(
                         indent=1,
                     )
                 )
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
-    loss_fn = _loss_fn(cfg)
-    stop = min(cfg.iters, until) if until else cfg.iters
-    sampler = _StepSampler(step, stop, cfg.data.batch_size, rank, world)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.data.batch_size,
-        sampler=sampler,
-        num_workers=cfg.data.workers,
-        persistent_workers=False,
-        drop_last=False,
-    )
-    log_path = run / "metrics.jsonl"
-    bar = _progress(step, cfg.iters, enabled=progress and rank == 0)
-    t0, interrupted, last_val = time.time(), False, best.get("psnr")
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    return run
 
-    def save() -> None:
-        if rank == 0:
-            save_training_state(
-                run,
-                model=model,
-                ema_model=ema.model if ema else None,
-                optimizer=optimizer,
-                step=step,
-                best=best,
+
+def _train_step(
+    run: _Run,
+    net: nn.Module,
+    lr: torch.Tensor,
+    hr: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scaler: torch.amp.GradScaler | None,
+) -> torch.Tensor:
+    """One optimizer step on a (LR, HR) batch: schedule, augmentation, forward, backward, EMA; returns the loss."""
+    cfg, model, optimizer, step = run.cfg, run.model, run.optimizer, run.step
+    if cfg.bn_freeze_at and step == cfg.bn_freeze_at:
+        _freeze_bn(model)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.optim.lr * lr_factor(step, cfg.iters, cfg.optim)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    lr, hr = augment_batch(lr, hr, cfg.model.scale, cfg.data.augment, g)
+    lr, hr = lr.to(run.device, non_blocking=True), hr.to(run.device, non_blocking=True)
+    with torch.autocast(run.device.type, dtype=torch.float16, enabled=scaler is not None):
+        loss = loss_fn(net(lr), hr)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if cfg.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if run.ema is not None:
+        run.ema.update(model)
+    run.step += 1
+    return loss
+
+
+def _after_step(run: _Run, loss: torch.Tensor, val_images: list[Any], stop: int, t0: float) -> float | None:
+    """Log, validate (keeping the best weights) and save as the schedule says; the validation PSNR or None."""
+    cfg, step = run.cfg, run.step
+    record: dict[str, Any] = {}
+    if step % cfg.log_every == 0 or step == cfg.iters:
+        record = {
+            "step": step,
+            "loss": loss.item(),
+            "lr": run.optimizer.param_groups[0]["lr"],
+            "elapsed_s": round(time.time() - t0, 1),
+        }
+    val = None
+    if val_images and run.rank == 0 and (step % cfg.val_every == 0 or step == cfg.iters):
+        metrics = validate(run.eval_model, val_images, cfg.model.scale, cfg.device)
+        val = metrics["psnr"]
+        record.update({"step": step, "val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"]})
+        if run.best["psnr"] is None or metrics["psnr"] > run.best["psnr"]:
+            run.best = {"psnr": metrics["psnr"], "ssim": metrics["ssim"], "step": step}
+            arch, args = run.arch_args
+            save_checkpoint(
+                run.eval_model,
+                run.dir / "best.safetensors",
                 arch=arch,
                 args=args,
+                form="train",
+                extra={"step": str(step), "val_psnr": f"{metrics['psnr']:.4f}"},
             )
-
-    try:
-        for lr, hr in loader:
-            if cfg.bn_freeze_at and step == cfg.bn_freeze_at:
-                _freeze_bn(model)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.optim.lr * lr_factor(step, cfg.iters, cfg.optim)
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            lr, hr = augment_batch(lr, hr, cfg.model.scale, cfg.data.augment, g)
-            lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
-                loss = loss_fn(net(lr), hr)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if ema is not None:
-                ema.update(model)
-            step += 1
-            record: dict[str, Any] = {}
-            if step % cfg.log_every == 0 or step == cfg.iters:
-                record = {
-                    "step": step,
-                    "loss": loss.item(),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "elapsed_s": round(time.time() - t0, 1),
-                }
-            if val_images and rank == 0 and (step % cfg.val_every == 0 or step == cfg.iters):
-                metrics = validate(ema.model if ema else model, val_images, cfg.model.scale, cfg.device)
-                last_val = metrics["psnr"]
-                record.update({"step": step, "val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"]})
-                if best["psnr"] is None or metrics["psnr"] > best["psnr"]:
-                    best = {"psnr": metrics["psnr"], "ssim": metrics["ssim"], "step": step}
-                    save_checkpoint(
-                        ema.model if ema else model,
-                        run / "best.safetensors",
-                        arch=arch,
-                        args=args,
-                        form="train",
-                        extra={"step": str(step), "val_psnr": f"{metrics['psnr']:.4f}"},
-                    )
-            if record and rank == 0:
-                _append_jsonl(log_path, record)
-            if step % cfg.save_every == 0 or step == stop:
-                save()
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{loss.item():.4f}", val=f"{last_val:.2f}" if last_val else "-", refresh=False
-            )
-    except KeyboardInterrupt:
-        interrupted = True
-        save()
-        logger.warning("interrupted at step %d: checkpoint saved in %s (continue with --resume)", step, run)
-    finally:
-        bar.close()
-    in_sync = _ranks_in_sync(model) if world > 1 else None
-    return TrainResult(run, step, best.get("psnr"), best.get("step"), time.time() - t0, interrupted, in_sync)
+    if record and run.rank == 0:
+        _append_jsonl(run.dir / "metrics.jsonl", record)
+    if step % cfg.save_every == 0 or step == stop:
+        run.save()
+    return val
 
 
 def _ranks_in_sync(model: nn.Module) -> bool:
@@ -260,15 +317,10 @@ def _ranks_in_sync(model: nn.Module) -> bool:
 
 
 def _freeze_bn(model: nn.Module) -> None:
-    from edge_sr import reparam
+    """BatchNorm uses its population statistics from here on (RepSR's remedy, ``freeze_batchnorm``)."""
+    from edge_sr.reparam import freeze_batchnorm
 
-    freeze = getattr(reparam, "freeze_batchnorm", None)
-    if freeze is not None:
-        freeze(model, True)
-    else:  # population statistics from here on
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
+    freeze_batchnorm(model, True)
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -285,6 +337,7 @@ def _progress(start: int, total: int, enabled: bool):  # type: ignore[no-untyped
 
 
 def export_run_summary(result: TrainResult, cfg: TrainConfig) -> dict[str, Any]:
+    """The JSON summary of a run (``edge-sr train --json``): the result and the resolved config."""
     return {
         "run_dir": str(result.run_dir),
         "step": result.step,

@@ -1,5 +1,5 @@
 """Profile an artifact on an Android device over ``adb`` with the platform's own benchmark binary, and
-parse its output into the same ``ProfileReport`` as ``edge_sr.profile``.
+parse its output into the same ``ProfileReport`` as ``edge_sr.profile.profile``.
 
 - ``.tflite``: TFLite's ``benchmark_model`` (``--graph --num_runs --warmup_runs --num_threads
   --enable_op_profiling=true --report_peak_memory_footprint=true``). It prints per-run statistics as
@@ -24,8 +24,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edge_sr.convert import target_for_path
+from edge_sr.convert.manifest import size_bytes
+from edge_sr.convert.target import OpTime
 from edge_sr.errors import ConfigError, InputError, RuntimeBackendError
-from edge_sr.profile import OpTime, ProfileReport, artifact_kind, artifact_size, latency_stats
+from edge_sr.profile.report import ProfileReport, latency_stats
 
 REMOTE_DIR = "/data/local/tmp/edge-sr"
 _STAT = re.compile(
@@ -220,7 +223,7 @@ def profile_adb(
         raise ConfigError(
             binary, "--adb needs --benchmark-binary PATH: executor_runner (.pte) or benchmark_model (.tflite)"
         )
-    kind = artifact_kind(path)
+    kind = target_for_path(path) or path.suffix
     threads = int(threads or 4)
     setup, run_cmd, etdump = build_commands(
         kind, str(path), str(binary), runs=runs, warmup=warmup, threads=threads
@@ -251,7 +254,7 @@ def profile_adb(
         p90_ms=parsed.get("p90_ms"),
         mean_ms=parsed["mean_ms"],
         peak_rss_mb=parsed.get("peak_mb"),
-        size_bytes=artifact_size(path),
+        size_bytes=size_bytes(path),
     )
     if kind == "tflite":
         report.ops = parsed["ops"] if ops else []
@@ -264,7 +267,7 @@ def profile_adb(
 
 
 def _pull_etdump(base: list[str], remote: str, artifact: str) -> tuple[list[OpTime], str]:
-    from edge_sr.profile_backends import etdump_ops
+    from edge_sr.convert.executorch import etdump_ops
 
     with tempfile.TemporaryDirectory() as d:
         local = Path(d) / "run.etdump"

@@ -1,4 +1,7 @@
-"""Fuse a train-form checkpoint into a deploy-form one, checking that both compute the same function."""
+"""Fuse a train-form checkpoint into a deploy-form one, checking that both compute the same function.
+
+The fusion rules are :mod:`edge_sr.reparam`'s; this module adds the checkpoint around them (``edge-sr reparam``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,11 @@ from pathlib import Path
 import torch
 
 from edge_sr.errors import CheckpointError, ConversionError
+from edge_sr.models.card import card_of
+from edge_sr.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from edge_sr.models.registry import get_entry
+from edge_sr.models.stats import count_params
+from edge_sr.reparam import check_equivalent, has_fusable, reparameterize
 
 # Random inputs of the equivalence check: odd sizes and a batch of two, so borders and batching are covered.
 CHECK_SIZES: tuple[tuple[int, int, int, int], ...] = ((1, 3, 17, 23), (2, 3, 32, 24), (1, 3, 9, 40))
@@ -56,12 +64,6 @@ def reparameterize_checkpoint(
         CheckpointError: the checkpoint is already in deploy form or cannot be read.
         ConversionError: the fused model differs from the train-form one.
     """
-    from edge_sr.models import load_checkpoint, save_checkpoint
-    from edge_sr.models.checkpoint import read_metadata
-    from edge_sr.models.registry import get_entry
-    from edge_sr.models.stats import count_params
-    from edge_sr.reparam import check_equivalent, has_fusable, reparameterize
-
     src_p = Path(src)
     if model is None and src_p.suffix == ".safetensors":
         meta = read_metadata(src_p)
@@ -70,8 +72,9 @@ def reparameterize_checkpoint(
         if meta["form"] == "deploy":
             raise CheckpointError(src_p, "already fused (form: deploy); use it as it is")
     net = load_checkpoint(src_p, model=model, scale=scale) if model else load_checkpoint(src_p)
+    card = card_of(net)
     if not has_fusable(net):
-        raise CheckpointError(src_p, f"{net.edge_sr_arch} has no re-parameterizable blocks; nothing to fuse")
+        raise CheckpointError(src_p, f"{card.arch} has no re-parameterizable blocks; nothing to fuse")
     # Fuse in float64 (the kernel products lose nothing), check there, store float32.
     net64 = copy.deepcopy(net).double()
     deploy64 = reparameterize(net64)
@@ -83,14 +86,13 @@ def reparameterize_checkpoint(
         diff = rep.max_abs_diff
         if not rep.passed:
             raise ConversionError(src_p, f"deploy form differs by {diff:.3g} > {atol:g}; nothing was written")
-    deploy = deploy64.float()
-    args = dict(getattr(net, "edge_sr_args", {}))
-    save_checkpoint(deploy, out, arch=str(net.edge_sr_arch), args=args, form="deploy")
+    deploy = deploy64.float()  # the card came along with form "deploy"
+    save_checkpoint(deploy, out)
     return ReparamResult(
         src=str(src_p),
         out=str(out),
-        arch=str(net.edge_sr_arch),
-        scale=int(args.get("scale", 0)),
+        arch=card.arch,
+        scale=card.scale,
         params_train=count_params(net),
         params_deploy=count_params(deploy),
         checked=check,

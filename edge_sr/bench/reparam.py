@@ -1,25 +1,23 @@
 """Train versus deploy form of every re-parameterizable zoo model: parameters, MACs, CPU latency.
 
-``python -m edge_sr.reparam_bench [--models ...] [--runs N] [--threads T] [--doc docs/BENCHMARKS.md]``
-writes the ``reparam`` section of the benchmarks page. Latency is the median of ``runs`` timed forward
-passes on a 1x3x180x320 input (a 720p frame at x4), after one warm-up; the two forms alternate within one
-loop so both see the same machine load, and the ratio is taken from that same run.
+``edge-sr bench reparam`` writes the ``reparam`` section of the benchmarks page. Latency is the median of
+``runs`` timed forward passes on one input (by default a 720p frame at x4), after one warm-up; the two forms
+alternate within one loop so both see the same machine load, and the ratio is taken from that same run.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import platform
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from edge_sr.bench._env import environment, environment_block
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +36,8 @@ class ReparamBenchRow:
     def speedup(self) -> float:
         return self.ms_train / self.ms_deploy
 
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup": self.speedup}
 
 
 @torch.inference_mode()
@@ -82,7 +72,7 @@ def bench_reparam(
         runs: timed runs per form (median reported).
         scale: the models' scale.
         threads: torch intra-op threads (default: leave as is).
-        doc: markdown file whose ``reparam`` section is replaced (``edge_sr.report.update_section``).
+        doc: markdown file whose ``reparam`` section is replaced (``edge_sr.bench.report.update_section``).
         command: the command line to quote in the section.
         cpu_time: time with the process CPU clock instead of the wall clock. On a shared machine the wall
             clock measures the scheduler; with one thread, CPU time is the compute the forward pass needs.
@@ -113,7 +103,7 @@ def bench_reparam(
         log.info("%s: train %.1f ms, deploy %.1f ms (x%.2f)", name, ms_t, ms_d, row.speedup)
         rows.append(row)
     if doc is not None:
-        from edge_sr.report import update_section
+        from edge_sr.bench.report import update_section
 
         update_section(
             doc,
@@ -148,8 +138,7 @@ def render(
         f"{clock}. MACs per LR pixel count convolutions and matrix products (`edge_sr.models.stats`); "
         "untrained weights (the cost does not depend on their values).",
         "",
-        f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python "
-        f"{platform.python_version()}.",
+        environment_block(environment(torch.get_num_threads()), command),
         "",
         "| model | params train | params deploy | MACs/px train | MACs/px deploy | ms train | ms deploy | speed-up |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -164,44 +153,4 @@ def render(
     missing = [n for n in list_models() if get_entry(n).reparameterizable and n not in {r.name for r in rows}]
     if missing:
         lines += ["", f"Not measured in this run: {', '.join(missing)}."]
-    if command:
-        lines += ["", f"Command: `{command}`"]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edge_sr.reparam_bench", description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="*", default=None, help="zoo names (default: all re-parameterizable)")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--size", type=int, nargs=2, default=(180, 320), metavar=("H", "W"))
-    p.add_argument("--doc", default="docs/BENCHMARKS.md", help="markdown file to update ('' to skip)")
-    p.add_argument("--json", action="store_true", help="print the rows as one JSON object")
-    p.add_argument(
-        "--cpu-time", action="store_true", help="time with the process CPU clock (shared machines)"
-    )
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    command = "python -m edge_sr.reparam_bench " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    rows = bench_reparam(
-        args.models,
-        tuple(args.size),
-        args.runs,
-        args.scale,
-        args.threads,
-        args.doc or None,
-        command.strip(),
-        args.cpu_time,
-    )
-    if args.json:
-        import json
-
-        sys.stdout.write(json.dumps({"rows": [{**asdict(r), "speedup": r.speedup} for r in rows]}) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Numpy / torch kernels for the Core ML MIL ops, used by the reference executor in ``edge_sr.runtime.mil``.
+"""Numpy / torch kernels for the Core ML MIL ops, used by the reference executor in ``edge_sr.convert.coreml_mil``.
 
 Each kernel takes ``(a, op)``: ``a`` maps the op's input names to numpy values (variadic inputs such as
 ``concat.values`` arrive as lists), ``op`` is the MIL operation (for the number of outputs). A kernel returns one

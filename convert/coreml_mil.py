@@ -2,7 +2,7 @@
 
 coremltools converts and saves ``.mlpackage`` files on any OS but predicts only on macOS. To check an
 artifact's numerics elsewhere we read the saved file back into its MIL program (coremltools' milproto
-frontend) and run that program op by op with the numpy / torch kernels of ``edge_sr.runtime.mil_ops``:
+frontend) and run that program op by op with the numpy / torch kernels of ``edge_sr.convert.coreml_mil_ops``:
 
     runner = MILRunner("model.mlpackage")
     out = runner.run({"x": lr})["output"]        # lr: (1, 3, H, W) float32 in [0, 1]
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edge_sr.convert.coreml_mil_ops import OPS
 
 from edge_sr.errors import InputError, RuntimeBackendError
-from edge_sr.runtime.mil_ops import OPS
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,9 @@ def _image_to_tensor(x: np.ndarray, layout: str) -> np.ndarray:
     x = x.astype(np.float32)
     if layout.startswith("GRAYSCALE") and x.shape[1] == 3:
         # CoreML's own RGB -> gray conversion (ITU-R BT.601 luma)
-        x = (x * np.array([0.299, 0.587, 0.114], np.float32).reshape(1, 3, 1, 1)).sum(axis=1, keepdims=True)
+        from edge_sr.data.io import BT601_LUMA
+
+        x = (x * np.array(BT601_LUMA, np.float32).reshape(1, 3, 1, 1)).sum(axis=1, keepdims=True)
     if x.shape[1] == 4:  # drop alpha
         x = x[:, :3]
     if layout == "BGR":

@@ -1,0 +1,156 @@
+"""One call from a checkpoint to a quantized artifact: what ``edge-sr quantize`` runs.
+
+Checks the option combination against what the target offers (before anything is loaded or written), loads
+the model, cuts the calibration set, ranks layers by sensitivity when asked to keep the most sensitive ones
+float, and runs PTQ, QAT or the FP16 export.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from torch import nn
+
+from edge_sr.errors import ConfigError
+
+
+def check_request(
+    target: str,
+    *,
+    precision: str,
+    qat: bool,
+    data: Sequence[str | os.PathLike[str]] | None,
+    int8_io: bool,
+    keep_float: Sequence[str],
+    keep_sensitive: int,
+    mode: str | None,
+) -> str | None:
+    """Raise ``ConfigError`` (one line) for a combination the target cannot take; returns the INT8 mode."""
+    from edge_sr.convert import quantizable_targets, target_module
+    from edge_sr.quantize import qat_targets_text
+
+    mod = target_module(target)
+    if precision not in ("int8", "fp16"):
+        raise ConfigError(
+            None, f"precision {precision!r}: quantize makes int8 or fp16 (fp32: `edge-sr convert`)"
+        )
+    if precision == "fp16":
+        if qat or int8_io or keep_float or keep_sensitive or mode:
+            raise ConfigError(
+                None,
+                "QAT, int8 I/O, kept-float layers and modes are int8 options; fp16 keeps offending layers itself",
+            )
+        return None
+    if not mod.QUANT_MODES:
+        raise ConfigError(
+            None, f"{target} has no INT8 artifacts; choose from {', '.join(quantizable_targets())}"
+        )
+    mode = mode or mod.QUANT_MODES[0]
+    if mode not in mod.QUANT_MODES:
+        raise ConfigError(None, f"unknown {target} mode {mode!r}; choose from {', '.join(mod.QUANT_MODES)}")
+    if int8_io and not mod.INT8_IO:
+        offered = [t for t in quantizable_targets() if target_module(t).INT8_IO]
+        raise ConfigError(
+            None, f"int8 I/O is a {', '.join(offered)} option; {target} artifacts keep float32 I/O"
+        )
+    if qat and not data:
+        raise ConfigError(None, "QAT needs training data (--data DIR: HR training images)")
+    if qat and mode not in mod.PT2E_MODES:
+        raise ConfigError(
+            None, f"{target} {mode} cannot take QAT (it runs through PT2E); use {qat_targets_text()}"
+        )
+    if keep_sensitive and mode not in mod.PT2E_MODES and mode != "qdq":
+        raise ConfigError(
+            None, f"sensitivity ranks activation-quantized layers; use keep_float with {target} {mode}"
+        )
+    return mode
+
+
+def quantize_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    target: str,
+    *,
+    calib: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    precision: Literal["int8", "fp16"] = "int8",
+    input_size: tuple[int, int] = (64, 64),
+    calib_count: int = 32,
+    calib_lr: bool = False,
+    seed: int = 0,
+    qat: bool = False,
+    data: Sequence[str | os.PathLike[str]] | None = None,
+    iters: int = 4000,
+    lr: float = 2e-4,
+    batch_size: int = 8,
+    keep_float: Sequence[str] = (),
+    keep_sensitive: int = 0,
+    int8_input_layers: bool = False,
+    int8_io: bool = False,
+    mode: str | None = None,
+) -> tuple[Any, nn.Module]:
+    """Quantize the model of ``checkpoint`` for ``target``; returns (``edge_sr.convert.Artifact``, the model).
+
+    Args:
+        checkpoint: an edge-sr checkpoint (train-form ones are fused first).
+        target: a target with INT8 modes (int8), or any target (fp16).
+        calib: image folder for calibration (HR, cut to LR patches, unless ``calib_lr``).
+        out: artifact path or folder.
+        precision: ``int8`` or ``fp16`` (range-checked, offending layers FP32 where the target allows).
+        input_size: export and calibration size (H, W).
+        calib_count: calibration images; ``seed`` fixes the crops and the QAT samples.
+        qat: quantization-aware fine-tuning on ``data`` for ``iters`` steps at peak ``lr``, ``batch_size``.
+        keep_float: layers left in float; ``keep_sensitive`` adds the k most sensitive ones.
+        int8_input_layers: quantize the convs that read the image too (by default they stay float).
+        int8_io: int8 input where the target offers it.
+        mode: one of the target's quantization modes (default its first).
+    """
+    from edge_sr import quantize as q
+    from edge_sr.models import card_of, load_checkpoint
+
+    mode = check_request(
+        target,
+        precision=precision,
+        qat=qat,
+        data=data,
+        int8_io=int8_io,
+        keep_float=keep_float,
+        keep_sensitive=keep_sensitive,
+        mode=mode,
+    )
+    model = load_checkpoint(checkpoint)
+    cal = q.load_calibration(
+        calib,
+        count=calib_count,
+        input_size=input_size,
+        scale=card_of(model).scale,
+        seed=seed,
+        lr_input=calib_lr,
+    )
+    if precision == "fp16":
+        return q.fp16_export(model, target, cal, out=out, source=checkpoint), model
+    keep = list(keep_float)
+    if keep_sensitive:
+        ranked = q.most_sensitive(q.sensitivity(model, target, cal), keep_sensitive)
+        keep += [n for n in ranked if n not in keep]
+    spec = q.QuantSpec(
+        int8_io=int8_io, keep_float=tuple(keep), float_input_layers=not int8_input_layers, mode=mode
+    )
+    if qat:
+        art = q.qat(
+            model,
+            target,
+            list(data or ()),
+            calib=cal,
+            iters=iters,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            spec=spec,
+            out=out,
+            source=checkpoint,
+        )
+    else:
+        art = q.ptq(model, target, cal, spec, out=out, source=checkpoint)
+    return art, model
