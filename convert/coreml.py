@@ -426,7 +426,7 @@ def profile(
 
     model = ct.models.MLModel(str(path))
     inp = model.get_spec().description.input[0]
-    dims = [int(d) for d in inp.type.multiArrayType.shape] or [1, 3, *(size or (180, 320))]
+    dims: list[int | None] = [int(d) for d in inp.type.multiArrayType.shape] or [1, 3, *(size or (180, 320))]
     shape = fill_shape(dims, size, layout)
     feed = {inp.name: random_input(shape, np.float32)}
     times = timer(lambda: model.predict(feed), runs, warmup)

@@ -161,7 +161,7 @@ def _image_preprocessing(func: Any, name: str) -> tuple[float, tuple[float, ...]
             break
     for op in list(var.child_ops):
         if op.op_type == "add" and op.y.val is not None and op.name.endswith("__biased__"):
-            bias = tuple(float(b) for b in np.asarray(op.y.val).reshape(-1))
+            bias = tuple(float(b) for b in np.asarray(op.y.val).reshape(-1))  # type: ignore[assignment]
     return scale, bias
 
 
@@ -195,12 +195,14 @@ def _input_spec(func: Any, desc: Any) -> MILInputSpec:
             desc.name, fixed, _dtype_name(var), True, layout, scale, bias or (0.0,) * channels, enum, ranged
         )
     arr = desc.type.multiArrayType
-    fixed = tuple(int(n) for n in arr.shape) or shape
-    enum = tuple(tuple(int(n) for n in s.shape) for s in arr.enumeratedShapes.shapes)
-    ranged = None
+    dims: tuple[int, ...] = tuple(int(n) for n in arr.shape) or shape
+    shapes: tuple[tuple[int, ...], ...] = tuple(
+        tuple(int(n) for n in s.shape) for s in arr.enumeratedShapes.shapes
+    )
+    bounds: tuple[tuple[int, int], ...] | None = None
     if arr.WhichOneof("ShapeFlexibility") == "shapeRange":
-        ranged = tuple((int(r.lowerBound), int(r.upperBound)) for r in arr.shapeRange.sizeRanges)
-    return MILInputSpec(desc.name, fixed, _dtype_name(var), enumerated_shapes=enum, shape_range=ranged)
+        bounds = tuple((int(r.lowerBound), int(r.upperBound)) for r in arr.shapeRange.sizeRanges)
+    return MILInputSpec(desc.name, dims, _dtype_name(var), enumerated_shapes=shapes, shape_range=bounds)  # type: ignore[arg-type]
 
 
 class MILRunner:

@@ -69,8 +69,14 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "logical_or": np.logical_or,
     "logical_xor": np.logical_xor,
 }
+
+
+def _binary(fn: Callable[..., Any]) -> Callable[[dict[str, Any], Any], Any]:
+    return lambda a, op: fn(f32(a["x"]), f32(a["y"]))
+
+
 for _name, _fn in _BINARY.items():
-    OPS[_name] = lambda a, op, _fn=_fn: _fn(f32(a["x"]), f32(a["y"]))
+    OPS[_name] = _binary(_fn)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -114,8 +120,14 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "logical_not": np.logical_not,
     "identity": lambda x: x,
 }
+
+
+def _unary(fn: Callable[..., Any]) -> Callable[[dict[str, Any], Any], Any]:
+    return lambda a, op: fn(f32(a["x"]))
+
+
 for _name, _fn1 in _UNARY.items():
-    OPS[_name] = lambda a, op, _fn1=_fn1: _fn1(f32(a["x"]))
+    OPS[_name] = _unary(_fn1)
 
 
 @_reg("log")

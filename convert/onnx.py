@@ -104,6 +104,8 @@ def export(
         report=False,
         optimize=True,
     )
+    if program is None:
+        raise ConversionError(path, "the ONNX exporter returned no program")
     proto = program.model_proto
     for key, value in metadata.items():
         prop = proto.metadata_props.add()

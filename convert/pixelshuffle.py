@@ -85,7 +85,8 @@ class ConvTransposeShuffle(nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv_transpose2d(x, self.weight.to(x.dtype), stride=self.scale)
+        weight: Tensor = self.weight  # type: ignore[assignment]  # a registered buffer
+        return F.conv_transpose2d(x, weight.to(x.dtype), stride=self.scale)
 
 
 def make_shuffle(mode: str, scale: int, channels: int = 3) -> nn.Module:

@@ -2,8 +2,10 @@
 
 For GPU / CPU servers that run PyTorch itself: no converter between the model and the file, so the artifact
 computes what the model computes (fp32, or fp16 inside float32 I/O casts), at a fixed size or for every size
-of a dynamic H / W range (``torch.export.Dim``; the program keeps its shape checks and refuses sizes outside
-the range). The manifest fields are also stored inside the archive as ``extra_files["edge_sr.json"]``.
+of a dynamic H / W range (``torch.export.Dim``). Shape facts the solver cannot prove over a range (window
+padding smaller than the input) stay in the program as runtime assertions, and are first evaluated on every
+size of the range (:func:`.dynamic.check_asserts`): a range where one fails is refused at export. The program
+also refuses sizes outside its range when it runs. The manifest fields are also stored inside the archive as ``extra_files["edge_sr.json"]``.
 Loading uses ``torch.export.load``, whose weights are read without running pickled code.
 """
 
@@ -73,7 +75,19 @@ def export(
     options: Options,
 ) -> dict[str, Any]:
     """``torch.export.export`` then ``torch.export.save`` to ``path``; returns the manifest's I/O entries."""
-    ep = torch.export.export(model, (example,), dynamic_shapes=spec.dynamic_shapes(), strict=options.strict)
+    if spec.dynamic is None:
+        ep = torch.export.export(model, (example,), strict=options.strict)
+    else:
+        from edge_sr.convert.dynamic import check_asserts
+
+        ep = torch.export.export(
+            model,
+            (example,),
+            dynamic_shapes=spec.dynamic_shapes(),
+            strict=options.strict,
+            prefer_deferred_runtime_asserts_over_guards=True,
+        )
+        check_asserts(ep, spec.hw_axes)  # kept in the program: torch checks them on every call
     with path.open("wb") as f:  # a file object: torch.export.save would add ".pt2" to a suffix-less path
         torch.export.save(ep, f, extra_files={METADATA_FILE: json.dumps(metadata, sort_keys=True)})
     with torch.no_grad():

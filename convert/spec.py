@@ -6,6 +6,7 @@ Shapes: exactly one of ``input_size`` (fixed H, W), ``dynamic`` (H and W each in
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -115,3 +116,19 @@ class Artifact:
     @property
     def size_bytes(self) -> int:
         return int(self.manifest.get("size_bytes", 0))
+
+
+def parse_hw(text: str, what: str = "--input-size") -> tuple[int, int]:
+    """``"180x320"`` -> (180, 320) as (height, width); ``ConfigError`` naming ``what`` otherwise."""
+    m = re.fullmatch(r"\s*(\d+)[xX](\d+)\s*", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise ConfigError(None, f"{what} {text!r} must look like 180x320 (HxW, both positive)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_range(text: str, what: str = "--dynamic") -> tuple[int, int]:
+    """``"32:512"`` -> (32, 512); ``ConfigError`` naming ``what`` otherwise."""
+    m = re.fullmatch(r"\s*(\d+):(\d+)\s*", text)
+    if not m:
+        raise ConfigError(None, f"{what} {text!r} must look like 32:512 (MIN:MAX)")
+    return int(m.group(1)), int(m.group(2))

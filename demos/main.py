@@ -2,66 +2,40 @@
 
 1. The bicubic table on Set5 / Set14 (with the bundled models beside it) and an upscale of a bundled image.
 2. Bundled x4 model -> re-parameterize (proven equal) -> FP16 and INT8 (QAT weights when bundled)
-   -> CoreML, TFLite, ExecuTorch, ONNX -> verify each on Set5 -> profile each.
+   -> every target (CoreML, TFLite, ExecuTorch, ONNX, PT2) -> verify each on Set5 -> profile each.
 3. One table (target, precision, size, Set5 PSNR, loss against float, latency) and a side-by-side image
    (bicubic | float | each artifact) of a Set5 crop, all under out/demo/.
 
 Steps that this build cannot run are listed with the reason, never silently dropped.
-Usage: python demos/main.py [--out out/demo] [--data ../shared/data/benchmarks] [--input-size 180x320]
+Usage: python demos/main.py [--out out/demo] [--data DIR] [--input-size 180x320]
+(the data root is $EDGE_SR_DATA, else ../shared/data beside the checkout)
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "benchmarks"
-CALIB = ROOT.parent / "shared" / "data" / "train" / "BSD200"  # photos, used as LR calibration patches
-TARGETS = ("coreml", "tflite", "executorch", "onnx")
+# the data root: EDGE_SR_DATA, else the checkout's neighbour ../shared/data (the layout CI uses)
+DATA_ROOT = Path(os.environ.get("EDGE_SR_DATA") or ROOT.parent / "shared" / "data")
+DATA = DATA_ROOT / "benchmarks"
+CALIB = DATA_ROOT / "train" / "BSD200"  # photos, used as LR calibration patches
 PRECISIONS = ("fp16", "int8")
 
 
-_CONSOLE: Any = None  # the terminal, while the converters' own chatter goes to a log file
-
-
 def say(msg: str = "") -> None:
-    print(msg, file=_CONSOLE or sys.stdout, flush=True)
+    from edge_sr.io_utils import console
 
-
-@contextlib.contextmanager
-def tools_output_to(log: Path) -> Iterator[None]:
-    """Send what the converters and runtimes print (progress bars, C++ logging, on fds 1 and 2) to ``log``;
-    :func:`say` keeps writing to the terminal."""
-    global _CONSOLE
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    _CONSOLE = os.fdopen(os.dup(1), "w")
-    with open(log, "wb") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            _CONSOLE.close()
-            _CONSOLE = None
+    print(msg, file=console(), flush=True)
 
 
 # ---------------------------------------------------------------- step 1: issue 2's demo
@@ -104,20 +78,22 @@ def run_chain(
     data: Path | None,
     calib: Path | None = None,
     calib_count: int = 16,
-    targets: tuple[str, ...] = TARGETS,
+    targets: tuple[str, ...] | None = None,
     precisions: tuple[str, ...] = PRECISIONS,
     input_size: tuple[int, int] = (180, 320),
     runs: int = 10,
     warmup: int = 2,
 ) -> tuple[list[dict[str, Any]], list[str], Any]:
     """Re-parameterize -> export -> verify -> profile every (target, precision); returns (rows, skipped,
-    deploy model). Each row: target, precision, size_bytes, psnr, psnr_float, loss, median_ms, artifact."""
+    deploy model). Each row: target, precision, size_bytes, psnr, psnr_float, loss, median_ms, artifact.
+    ``targets`` defaults to every registered target; a precision a target does not offer is listed as skipped."""
     import torch
+    from edge_sr.convert import TARGETS, target_module
+    from edge_sr.convert.manifest import size_bytes as artifact_size
 
     from edge_sr.bench import Skip, export_artifact
     from edge_sr.errors import EdgeSRError
     from edge_sr.models import load_checkpoint
-    from edge_sr.convert.manifest import size_bytes as artifact_size
     from edge_sr.profile import profile
     from edge_sr.reparam import check_equivalent, reparameterize
     from edge_sr.verify import verify
@@ -131,8 +107,11 @@ def run_chain(
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for precision in precisions:
-        for target in targets:
+        for target in targets or tuple(TARGETS):
             tag = f"{target} {precision}"
+            if precision == "int8" and not target_module(target).QUANT_MODES:
+                skipped.append(f"{tag}: {target} holds float programs only")
+                continue
             t0 = time.perf_counter()
             try:
                 art = export_artifact(
@@ -169,7 +148,7 @@ def run_chain(
                 row["verify_note"] = f"verify failed: {e}"
             try:
                 prof = profile(art, runs=runs, warmup=warmup, ops=False)
-                row.update(median_ms=prof.median_ms, percent_of_peak=prof.percent_of_peak)
+                row.update(median_ms=prof.median_ms, percent_of_peak=prof.percent_of_theoretical_peak)
             except EdgeSRError as e:
                 row["latency_note"] = e.problem.split(" (")[0].split(";")[0]
             row["seconds"] = time.perf_counter() - t0
@@ -268,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     ap.add_argument(
-        "--data", default=str(DATA), help="folder with Set5/ and Set14/ (default ../shared/data/benchmarks)"
+        "--data", default=str(DATA), help="folder with Set5/ and Set14/ (default $EDGE_SR_DATA/benchmarks)"
     )
     ap.add_argument(
-        "--calib", default=str(CALIB), help="INT8 calibration images (default ../shared/data/train/BSD200)"
+        "--calib", default=str(CALIB), help="INT8 calibration images (default $EDGE_SR_DATA/train/BSD200)"
     )
     ap.add_argument("--input-size", default="180x320", help="artifact input size (default 180x320)")
     ap.add_argument("--runs", type=int, default=10, help="timed runs per artifact (default 10)")
@@ -280,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
 
     from edge_sr.errors import EdgeSRError
+    from edge_sr.io_utils import tool_output_to
     from edge_sr.weights import bundled_checkpoint
 
     t_start = time.perf_counter()
@@ -301,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     log = out / "tools.log"
     say(f"(converter and runtime output goes to {log})")
     try:
-        with tools_output_to(log):
+        with tool_output_to(log):
             _chain_and_report(ckpt, out, set5, args)
     except EdgeSRError as e:
         print(f"demo: {e}", file=sys.stderr)
@@ -312,14 +292,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _chain_and_report(ckpt: Path, out: Path, set5: Path | None, args: argparse.Namespace) -> None:
     """The conversion chain, the upscaled image, the table and the comparison picture."""
-    from edge_sr.profile import parse_size
+    from edge_sr.convert.spec import parse_hw
 
     rows, skipped, deploy = run_chain(
         ckpt,
         out,
         data=set5,
         calib=Path(args.calib) if Path(args.calib).is_dir() else None,
-        input_size=parse_size(args.input_size),
+        input_size=parse_hw(args.input_size),
         runs=args.runs,
     )
     up = upscale_asset(deploy, out)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -200,15 +200,7 @@ def ptq(
     if spec.keep_float:
         check_layers(deploy, spec.keep_float)
     spec, float_inputs = _resolve_keep(mod, mode, deploy, calib, spec)
-    quantization = {
-        "scheme": mod.quant_scheme(mode),
-        "mode": mode,
-        "method": "ptq",
-        "calibration": calib.manifest_entry(),
-        "keep_float": list(spec.keep_float),
-        "float_input_layers": float_inputs,
-        "int8_io": spec.int8_io,
-    }
+    quantization = _manifest_entry(mod, mode, "ptq", calib, spec, float_inputs)
     if mode not in mod.PT2E_MODES:  # the target's own quantization of its float artifact
         return mod.quantize_artifact(
             deploy,
@@ -255,15 +247,12 @@ def qat(
     export input size (sample ``i`` fixed by ``seed``), freezes the observers for the last steps, converts.
     ``form="train"`` quantizes the multi-branch graph instead (see the module docstring).
     """
-    from torch.utils.data import DataLoader
-
-    from edge_sr.data import HRFolderDataset, IndexRangeSampler
-    from edge_sr.models import card_of
-
     spec = spec or QuantSpec()
     mod, mode = _target(target, spec)
     if mode not in mod.PT2E_MODES:
-        raise ConfigError(None, f"QAT runs through PT2E; {qat_targets_text()}, not {target} {mode}")
+        raise ConfigError(
+            None, f"{target} {mode} cannot take QAT (it runs through PT2E); use {qat_targets_text()}"
+        )
     if iters < 1:
         raise ConfigError(None, f"QAT needs at least one iteration (got {iters})")
     base = deploy_form(model) if form == "deploy" else model.eval()
@@ -272,12 +261,7 @@ def qat(
         # input layers lower to a program that crashes ExecuTorch's runtime (segfault in a copy): quantize all
         spec = dataclasses.replace(spec, float_input_layers=False)
     spec, float_inputs = _resolve_keep(mod, mode, base, calib, spec)
-    scale = card_of(model).scale
-    h, w = calib.input_size
-    ds = HRFolderDataset(list(data), scale=scale, patch_size=max(h, w), seed=seed, skip_small=True)
-    loader = DataLoader(ds, batch_size=batch_size, sampler=IndexRangeSampler(0, iters * batch_size))
-    # crop square patches to the export shape: (b, 3, p, p) -> (b, 3, h, w), HR alike
-    batches = ((x[..., :h, :w], y[..., : h * scale, : w * scale]) for x, y in loader)
+    batches = _qat_batches(model, data, calib.input_size, iters=iters, batch_size=batch_size, seed=seed)
     q = mod.quantizer(qat=True, mode=mode)
     net, keep = _wrap_io(mod, base, spec)
     annotate = q
@@ -290,15 +274,9 @@ def qat(
     calibrate(prepared, calib.batches(spec.batch_size))
     losses = fine_tune(prepared, batches, iters=iters, lr=lr)
     gm = convert(prepared, fold_quantize=mod.FOLD_QUANTIZE)
-    quantization = {
-        "scheme": mod.quant_scheme(mode),
-        "mode": mode,
-        "method": "qat",
-        "calibration": calib.manifest_entry(),
-        "keep_float": list(spec.keep_float),
-        "float_input_layers": float_inputs,
-        "int8_io": spec.int8_io,
-        "qat": {
+    quantization = _manifest_entry(mod, mode, "qat", calib, spec, float_inputs)
+    quantization.update(
+        qat={
             "form": form,
             "iters": iters,
             "lr": lr,
@@ -307,9 +285,47 @@ def qat(
             "data": [str(d) for d in data],
             "loss_first": losses[0],
             "loss_last": losses[-1],
-        },
-    }
+        }
+    )
     return _export_quantized(gm, _carry(model, base), mod, mode, calib, q, out, quantization, source)
+
+
+def _manifest_entry(
+    mod: Any, mode: str, method: str, calib: CalibrationSet, spec: QuantSpec, float_inputs: list[str]
+) -> dict[str, Any]:
+    """The manifest's ``quantization`` record shared by PTQ and QAT."""
+    return {
+        "scheme": mod.quant_scheme(mode),
+        "mode": mode,
+        "method": method,
+        "calibration": calib.manifest_entry(),
+        "keep_float": list(spec.keep_float),
+        "float_input_layers": float_inputs,
+        "int8_io": spec.int8_io,
+    }
+
+
+def _qat_batches(
+    model: nn.Module,
+    data: Sequence[str | os.PathLike[str]],
+    size: tuple[int, int],
+    *,
+    iters: int,
+    batch_size: int,
+    seed: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``iters`` LR / HR batches from ``HRFolderDataset(data)`` at the export size (sample i fixed by seed)."""
+    from torch.utils.data import DataLoader
+
+    from edge_sr.data import HRFolderDataset, IndexRangeSampler
+    from edge_sr.models import card_of
+
+    scale = card_of(model).scale
+    h, w = size
+    ds = HRFolderDataset(list(data), scale=scale, patch_size=max(h, w), seed=seed, skip_small=True)
+    loader = DataLoader(ds, batch_size=batch_size, sampler=IndexRangeSampler(0, iters * batch_size))
+    # crop square patches to the export shape: (b, 3, p, p) -> (b, 3, h, w), HR alike
+    return ((x[..., :h, :w], y[..., : h * scale, : w * scale]) for x, y in loader)
 
 
 def qat_targets_text() -> str:

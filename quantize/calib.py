@@ -95,7 +95,9 @@ def load_calibration(
             f"asked for {count} calibration images but the folder has {len(files)}; lower --calib-count",
         )
     h, w = input_size
-    patches, names, skipped = [], [], 0
+    patches: list[Any] = []
+    names: list[str] = []
+    skipped = 0
     for i, f in enumerate(files):
         if len(patches) == count:
             break

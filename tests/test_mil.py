@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from edge_sr.convert.coreml_mil import MILRunner, load_program, supported_ops
 from torch import nn
 
 from edge_sr.errors import InputError, RuntimeBackendError
 from edge_sr.models import create_model, get_entry, list_models
 from edge_sr.reparam import reparameterize
-from edge_sr.convert.coreml_mil import MILRunner, load_program, supported_ops
 
 ct = pytest.importorskip("coremltools")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
@@ -321,7 +321,6 @@ def test_weight_only_int8_matches_dequantized_torch(ecbsr, lr, tmp_path) -> None
 def test_constexpr_kernels_match_coremltools(ecbsr, lr, tmp_path, target, kind) -> None:
     """Our decompression of every constexpr op equals coremltools' own, and the program still runs."""
     import coremltools.optimize.coreml as cto
-
     from edge_sr.convert.coreml_mil_ops import OPS
 
     if kind == "int4_block" and target == "iOS17":

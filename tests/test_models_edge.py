@@ -138,7 +138,9 @@ def test_model_summary_reports_deploy_form_for_reparameterizable() -> None:
 
 def test_models_cli_json(capsys) -> None:
     assert main(["models", "--json", "--kind", "edge"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["kind"] == "edge" and obj["scale"] == 4
+    rows = obj["models"]
     names = {r["name"] for r in rows}
     assert set(EDGE) == names
     for r in rows:

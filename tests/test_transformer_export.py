@@ -54,15 +54,16 @@ def test_onnx_one_graph_all_sizes(name: str, tmp_path) -> None:
         assert np.abs(got - ref).max() < 1e-4, size
 
 
+@pytest.mark.parametrize("target", ["executorch", "pt2"])
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_executorch_one_program_all_sizes(name: str, tmp_path) -> None:
+def test_one_program_all_sizes(name: str, target: str, tmp_path) -> None:
     """Through the product path: ``convert.export`` with a dynamic range, run by ``edge_sr.runtime``."""
     from edge_sr.convert import ExportSpec, export
 
     from edge_sr.runtime import load
 
     model = _model(name)
-    art = export(model, "executorch", tmp_path, ExportSpec(input_size=(16, 20), dynamic=(8, 40)))
+    art = export(model, target, tmp_path, ExportSpec(input_size=(16, 20), dynamic=(8, 40)))
     runner = load(art.path)
     for size in [(16, 16), (13, 22), (8, 40), (33, 9)]:
         x = torch.rand(1, 3, *size)

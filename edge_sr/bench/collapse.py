@@ -38,7 +38,7 @@ def compare(
     val = load_val_dir(str(val_dir), scale)
     torch.manual_seed(0)
     ref = create_model(model, scale=scale)
-    results = {}
+    results: dict[bool, dict[str, Any]] = {}
     for collapsed in (False, True):
         m = create_model(model, scale=scale, collapsed=collapsed)
         m.load_state_dict(ref.state_dict())

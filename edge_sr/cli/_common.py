@@ -6,11 +6,13 @@ import argparse
 import dataclasses
 import json
 import math
-import re
 from typing import Any
 
+from edge_sr.convert.spec import parse_hw, parse_range
 from edge_sr.errors import ConfigError
 from edge_sr.io_utils import console
+
+__all__ = ["add_json_flag", "add_option_flag", "emit", "parse_hw", "parse_range", "target_options"]
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
@@ -38,22 +40,6 @@ def emit(args: argparse.Namespace, obj: Any, text: str | None = None) -> None:
     out.flush()
 
 
-def parse_hw(text: str, flag: str = "--input-size") -> tuple[int, int]:
-    """``"180x320"`` -> (180, 320) as (height, width); ``ConfigError`` naming ``flag`` otherwise."""
-    m = re.fullmatch(r"\s*(\d+)[xX](\d+)\s*", text)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise ConfigError(None, f"{flag} {text!r} must look like 180x320 (HxW, both positive)")
-    return int(m.group(1)), int(m.group(2))
-
-
-def parse_range(text: str, flag: str = "--dynamic") -> tuple[int, int]:
-    """``"32:512"`` -> (32, 512); ``ConfigError`` naming ``flag`` otherwise."""
-    m = re.fullmatch(r"\s*(\d+):(\d+)\s*", text)
-    if not m:
-        raise ConfigError(None, f"{flag} {text!r} must look like 32:512 (MIN:MAX)")
-    return int(m.group(1)), int(m.group(2))
-
-
 def target_options(target: str, pairs: list[str] | None) -> Any:
     """``--option KEY=VALUE`` pairs as the target's typed ``Options`` (None when no pair is given).
 
@@ -75,7 +61,7 @@ def target_options(target: str, pairs: list[str] | None) -> Any:
             raise ConfigError(
                 None, f"--option {pair!r}: {target} options are KEY=VALUE with KEY one of {choices}"
             )
-        kind = type(fields[key].default)
+        kind: type = type(fields[key].default)
         try:
             if kind is bool:
                 if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):

@@ -19,5 +19,5 @@ def run(args: argparse.Namespace) -> int:
     from edge_sr.models.stats import zoo_table
 
     rows, text = zoo_table(kind=args.kind, scale=args.scale)
-    emit(args, rows, text)
+    emit(args, {"kind": args.kind, "scale": args.scale, "models": rows}, text)
     return 0

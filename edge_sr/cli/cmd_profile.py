@@ -51,9 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_sr.profile import parse_size, profile, profile_adb
+    from edge_sr.convert.spec import parse_hw
+    from edge_sr.profile import profile, profile_adb
 
-    size = parse_size(args.input_size) if args.input_size else None
+    size = parse_hw(args.input_size) if args.input_size else None
     if args.adb is not None:
         report = profile_adb(
             args.artifact,

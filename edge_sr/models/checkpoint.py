@@ -21,6 +21,7 @@ from edge_sr.io_utils import atomic_path
 from edge_sr.models.card import Form, ModelCard, card_of, has_card
 from edge_sr.reparam import has_fusable, reparameterize
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")  # edge-sr safetensors; foreign PyTorch state dicts
 _WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
 
 

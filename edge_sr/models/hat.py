@@ -44,7 +44,7 @@ from edge_sr.models.swin_common import (
     window_partition,
     window_reverse,
 )
-from edge_sr.models.swinir import PatchEmbed, _init_weights, resi_conv
+from edge_sr.models.swinir import PatchEmbed, init_weights, resi_conv
 
 __all__ = ["HAT", "hat", "hat_s", "min_tile_size"]
 
@@ -327,7 +327,7 @@ class HAT(nn.Module):
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU())
         self.upsample = Upsample(scale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape

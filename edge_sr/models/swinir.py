@@ -231,7 +231,7 @@ class SwinIR(nn.Module):
             raise ConfigError(
                 None, f"upsampler {upsampler!r} is not supported; choose pixelshuffle or pixelshuffledirect"
             )
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -258,7 +258,7 @@ class SwinIR(nn.Module):
         return crop(x, h * self.scale, w * self.scale) / self.img_range + mean
 
 
-def _init_weights(m: nn.Module) -> None:
+def init_weights(m: nn.Module) -> None:
     # The official initialisation: truncated normal linears with zero bias, unit LayerNorms.
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)

@@ -23,6 +23,7 @@ from edge_sr.convert import read_manifest, target_for_path, target_module
 from edge_sr.convert.manifest import size_bytes
 from edge_sr.convert.target import DEFAULT_INPUT, Timed, time_calls
 from edge_sr.errors import ConfigError, InputError
+from edge_sr.models.checkpoint import CHECKPOINT_SUFFIXES
 from edge_sr.profile import checkpoint as _checkpoint
 from edge_sr.profile.adb import profile_adb
 from edge_sr.profile.compute import count_macs, model_gmacs
@@ -36,7 +37,7 @@ from edge_sr.profile.peak import (
     percent_of,
     theoretical_peak,
 )
-from edge_sr.profile.report import ProfileReport, latency_stats, parse_size
+from edge_sr.profile.report import ProfileReport, latency_stats
 
 __all__ = [
     "PeakWarning",
@@ -46,7 +47,6 @@ __all__ = [
     "cpu_name",
     "latency_stats",
     "measure_peak",
-    "parse_size",
     "profile",
     "profile_adb",
     "theoretical_peak",
@@ -60,11 +60,11 @@ def artifact_kind(path: str | os.PathLike[str]) -> str:
     kind = target_for_path(path)
     if kind is not None:
         return kind
-    if Path(path).suffix.lower() in _checkpoint.SUFFIXES:
+    if Path(path).suffix.lower() in CHECKPOINT_SUFFIXES:
         return "checkpoint"
     from edge_sr.convert import TARGETS
 
-    known = sorted([target_module(t).SUFFIX for t in TARGETS] + list(_checkpoint.SUFFIXES))
+    known = sorted([target_module(t).SUFFIX for t in TARGETS] + list(CHECKPOINT_SUFFIXES))
     raise InputError(path, f"unknown artifact type; expected one of {', '.join(known)}")
 
 

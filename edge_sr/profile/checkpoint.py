@@ -6,8 +6,6 @@ from pathlib import Path
 
 from edge_sr.convert.target import DEFAULT_INPUT, OPS_RUNS, OpTime, Timed, Timer, time_calls
 
-SUFFIXES = (".safetensors", ".pth", ".pt")
-
 
 def profile(
     path: Path,

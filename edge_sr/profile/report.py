@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from edge_sr.convert.target import OpTime
-from edge_sr.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -99,14 +98,3 @@ def latency_stats(times_ms: list[float]) -> tuple[float, float, float]:
         raise ValueError("no timed runs")
     a = np.asarray(times_ms, dtype=np.float64)
     return float(a.min()), float(np.median(a)), float(np.percentile(a, 90))
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"180x320"`` -> (180, 320) as (height, width)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(None, f"bad input size {text!r}; write HEIGHTxWIDTH, e.g. 180x320") from None
-    if h <= 0 or w <= 0:
-        raise ConfigError(None, f"bad input size {text!r}; both sides must be positive")
-    return h, w

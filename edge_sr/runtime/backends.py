@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from edge_sr.errors import RuntimeBackendError
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
+from edge_sr.models.checkpoint import CHECKPOINT_SUFFIXES
 
 
 class TorchBackend:
