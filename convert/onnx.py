@@ -165,12 +165,9 @@ def quantizer(*, qat: bool = False, mode: str | None = None) -> Any:
     onnxruntime's own INT8 is QDQ post-training quantization of the float file, not PT2E; XNNPACK's quantizer
     uses the same scheme (per-channel int8 weights, per-tensor affine 8-bit activations).
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    from edge_sr.convert import executorch
 
-    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+    return executorch.quantizer(qat=qat)
 
 
 def quant_scheme(mode: str | None = None) -> str:

@@ -21,12 +21,11 @@ import numpy as np
 import torch
 from edge_sr.convert.spec import ExportSpec
 from edge_sr.convert.target import (
-    OPS_RUNS,
-    OpTime,
     Size,
     Timed,
     Timer,
     fill_shape,
+    profile_torch,
     random_input,
     time_calls,
 )
@@ -194,27 +193,7 @@ def profile(
     dims, dtype = _input_spec(program)
     shape = fill_shape(dims, size, layout)
     x = torch.from_numpy(random_input(shape, np.dtype(str(dtype).replace("torch.", ""))))
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            times = timer(lambda: module(x), runs, warmup)
-            ops: list[OpTime] = []
-            if want_ops:
-                from torch.profiler import ProfilerActivity
-                from torch.profiler import profile as torch_profile
-
-                with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-                    for _ in range(OPS_RUNS):
-                        module(x)
-                for evt in prof.key_averages():
-                    if evt.self_cpu_time_total > 0:
-                        ops.append(OpTime(evt.key, evt.self_cpu_time_total / OPS_RUNS / 1e3, False))
-    finally:
-        torch.set_num_threads(old)
-    note = (
-        f"operator times: torch.profiler self CPU time per run, averaged over {OPS_RUNS} runs"
-        if want_ops
-        else None
+    times, ops, note = profile_torch(
+        module, x, runs=runs, warmup=warmup, threads=threads, want_ops=want_ops, timer=timer
     )
     return Timed(times, shape, ops, note)

@@ -102,6 +102,35 @@ def random_input(shape: list[int], dtype: Any) -> np.ndarray:
     return rng.random(shape, dtype=np.float32).astype(dt)
 
 
+def profile_torch(
+    fn: Callable[[Any], object], x: Any, *, runs: int, warmup: int, threads: int, want_ops: bool, timer: Timer
+) -> tuple[list[float], list[OpTime], str | None]:
+    """Time ``fn(x)`` in eager PyTorch at ``threads`` intra-op threads; ``torch.profiler``'s self CPU time per
+    operator over ``OPS_RUNS`` extra runs when ``want_ops``. Returns (times in ms, operators, note)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    ops: list[OpTime] = []
+    try:
+        with torch.inference_mode():
+            times = timer(lambda: fn(x), runs, warmup)
+            if want_ops:
+                from torch.profiler import ProfilerActivity
+                from torch.profiler import profile as torch_profile
+
+                with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                    for _ in range(OPS_RUNS):
+                        fn(x)
+                for evt in prof.key_averages():
+                    if evt.self_cpu_time_total > 0:
+                        ops.append(OpTime(evt.key, evt.self_cpu_time_total / OPS_RUNS / 1e3, False))
+    finally:
+        torch.set_num_threads(old)
+    note = f"operator times: torch.profiler self CPU time per run, averaged over {OPS_RUNS} runs"
+    return times, ops, note if want_ops else None
+
+
 class TargetRunner(Protocol):
     """A loaded artifact: ``forward`` takes and returns arrays in the artifact's own layout and dtype."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_sr.convert.target import DEFAULT_INPUT, OPS_RUNS, OpTime, Timed, Timer, time_calls
+from edge_sr.convert.target import DEFAULT_INPUT, Timed, Timer, profile_torch, time_calls
 
 
 def profile(
@@ -29,23 +29,7 @@ def profile(
     model = load_checkpoint(path)
     shape = [1, 3, *(size or DEFAULT_INPUT)]
     x = torch.rand(*shape)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    ops: list[OpTime] = []
-    try:
-        with torch.inference_mode():
-            times = timer(lambda: model(x), runs, warmup)
-            if want_ops:
-                from torch.profiler import ProfilerActivity
-                from torch.profiler import profile as torch_profile
-
-                with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-                    for _ in range(OPS_RUNS):
-                        model(x)
-                for evt in prof.key_averages():
-                    if evt.self_cpu_time_total > 0:
-                        ops.append(OpTime(evt.key, evt.self_cpu_time_total / OPS_RUNS / 1e3, False))
-    finally:
-        torch.set_num_threads(old)
-    note = f"operator times: torch.profiler self CPU time per run, averaged over {OPS_RUNS} runs"
-    return Timed(times, shape, ops, note if want_ops else None)
+    times, ops, note = profile_torch(
+        model, x, runs=runs, warmup=warmup, threads=threads, want_ops=want_ops, timer=timer
+    )
+    return Timed(times, shape, ops, note)
