@@ -193,8 +193,7 @@ def quantizer(*, qat: bool = False, mode: str | None = None) -> Any:
     """ExecuTorch's ``CoreMLQuantizer`` for W8A8 (per-channel int8 weights, uint8 activations), affine.
 
     Affine, not symmetric: with ``symmetric`` the uint8 activations get a fixed zero point of 128, so the
-    mostly non-negative SR feature maps use half the range; on the bundled x4 model that cost 0.23 dB of Set5
-    Y-PSNR against 0.07 dB affine (PTQ, 32 calibration patches).
+    mostly non-negative SR feature maps use half the range (docs/NOTES.md has the measured cost).
     The same annotations serve PTQ and QAT (``prepare_qat_pt2e`` inserts fake-quant instead of observers).
     """
     import torch

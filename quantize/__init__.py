@@ -78,9 +78,9 @@ class QuantSpec:
         keep_float: layers (torch module paths, e.g. ``body.0.0``) left in float.
         float_input_layers: also leave in float the convs that read the image (:func:`.pt2e.input_layers`:
             the head conv, a conv-made residual). On by default for the activation-quantizing modes (PT2E
-            and ONNX static): x2 PTQ on ExecuTorch loses 0.119 / 0.061 dB instead of 0.137 / 0.070 and runs
-            faster (XNNPACK's 3-channel int8 path is slower than float; docs/BENCHMARKS.md). ``False``
-            quantizes every conv, as do ``int8_io`` and ``qat(form="train")``.
+            and ONNX static): more accurate, and faster on XNNPACK, whose 3-channel int8 path is slower than
+            float (docs/NOTES.md has the measurements). ``False`` quantizes every conv, as do ``int8_io`` and
+            ``qat(form="train")``.
         mode: one of the target's ``QUANT_MODES`` (default: its first, e.g. ``w8a8``; coreml also has
             ``weights`` (int8 weight-only) and ``palettize`` (k-means LUT); onnx has ``qdq``).
         palettize_bits: LUT size for ``palettize`` (2^bits entries per tensor).

@@ -69,6 +69,8 @@ def export_artifact(
         from edge_sr.models import card_of
         from edge_sr.quantize import QuantSpec, load_calibration, ptq
 
+        if not target_module(target).QUANT_MODES:
+            raise Skip(f"{target} holds float programs only (no INT8 mode)")
         if not calib:
             raise Skip("INT8 needs calibration images (--calib DIR)")
         scale = card_of(model).scale

@@ -14,7 +14,6 @@ import logging
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from edge_sr.bench._env import data_dir, environment, environment_block
 from edge_sr.convert import TARGETS, target_module
+from edge_sr.convert.target import time_calls
 
 logger = logging.getLogger(__name__)
 QAT_SETS = ("T91", "General100")  # default QAT folders under train/ of the data root
@@ -80,9 +80,7 @@ def latency_rounds(
     times: list[list[float]] = [[] for _ in runners]
     for _ in range(runs):
         for r, ts in zip(runners, times):
-            t = time.perf_counter()
-            r.forward(x)
-            ts.append((time.perf_counter() - t) * 1e3)
+            ts.extend(time_calls(lambda r=r: r.forward(x), 1, 0))
     return times
 
 
