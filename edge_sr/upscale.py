@@ -2,17 +2,22 @@
 
 Tiled inference (``edge_sr.tiling``), 16-bit kept, gray kept gray, alpha upscaled separately and kept, EXIF
 orientation applied, every output written to a temporary name and renamed. In a batch, a bad file is
-reported in one line and skipped. On GPU hosts: tiles batched on the device, FP16 / BF16 autocast with a
+reported in one line and skipped; an output that is an input, or that is a folder, device or FIFO, is
+refused before anything runs. Memory follows the tile, not the image: the input stays in its stored 8 or
+16 bits and the output goes to the encoder one band of tile rows at a time (PNG streams; JPEG, WebP and
+TIFF, which Pillow encodes whole, gather in one uint8 / uint16 buffer). On GPU hosts: tiles batched on the device, FP16 / BF16 autocast with a
 guard (a tile whose output is not finite or far out of range is recomputed in FP32 and counted), and a
 CUDA out-of-memory error retried with half the tile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,16 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edge_sr.data.io import BT601_LUMA, FORMATS, list_images, read_image, write_image
+from edge_sr.data.io import BT601_LUMA, FORMATS, image_writer, list_images, read_image
 from edge_sr.errors import (
     CheckpointError,
     ConfigError,
     EdgeSRError,
     InputError,
+    OutputError,
     RuntimeBackendError,
 )
-from edge_sr.io_utils import ensure_writable_dir
-from edge_sr.tiling import count_tiles, tiled_apply
+from edge_sr.io_utils import check_output, ensure_writable_dir
+from edge_sr.tiling import count_tiles, tiled_apply, tiled_bands
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +229,31 @@ def _output_path(src: Path, out: Path, single_file_out: bool) -> Path:
     return out if single_file_out else out / src.name
 
 
+def _refuse_overwriting_inputs(files: list[Path], outputs: list[Path]) -> None:
+    """An ``OutputError`` when an output is a folder, device or FIFO, or is one of the inputs.
+
+    Files are compared by identity (device and inode), so a symlink, ``./``, a hard link or another case
+    of the name on a case-insensitive file system all count as the same file.
+    """
+    ids: dict[tuple[int, int], Path] = {}
+    for f in files:
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            ids.setdefault((st.st_dev, st.st_ino), f)
+    for dst in outputs:
+        check_output(dst)
+        try:
+            st = dst.stat()
+        except OSError:
+            continue  # not there yet: it cannot be an input
+        src = ids.get((st.st_dev, st.st_ino))
+        if src is not None:
+            what = "is the input itself" if len(files) == 1 else f"is the input {src}"
+            raise OutputError(
+                dst, f"{what}; upscaling would overwrite it; choose another -o (nothing written)"
+            )
+
+
 def _bar(enabled: bool, **kw: Any) -> Any:
     from tqdm.auto import tqdm
 
@@ -263,6 +294,8 @@ def upscale_files(
 
     Without ``out`` each result is written beside its input as ``<name>_x<scale><ext>``.
     Bad inputs are reported one per line (``UpscaleReport.files[i].error``) and skipped; see ``exit_code``.
+    An output that cannot be written (a full or read-only disk) stops the batch with an ``OutputError``; the
+    files written before it stay. An output that is an input, a folder, a device or a FIFO is refused first.
     An output folder that cannot be written, a checkpoint without the requested scale, or a tile smaller
     than the model allows raise an ``EdgeSRError`` before any file is processed.
     """
@@ -285,22 +318,22 @@ def upscale_files(
     s = card_of(net).scale
     if beside:
         files = _without_earlier_outputs(files, s)
+    dsts = [
+        src.with_name(f"{src.stem}_x{s}{src.suffix}") if beside else _output_path(src, out, single)
+        for src in files
+    ]
+    _refuse_overwriting_inputs(files, dsts)
     check_tile(net, tile, tile_overlap)
     runner = TileRunner(net, device=device, precision=precision)
     report = UpscaleReport(scale=s, checkpoint=str(ckpt), device=device, precision=precision, tile=tile)
     show = progress and sys.stderr.isatty()
     targets: dict[Path, str] = {}
     with _bar(show, total=len(files), unit="file", position=0) as fbar:
-        for src in files:
+        for src, dst in zip(files, dsts):
             res = FileResult(input=str(src))
             report.files.append(res)
             t0 = time.perf_counter()
             try:
-                dst = (
-                    src.with_name(f"{src.stem}_x{s}{src.suffix}")
-                    if beside
-                    else _output_path(src, out, single)
-                )
                 if dst.resolve() in targets:
                     raise InputError(
                         src, f"has the same name as {targets[dst.resolve()]}; its output would overwrite it"
@@ -310,6 +343,8 @@ def upscale_files(
                     src, dst, runner, report, res, tile, tile_overlap, tile_batch, alpha_mode, show
                 )
                 res.ok, res.output = True, str(dst)
+            except OutputError:  # the disk (full, read-only) fails every file after this one too: stop
+                raise
             except EdgeSRError as e:
                 res.error = str(e)
                 log.info("skipped: %s", e)
@@ -321,24 +356,20 @@ def upscale_files(
 
 def _upscale_one(src, dst, runner, report, res, tile, overlap, batch, alpha_mode, show) -> int:  # noqa: ANN001
     """Read, upscale, write one file; returns the tile size that worked (smaller after a CUDA OOM)."""
-    img = read_image(src)
+    img = read_image(src, native=True)  # uint8 / uint16 samples: a quarter / half of float32's memory
     h, w = img.size
-    s = report.scale
     fallbacks0 = runner.fallbacks
     while True:
-        n = count_tiles(h, w, tile, overlap) * (2 if img.alpha is not None else 1)
+        n = count_tiles(h, w, tile, overlap)
         with _bar(show, total=n, unit="tile", position=1, leave=False, desc=src.name) as tbar:
-            last = [0]  # tiled_apply counts from 0 in each call (RGB, then alpha)
+            last = [0]
 
             def step(done: int, total: int, bar: Any = tbar, last: list[int] = last) -> None:
-                bar.update(done - last[0] if done >= last[0] else done)
+                bar.update(done - last[0])
                 last[0] = done
 
             try:
-                rgb, alpha = upscale_array(
-                    img.rgb, runner, scale=s, alpha=img.alpha, gray=img.was_gray, tile=tile, tile_overlap=overlap,
-                    tile_batch=batch, alpha_mode=alpha_mode, bit_depth=img.bit_depth, progress=step,
-                )  # fmt: skip
+                _stream(img, dst, runner, report.scale, tile, overlap, batch, alpha_mode, step)
                 break
             except torch.OutOfMemoryError:
                 if tile // 2 <= 2 * overlap or tile // 2 < int(
@@ -353,5 +384,35 @@ def _upscale_one(src, dst, runner, report, res, tile, overlap, batch, alpha_mode
                 report.notes.append(note)
     res.tiles = n
     res.fp32_fallback_tiles = runner.fallbacks - fallbacks0
-    write_image(dst, rgb, alpha, bit_depth=img.bit_depth, gray=img.was_gray)
     return tile
+
+
+def _stream(img, dst, runner, scale, tile, overlap, batch, alpha_mode, progress) -> None:  # noqa: ANN001
+    """Upscale a natively read image into ``dst`` band by band: colour (or gray) and alpha in one pass.
+
+    The tile function takes (B, C [+ 1 alpha], h, w) and returns the upscaled colour and alpha together, so
+    every band of the output is complete when it reaches the encoder.
+    """
+    c = 1 if img.was_gray else 3
+    with warnings.catch_warnings():  # Pillow's arrays are read-only; the tiles only read them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.from_numpy(img.rgb[..., :c]).permute(2, 0, 1)[None]  # (1, c, H, W) view, no copy
+        if img.alpha is not None:  # one copy of the stored samples: colour and alpha side by side
+            x = torch.cat([x, torch.from_numpy(img.alpha)[None, None]], 1)
+    fn = _gray_fn(runner) if img.was_gray else runner
+    afn = _gray_fn(runner) if alpha_mode == "model" else _bicubic_fn(scale)
+
+    def both(t: Tensor) -> Tensor:
+        if img.alpha is None:
+            return fn(t)
+        return torch.cat([fn(t[:, :c]), afn(t[:, c:])], 1)
+
+    h, w = img.size
+    out_dtype = torch.uint16 if img.bit_depth == 16 else torch.uint8
+    with image_writer(
+        dst, height=h * scale, width=w * scale, channels=x.shape[1], bit_depth=img.bit_depth
+    ) as put:
+        tiled_bands(
+            both, x, lambda _row0, band: put(band[0].permute(1, 2, 0).numpy()), scale=scale, tile=tile,
+            overlap=overlap, batch=batch, progress=progress, out_dtype=out_dtype, channels_last=True,
+        )  # fmt: skip

@@ -184,6 +184,7 @@ def verify(
     thresholds: Thresholds | None = None,
     limit: int | None = None,
     record: bool = True,
+    check_sha256: bool = True,
 ) -> VerifyReport:
     """Run ``artifact`` and the float ``reference`` over LR/HR pairs and judge the artifact.
 
@@ -196,7 +197,10 @@ def verify(
         scale: the scale (default: the artifact's).
         thresholds: pass criteria (defaults: ``Thresholds()``).
         limit: use at most this many images of ``data``.
-        record: write the result into the artifact's manifest (``verification``).
+        record: write the result into the artifact's manifest (``verification``); its ``artifact_sha256``
+            stays as it is (it hashes the artifact, not the manifest).
+        check_sha256: refuse an artifact path whose bytes differ from its manifest's ``artifact_sha256``
+            (``edge_sr.runtime.load``); a ``Runner`` was checked when it was loaded.
 
     Returns:
         The report; ``report.passed`` is the verdict.
@@ -204,7 +208,7 @@ def verify(
     from edge_sr.convert.manifest import record_verification
     from edge_sr.runtime import Runner, from_model, load
 
-    runner = artifact if isinstance(artifact, Runner) else load(artifact)
+    runner = artifact if isinstance(artifact, Runner) else load(artifact, check_sha256=check_sha256)
     float_runner = from_model(_reference_model(reference))
     # the float model sees the same tiles as the artifact, so "vs float" measures conversion error only
     float_runner.input_shape = dict(runner.input_shape)

@@ -114,3 +114,34 @@ def test_args_json_in_metadata(tmp_path) -> None:
     path = save_checkpoint(_model(), tmp_path / "m.safetensors")
     with safe_open(str(path), framework="pt") as f:
         assert json.loads(f.metadata()["args"])["num_feat"] == 4
+
+
+def test_shape_mismatch_names_up_to_three_keys_with_both_shapes(tmp_path) -> None:
+    path = tmp_path / "wide.pth"
+    torch.save(create_model("srvgg_compact", scale=2, num_feat=8, num_conv=2).state_dict(), path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path, model="srvgg_compact", scale=2, num_feat=4, num_conv=2)
+    msg = str(e.value)
+    assert msg.count(" vs model ") == 3 and "more)" in msg and "(8, 3, 3, 3) vs model (4, 3, 3, 3)" in msg
+
+
+def test_deploy_form_checkpoint_round_trips(tmp_path) -> None:
+    from edge_sr.reparam import reparameterize
+
+    fused = reparameterize(create_model("ecbsr_m4c8", scale=2, blocks=1, channels=4).eval())
+    path = save_checkpoint(fused, tmp_path / "d.safetensors")
+    assert read_metadata(path)["form"] == "deploy"
+    assert _same(fused, load_checkpoint(path))
+
+
+def test_weights_must_be_float_and_finite(tmp_path) -> None:
+    sd = dict(_model().state_dict())
+    sd["body.0.weight"] = sd["body.0.weight"].clone()
+    sd["body.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(sd, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match="tensor 'body.0.weight' holds NaN; expected finite weights"):
+        load_state_dict_file(tmp_path / "nan.pth")
+    sd["body.0.weight"] = torch.ones(2, dtype=torch.bool)
+    torch.save(sd, tmp_path / "bool.pth")
+    with pytest.raises(CheckpointError, match="is bool; expected float32"):
+        load_state_dict_file(tmp_path / "bool.pth")

@@ -120,3 +120,37 @@ def test_coreml_runs_off_macos_through_mil(tmp_path, model) -> None:
     assert r.kind == "coreml"
     x = np.random.default_rng(6).random((1, 3, 16, 16), dtype=np.float32)
     assert np.abs(r.forward(x) - _eager(model, x)).max() <= 1e-4
+
+
+def test_modified_artifact_is_refused_unless_asked(onnx_fixed, tmp_path) -> None:
+    import shutil
+
+    from edge_sr.convert.manifest import manifest_path
+
+    art = tmp_path / "m.onnx"
+    shutil.copy(onnx_fixed.path, art)
+    shutil.copy(onnx_fixed.manifest_path, manifest_path(art))
+    assert load(art).kind == "onnx"  # a fresh artifact passes the check
+    import onnx
+
+    raw = max((t.raw_data for t in onnx.load(str(art)).graph.initializer), key=len)
+    data = bytearray(art.read_bytes())
+    data[bytes(data).find(raw) + len(raw) // 2] ^= 0x01  # one weight changes; still a loadable model
+    art.write_bytes(bytes(data))
+    with pytest.raises(RuntimeBackendError, match="sha256 does not match its manifest"):
+        load(art)
+    assert load(art, check_sha256=False).kind == "onnx"
+
+
+def test_invalid_manifest_is_refused_by_load(onnx_fixed, tmp_path) -> None:
+    import json
+    import shutil
+
+    from edge_sr.convert.manifest import manifest_path
+
+    art = tmp_path / "m.onnx"
+    shutil.copy(onnx_fixed.path, art)
+    data = json.loads(onnx_fixed.manifest_path.read_text())
+    manifest_path(art).write_text(json.dumps({**data, "input_shape": {"mode": "fixed", "size": "16x16"}}))
+    with pytest.raises(InputError, match="manifest 'input_shape.size'"):
+        load(art)

@@ -131,3 +131,21 @@ def test_integer_buffers_and_channel_change() -> None:
 def test_tile_must_exceed_twice_the_overlap() -> None:
     with pytest.raises(ConfigError, match="overlap"):
         tiled_apply(lambda t: t, torch.rand(1, 3, 40, 40), scale=1, tile=16, overlap=8)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_bands_arrive_in_order_and_equal_the_whole(batch: int) -> None:
+    from edge_sr.tiling import tiled_bands
+
+    net = _random_net(2)
+    x = torch.rand(1, 3, 45, 38)
+    whole = tiled_apply(net, x, scale=2, tile=16, overlap=4, out_dtype=torch.uint8)
+    got: list[tuple[int, torch.Tensor]] = []
+    tiled_bands(
+        net, x, lambda r0, band: got.append((r0, band.clone())), scale=2, tile=16, overlap=4, batch=batch,
+        out_dtype=torch.uint8, channels_last=True,
+    )  # fmt: skip
+    assert [r0 for r0, _ in got] == sorted(r0 for r0, _ in got) and got[0][0] == 0
+    assert len(got) == len(plan_axis(45, 16, 4))  # one band per tile row: memory follows the tile
+    assert all(b.shape[-2] <= (16 - 4) * 2 for _, b in got)
+    assert torch.equal(torch.cat([b for _, b in got], 2), whole)

@@ -179,7 +179,7 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert (tmp_path / "run" / "last.state.pt").is_file()
+    assert (tmp_path / "run" / "resume.pt").is_file()
     assert not list((tmp_path / "run").glob(".*tmp*"))
-    state = torch.load(tmp_path / "run" / "last.state.pt", weights_only=True)
+    state = torch.load(tmp_path / "run" / "resume.pt", weights_only=True)
     assert state["step"] >= 3

@@ -233,10 +233,10 @@ def test_4000x3000_photo_stays_far_under_2_gb(tmp_path: Path) -> None:
 
     torch.manual_seed(0)  # a x4 model, as small as possible: the test measures memory, not quality
     ckpt = save_checkpoint(
-        reparameterize(create_model("ecbsr_m4c8", scale=4, blocks=0, channels=4)),
+        reparameterize(create_model("ecbsr_m4c8", scale=4, blocks=1, channels=4)),
         tmp_path / "m.safetensors",
         arch="ecbsr_m4c8",
-        args={"scale": 4, "blocks": 0, "channels": 4},
+        args={"scale": 4, "blocks": 1, "channels": 4},
         form="deploy",
     )
     yy, xx = np.mgrid[0:3000, 0:4000]
@@ -261,8 +261,10 @@ def test_4000x3000_photo_stays_far_under_2_gb(tmp_path: Path) -> None:
     head = out.read_bytes()[:24]  # PNG signature, then IHDR: width and height (PIL refuses 192 MP)
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
     assert (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")) == (16000, 12000)
-    # The 16000x12000 RGB result alone is 576 MB as uint8; everything else must stay small beside it.
-    assert growth < 1.5 * 2**30, f"peak RSS grew by {growth / 2**30:.2f} GiB"
+    # The 16000x12000 RGB result alone would be 576 MB as uint8: it goes to the PNG encoder one band of
+    # tile rows at a time instead (2016 rows x 16000 x 3 = 97 MB here, plus the tile's float output and the
+    # 36 MB uint8 input). Measured: 355 MB of growth; the whole image in memory was over 900 MB.
+    assert growth < 560 * 2**20, f"peak RSS grew by {growth / 2**20:.0f} MB"
 
 
 def test_without_out_writes_beside_the_input(tmp_path: Path, ckpt: Path) -> None:

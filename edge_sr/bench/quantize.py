@@ -16,6 +16,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,7 +81,7 @@ def latency_rounds(
     times: list[list[float]] = [[] for _ in runners]
     for _ in range(runs):
         for r, ts in zip(runners, times):
-            ts.extend(time_calls(lambda r=r: r.forward(x), 1, 0))
+            ts.extend(time_calls(partial(r.forward, x), 1, 0))
     return times
 
 

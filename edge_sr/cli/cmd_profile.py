@@ -46,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="ExecuTorch executor_runner (for .pte) or TFLite benchmark_model (for .tflite), built "
         "for the device",
     )
+    p.add_argument(
+        "--no-check-sha256",
+        dest="check_sha256",
+        action="store_false",
+        help="time an artifact whose bytes no longer match its manifest's artifact_sha256",
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             ops=not args.no_ops,
             peak=not args.no_peak,
+            check_sha256=args.check_sha256,
         )
     emit(args, report.to_dict(), report.to_text())
     return 0

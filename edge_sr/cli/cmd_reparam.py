@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 
 from edge_sr.cli._common import add_json_flag, emit
 
@@ -26,8 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_sr.errors import OutputError
+    from edge_sr.io_utils import check_output
     from edge_sr.models import reparameterize_checkpoint
 
+    out = check_output(args.out)  # a folder, device or FIFO at -o: refused before the work, not after
+    with contextlib.suppress(OSError):  # the same file (symlink, ./, hard link, case): the input survives
+        if os.path.samefile(args.checkpoint, out):
+            raise OutputError(out, "is the input checkpoint itself; choose another -o (nothing written)")
     r = reparameterize_checkpoint(
         args.checkpoint, args.out, check=args.check, atol=args.atol, model=args.model, scale=args.scale
     )

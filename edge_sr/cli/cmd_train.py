@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in out_dir from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in out_dir from its last checkpoint (resume.pt), bit-exactly",
     )
     p.add_argument("--init", metavar="CKPT", help="start from these weights (matching names and shapes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

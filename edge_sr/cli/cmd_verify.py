@@ -18,6 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--int8-max-drop", type=float, default=0.2, help="int8 pass threshold (dB below float vs HR)"
     )
+    p.add_argument(
+        "--no-check-sha256",
+        dest="check_sha256",
+        action="store_false",
+        help="run an artifact whose bytes no longer match its manifest's artifact_sha256",
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -26,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from edge_sr.verify import Thresholds, verify
 
     thr = Thresholds(args.fp32_max_abs_diff, args.fp16_min_psnr, args.int8_max_drop)
-    report = verify(args.artifact, reference=args.reference, data=args.data, thresholds=thr, limit=args.limit)
+    report = verify(
+        args.artifact, reference=args.reference, data=args.data, thresholds=thr, limit=args.limit,
+        check_sha256=args.check_sha256,
+    )  # fmt: skip
     lines = [f"{'image':<14} {'PSNR':>7} {'float':>7} {'vs float':>9} {'max diff':>9}"]
     for r in report.images:
         lines.append(

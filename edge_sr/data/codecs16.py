@@ -4,7 +4,8 @@ Pillow holds 16-bit grayscale (``I;16``) but no 16-bit RGB / RGBA / LA mode: it 
 by keeping the high byte of each sample. Reading keeps Pillow's decoders (PNG unfiltering, TIFF
 decompression) and decodes the file twice: once with its own raw mode (the high bytes) and once with the
 byte order swapped (the low bytes), then joins them. Writing uses two small encoders, since the formats are
-simple: PNG (``IHDR`` + zlib-compressed, 'Up'-filtered rows + ``IEND``) and baseline uncompressed TIFF.
+simple: PNG (``IHDR`` + zlib-compressed, 'Up'-filtered rows + ``IEND``; :class:`PngWriter` takes the rows
+band by band) and baseline uncompressed TIFF.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import struct
 import sys
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -77,31 +78,64 @@ def write_png(path: Path, arr: np.ndarray, *, level: int = 6, rows_per_chunk: in
     (Pillow would first copy it into an image of 4 bytes per RGB pixel).
     """
     h, w, c = arr.shape
-    depth = 16 if arr.dtype == np.uint16 else 8
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    row_bytes = w * c * depth // 8
-    comp = zlib.compressobj(level)
-    prev = np.zeros(row_bytes, np.uint8)
     with open(path, "wb") as f:
+        png = PngWriter(
+            f, height=h, width=w, channels=c, depth=16 if arr.dtype == np.uint16 else 8, level=level
+        )
+        png.rows_per_chunk = rows_per_chunk
+        png.write(arr)
+        png.close()
+
+
+class PngWriter:
+    """A PNG encoder fed rows top to bottom: ``write`` any number of (rows, W, C) blocks, then ``close``.
+
+    Rows are 'Up'-filtered and compressed ``rows_per_chunk`` at a time, so an image of any height is written
+    with the memory of one block: the way a tiled upscale streams its output band by band.
+    """
+
+    rows_per_chunk = 256
+
+    def __init__(
+        self, f: BinaryIO, *, height: int, width: int, channels: int, depth: int, level: int = 6
+    ) -> None:
+        self.f, self.height, self.depth = f, height, depth
+        self.row_bytes = width * channels * depth // 8
+        self.shape = (width, channels)
+        self.rows = 0
+        self.comp = zlib.compressobj(level)
+        self.prev = np.zeros(self.row_bytes, np.uint8)
+        color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
         f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)))
-        for r0 in range(0, h, rows_per_chunk):
-            block = np.ascontiguousarray(
-                arr[r0 : r0 + rows_per_chunk], dtype=">u2" if depth == 16 else np.uint8
+        f.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)))
+
+    def write(self, block: np.ndarray) -> None:
+        """Append rows: (rows, W, C) uint8 (8-bit) or uint16 (16-bit) samples."""
+        if block.shape[1:] != self.shape or self.rows + block.shape[0] > self.height:
+            raise ValueError(f"PNG rows of shape {block.shape[1:]} after {self.rows} of {self.height} rows")
+        for r0 in range(0, block.shape[0], self.rows_per_chunk):
+            part = np.ascontiguousarray(
+                block[r0 : r0 + self.rows_per_chunk], dtype=">u2" if self.depth == 16 else np.uint8
             )
-            raw = block.view(np.uint8).reshape(-1, row_bytes)
+            raw = part.view(np.uint8).reshape(-1, self.row_bytes)
             # 'Up' filter (type 2): each byte minus the byte above, modulo 256; vectorizes, compresses photos well.
-            filt = np.empty((raw.shape[0], row_bytes + 1), np.uint8)
+            filt = np.empty((raw.shape[0], self.row_bytes + 1), np.uint8)
             filt[:, 0] = 2
             filt[:, 1:] = raw
-            filt[0, 1:] -= prev
+            filt[0, 1:] -= self.prev
             filt[1:, 1:] -= raw[:-1]
-            prev = raw[-1].copy()
-            data = comp.compress(filt.tobytes())
+            self.prev = raw[-1].copy()
+            data = self.comp.compress(filt.tobytes())
             if data:
-                f.write(_chunk(b"IDAT", data))
-        f.write(_chunk(b"IDAT", comp.flush()))
-        f.write(_chunk(b"IEND", b""))
+                self.f.write(_chunk(b"IDAT", data))
+        self.rows += block.shape[0]
+
+    def close(self) -> None:
+        """Finish the stream (every row must have been written)."""
+        if self.rows != self.height:
+            raise ValueError(f"PNG closed after {self.rows} of {self.height} rows")
+        self.f.write(_chunk(b"IDAT", self.comp.flush()))
+        self.f.write(_chunk(b"IEND", b""))
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -7,9 +7,10 @@ cannot be read is an ``InputError`` naming the file and the problem in one line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_sr.errors import InputError, OutputError
-from edge_sr.io_utils import atomic_path
+from edge_sr.io_utils import atomic_path, disk_error
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class Image:
     """A decoded image.
 
     Attributes:
-        rgb: (H, W, 3) float32 in [0, 1]; a grayscale file has its channel replicated.
+        rgb: (H, W, 3) float32 in [0, 1]; a grayscale file has its channel replicated (see
+            ``read_image(native=True)`` for the stored samples).
         alpha: (H, W) float32 in [0, 1], or None when the file has no alpha channel.
         bit_depth: 8 or 16, the precision of the file's samples.
         was_gray: the file holds gray values (L, LA, 16-bit gray).
@@ -97,8 +99,12 @@ def _check_readable(p: Path) -> None:
         raise InputError(p, "file is empty (0 bytes)")
 
 
-def read_image(path: str | os.PathLike[str]) -> Image:
-    """Read an image file, apply its EXIF orientation, and return it as float32 RGB in [0, 1] (+ alpha)."""
+def read_image(path: str | os.PathLike[str], *, native: bool = False) -> Image:
+    """Read an image file, apply its EXIF orientation, and return it as float32 RGB in [0, 1] (+ alpha).
+
+    With ``native`` the samples stay as stored (uint8 / uint16, a quarter or half of float32's memory) and a
+    gray file keeps one channel: ``rgb`` is (H, W, 3) or (H, W, 1), ``alpha`` (H, W), both read-only.
+    """
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
@@ -125,6 +131,12 @@ def read_image(path: str | os.PathLike[str]) -> Image:
         raise InputError(p, f"image too large ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(p, f"truncated or corrupt image file ({_first_line(e)})") from None
+    if native:
+        rgb, a = (arr[..., None] if arr.ndim == 2 else arr), alpha
+        if orientation in _ORIENT:
+            rgb = np.ascontiguousarray(_ORIENT[orientation](rgb))
+            a = None if a is None else np.ascontiguousarray(_ORIENT[orientation](a))
+        return Image(rgb=rgb, alpha=a, bit_depth=bits, was_gray=gray, mode=mode, format=fmt, path=p)
     scale = 1.0 / (65535.0 if bits == 16 else 255.0)
     rgb = arr.astype(np.float32)
     rgb *= np.float32(scale)  # in place: a 12 MP photo is 144 MB as float32
@@ -227,8 +239,66 @@ def write_image(
         try:
             _save(tmp, arr, fmt, bit_depth, quality)
         except OSError as e:
-            raise OutputError(p, f"cannot write the image ({_first_line(e)})") from None
+            raise OutputError(p, f"cannot write the image ({disk_error(e) or _first_line(e)})") from None
     return p
+
+
+@contextlib.contextmanager
+def image_writer(
+    path: str | os.PathLike[str],
+    *,
+    height: int,
+    width: int,
+    channels: int,
+    bit_depth: int = 8,
+    quality: int = 95,
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write an image band by band, atomically: yields ``put(rows)``, to be called top to bottom.
+
+    Each block is (rows, ``width``, ``channels``) uint8 (``bit_depth`` 8) or uint16 (16) samples, channels as
+    in :func:`write_image` (gray, gray + alpha, RGB, RGBA). PNG streams each block into the encoder, so
+    memory stays at one block whatever the height; JPEG, WebP and TIFF go through Pillow or the TIFF
+    writer, which need the whole image: their blocks gather in one buffer of the output's size.
+    """
+    p = Path(path)
+    fmt = image_format(p)
+    if bit_depth not in (8, 16):
+        raise OutputError(p, f"bit depth must be 8 or 16, not {bit_depth}")
+    out_bits = 8 if fmt in ("JPEG", "WEBP") else bit_depth
+    keep = channels - 1 if fmt == "JPEG" and channels in (2, 4) else channels  # JPEG has no alpha
+    if keep != channels:
+        log.warning("%s: JPEG has no alpha channel; the alpha channel is dropped", p)
+    done = [0]
+
+    def convert(block: np.ndarray) -> np.ndarray:
+        if block.shape[1:] != (width, channels) or done[0] + block.shape[0] > height:
+            raise ValueError(f"{p}: rows of shape {block.shape} after {done[0]} of {height} rows")
+        done[0] += block.shape[0]
+        return _quantize(block[..., :keep], out_bits)
+
+    from edge_sr.data import codecs16
+
+    with atomic_path(p) as tmp:
+        try:
+            if fmt == "PNG":
+                with open(tmp, "wb") as f:
+                    depth = 16 if out_bits == 16 else 8
+                    png = codecs16.PngWriter(f, height=height, width=width, channels=keep, depth=depth)
+                    yield lambda block: png.write(convert(block))
+                    png.close()
+            else:
+                buf = np.empty((height, width, keep), np.uint16 if out_bits == 16 else np.uint8)
+
+                def put(block: np.ndarray) -> None:
+                    r0 = done[0]
+                    buf[r0 : r0 + block.shape[0]] = convert(block)
+
+                yield put
+                if done[0] != height:
+                    raise ValueError(f"{p}: closed after {done[0]} of {height} rows")
+                _save(tmp, buf, fmt, out_bits, quality)
+        except OSError as e:
+            raise OutputError(p, f"cannot write the image ({disk_error(e) or _first_line(e)})") from None
 
 
 def _save(tmp: Path, arr: np.ndarray, fmt: str, bits: int, quality: int) -> None:

@@ -7,6 +7,7 @@ prefixes are unwrapped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,11 +19,13 @@ from torch import Tensor, nn
 
 from edge_sr.errors import CheckpointError
 from edge_sr.io_utils import atomic_path
-from edge_sr.models.card import Form, ModelCard, card_of, has_card
+from edge_sr.models.card import Form, ModelCard, card_of, check_metadata, has_card
 from edge_sr.reparam import has_fusable, reparameterize
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")  # edge-sr safetensors; foreign PyTorch state dicts
 _WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INTEGER_BUFFERS = ("num_batches_tracked", "relative_position_index")  # name prefixes of integer buffers
 
 
 def model_form(model: nn.Module) -> Form:
@@ -78,7 +81,18 @@ def save_checkpoint(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata of an edge-sr ``.safetensors`` checkpoint, with ``args`` decoded and ``scale`` an int."""
+    """The model card in an edge-sr ``.safetensors`` checkpoint's metadata, validated before any torch call.
+
+    ``edge_sr.models.card.check_metadata`` checks each field (``arch`` registered, ``args`` a JSON object of
+    the architecture's constructor keywords with values of their types and ranges, ``scale``, ``form``,
+    ``colors``).
+
+    Returns:
+        The metadata with ``args`` a dict, ``scale`` and ``colors`` ints and ``form`` set.
+
+    Raises:
+        CheckpointError: Missing or unreadable file, no card, or a field of the wrong type or range.
+    """
     from safetensors import safe_open
 
     p = Path(path)
@@ -88,15 +102,12 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(p, f"not a readable safetensors file ({e})") from None
+        raise CheckpointError(p, f"not a readable safetensors file ({_first_line(e)})") from None
     if "arch" not in meta:
         raise CheckpointError(
             p, "no 'arch' in the metadata: not an edge-sr checkpoint (pass --model for foreign weights)"
         )
-    meta["args"] = json.loads(meta.get("args", "{}"))
-    meta["scale"] = int(meta.get("scale", meta["args"].get("scale", 0)))
-    meta.setdefault("form", "train")
-    return meta
+    return check_metadata(meta, p)
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -112,7 +123,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         try:
             sd: Any = load_file(str(p))
         except Exception as e:
-            raise CheckpointError(p, f"not a readable safetensors file ({e})") from None
+            raise CheckpointError(p, f"not a readable safetensors file ({_first_line(e)})") from None
     else:
         try:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
@@ -128,30 +139,77 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         raise CheckpointError(p, "does not hold a state dict of tensors")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
+    check_weights(sd, p)
     return sd
+
+
+def check_weights(state: dict[str, Tensor], path: str | os.PathLike[str]) -> None:
+    """Every weight floating point (``WEIGHT_DTYPES``) and finite.
+
+    The only integer tensors a zoo model holds are BatchNorm step counters and attention index tables
+    (``INTEGER_BUFFERS``); :func:`check_shapes` also refuses an integer tensor where the model has a weight.
+
+    Raises:
+        CheckpointError: Names the first tensor of another dtype, or holding NaN / Inf.
+    """
+    for k, v in state.items():
+        if not v.is_floating_point() and v.dtype != torch.bool and not v.is_complex():
+            if k.rsplit(".", 1)[-1].startswith(INTEGER_BUFFERS):
+                continue
+        if v.dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(path, f"tensor {k!r} is {_dtype(v)}; expected float32, float16 or bfloat16")
+        if not bool(torch.isfinite(v).all()):
+            what = "NaN" if bool(torch.isnan(v).any()) else "Inf"
+            raise CheckpointError(path, f"tensor {k!r} holds {what}; expected finite weights")
+
+
+def _dtype(t: Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def load_into(model: nn.Module, state: dict[str, Tensor], path: str | os.PathLike[str]) -> nn.Module:
     """Load ``state`` strictly; a missing or unexpected key is a ``CheckpointError`` listing the keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    check_shapes(model.state_dict(), state, path)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def check_shapes(
+    want: dict[str, Tensor], state: dict[str, Tensor], path: str | os.PathLike[str], *, what: str = ""
+) -> None:
+    """The keys of ``state`` are those of ``want`` (a model's state dict; ``meta`` tensors do) and each
+    tensor has the wanted shape; where the model holds a floating-point weight, ``state`` does too.
+
+    Raises:
+        CheckpointError: Lists missing and unexpected keys, or up to 3 tensors of another shape with both
+            shapes (a scale that disagrees with the weights shows here, in the upsampler's 3·s² channels),
+            or the first integer tensor where the model has a weight.
+    """
+    missing = sorted(set(want) - set(state))
+    unexpected = sorted(set(state) - set(want))
     if missing or unexpected:
-        parts = []
+        parts = [what] if what else []
         if missing:
             parts.append(f"missing keys {_short(missing)}")
         if unexpected:
             parts.append(f"unexpected keys {_short(unexpected)}")
         raise CheckpointError(path, "; ".join(parts))
-    bad = [k for k in own if own[k].shape != state[k].shape]
+    bad = [k for k in want if tuple(want[k].shape) != tuple(state[k].shape)]
     if bad:
-        k = bad[0]
-        raise CheckpointError(
-            path,
-            f"shape mismatch for {len(bad)} keys, e.g. {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}",
-        )
-    model.load_state_dict(state, strict=True)
-    return model
+        shown = ", ".join(f"{k} {tuple(state[k].shape)} vs model {tuple(want[k].shape)}" for k in bad[:3])
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        prefix = f"{what}; " if what else ""
+        raise CheckpointError(path, f"{prefix}shape mismatch for {len(bad)} keys: {shown}{more}")
+    for k, w in want.items():
+        if w.is_floating_point() and not state[k].is_floating_point():
+            raise CheckpointError(
+                path, f"tensor {k!r} is {_dtype(state[k])}; expected float32, float16 or bfloat16"
+            )
 
 
 def _short(keys: list[str], n: int = 8) -> str:
@@ -163,13 +221,23 @@ def load_checkpoint(
 ) -> nn.Module:
     """Rebuild a model from a checkpoint, in eval mode.
 
-    An edge-sr ``.safetensors`` file carries ``arch`` and ``args``. A foreign file needs ``model=`` (a zoo
-    name) plus ``scale`` and any architecture overrides. A ``deploy``-form checkpoint is rebuilt by fusing
-    a fresh train-form model (structure only) before loading the weights. The model carries its card, with
-    ``source`` the checkpoint path.
-    """
-    from edge_sr.models.registry import create_model
+    An edge-sr ``.safetensors`` file carries ``arch`` and ``args``, validated field by field before any torch
+    call (:func:`read_metadata`). A foreign file needs ``model=`` (a zoo name) plus ``scale`` and any
+    architecture overrides. A ``deploy``-form checkpoint is rebuilt by fusing a fresh train-form model
+    (structure only) before loading the weights. The model carries its card, with ``source`` the checkpoint
+    path.
 
+    The weights must be floating point and finite (:func:`check_weights`) and fit the model the card builds
+    exactly (keys and shapes, checked on a ``meta``-device skeleton before the model is allocated). A
+    ``scale`` that disagrees with the weights is caught there for every architecture whose upsampler has
+    ``colors·s²`` channels or one stage per factor of 2; SRCNN (bicubic first) and FSRCNN (a transposed
+    convolution whose kernel does not depend on the scale) have no weight whose shape depends on the scale,
+    so for them the card's scale is trusted as stored.
+
+    Raises:
+        CheckpointError: Unreadable file, invalid card, weights of another dtype, non-finite or of other
+            shapes, or arguments the architecture's constructor refuses.
+    """
     p = Path(path)
     form: Form | None = None  # a foreign checkpoint is in the form its architecture is built in
     if model is None:
@@ -187,10 +255,43 @@ def load_checkpoint(
     else:
         arch = model
         args = {**overrides, "scale": scale or overrides.get("scale", 4)}
-    net = create_model(arch, **args)
-    if form == "deploy":
-        net = reparameterize(net)
-    load_into(net, load_state_dict_file(p), p)
+    state = load_state_dict_file(p)
+    skeleton = _build(arch, args, form, p, device="meta")
+    if skeleton is not None:  # keys and shapes checked before any memory is allocated for the model
+        what = f"the weights do not fit {arch}({_args_text(args)})"
+        check_shapes(skeleton.state_dict(), state, p, what=what)
+    net = _build(arch, args, form, p, device=None)
+    assert net is not None  # the real build raises rather than returning None
+    load_into(net, state, p)
     card = card_of(net)
     dataclasses.replace(card, form=form or card.form, source=str(p)).attach(net)
     return net.eval()
+
+
+def _build(
+    arch: str, args: dict[str, Any], form: Form | None, path: Path, *, device: str | None
+) -> nn.Module | None:
+    """``create_model(arch, **args)`` (fused for the deploy form); a constructor's refusal becomes a
+    ``CheckpointError`` naming the file and the arguments. On the ``meta`` device a failure returns None:
+    the real build then gives the authoritative error."""
+    from edge_sr.errors import EdgeSRError
+    from edge_sr.models.registry import create_model
+
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            net = create_model(arch, **args)
+            return reparameterize(net) if form == "deploy" else net
+    except Exception as e:
+        if device is not None:
+            return None
+        if not isinstance(
+            e, EdgeSRError | ValueError | RuntimeError | TypeError | ArithmeticError | LookupError
+        ):
+            raise
+        problem = e.problem if isinstance(e, EdgeSRError) else _first_line(e)
+        raise CheckpointError(path, f"{arch}({_args_text(args)}) cannot be built: {problem}") from None
+
+
+def _args_text(args: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in sorted(args.items()))
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -7,6 +7,8 @@ store ``arch`` (the entry name) plus ``args`` (the overrides) and rebuild it exa
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -77,6 +79,51 @@ def create_model(name: str, *, scale: int = 4, **overrides: Any) -> nn.Module:
         raise ConfigError(None, f"model {name!r}: {e}") from None
     form: Form = "train" if has_fusable(model) else "deploy"
     return ModelCard.from_args(name, {"scale": scale, **overrides}, form=form).attach(model)
+
+
+@dataclass(frozen=True)
+class ModelParam:
+    """One keyword parameter of a model's constructor.
+
+    Attributes:
+        name: The keyword.
+        annotation: Its type hint, resolved (``int``, ``float``, ``tuple[int, int]``, a ``Literal``...), or
+            ``Any`` when the hint cannot be resolved.
+        default: Its default, or ``inspect.Parameter.empty``.
+    """
+
+    name: str
+    annotation: Any
+    default: Any
+
+
+def model_parameters(name: str) -> dict[str, ModelParam]:
+    """The constructor keywords of the class the registered factory ``name`` builds.
+
+    A factory is ``fn(**overrides) -> Class``; its return annotation names the class, whose ``__init__``
+    signature says which keywords a checkpoint's ``args`` may hold and of which type.
+
+    Raises:
+        ConfigError: Unknown name.
+    """
+    entry = get_entry(name)
+    target: Any = entry.fn
+    try:
+        ret = typing.get_type_hints(entry.fn).get("return")
+    except Exception:  # an unresolvable hint: fall back to the factory's own signature
+        ret = None
+    if isinstance(ret, type) and issubclass(ret, nn.Module):
+        target = ret.__init__
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    out = {}
+    for p in inspect.signature(target).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[p.name] = ModelParam(p.name, hints.get(p.name, Any), p.default)
+    return out
 
 
 def list_models(kind: Kind | None = None) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_sr.convert import read_manifest, target_for_path, target_module
-from edge_sr.convert.manifest import size_bytes
+from edge_sr.convert.manifest import check_artifact_sha256, size_bytes
 from edge_sr.convert.target import DEFAULT_INPUT, Timed, time_calls
 from edge_sr.errors import ConfigError, InputError
 from edge_sr.models.checkpoint import CHECKPOINT_SUFFIXES
@@ -77,6 +77,7 @@ def profile(
     threads: int | None = None,
     ops: bool = True,
     peak: bool = True,
+    check_sha256: bool = True,
 ) -> ProfileReport:
     """Time an artifact of any target in ``edge_sr.convert.TARGETS`` or a checkpoint.
 
@@ -89,13 +90,15 @@ def profile(
         threads: CPU threads (default: all cores).
         ops: also collect the per-operator breakdown.
         peak: compare the achieved GMAC/s with this CPU's peaks of the program's precision.
+        check_sha256: refuse an artifact whose bytes differ from its manifest's ``artifact_sha256``.
 
     Returns:
         The report.
 
     Raises:
-        InputError: no such file, or not an artifact. ConfigError: bad runs / warm-up.
-        RuntimeBackendError: the runtime cannot load or run it here.
+        InputError: no such file, not an artifact, or an invalid manifest. ConfigError: bad runs / warm-up.
+        RuntimeBackendError: the artifact was modified after export, or the runtime cannot load or run it
+        here. CheckpointError: an invalid checkpoint.
     """
     p = Path(path)
     if not p.exists():
@@ -104,6 +107,8 @@ def profile(
         raise ConfigError(None, f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     kind = artifact_kind(p)
     manifest = read_manifest(p, required=False) if kind != "checkpoint" else None
+    if check_sha256 and kind != "checkpoint":
+        check_artifact_sha256(p, manifest)
     threads = int(threads or os.cpu_count() or 1)
     layout = (manifest or {}).get("layout")
     if input_size is None and manifest:

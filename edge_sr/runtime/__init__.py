@@ -169,6 +169,7 @@ def load(
     scale: int | None = None,
     threads: int | None = None,
     model: str | None = None,
+    check_sha256: bool = True,
 ) -> Runner:
     """Open an artifact or checkpoint for inference.
 
@@ -178,11 +179,15 @@ def load(
             the scale it must have.
         threads: CPU threads for the backend (its default when None).
         model: the zoo architecture of a foreign checkpoint (``edge_sr.models.load_checkpoint``'s ``model``).
+        check_sha256: refuse an artifact whose bytes differ from its manifest's ``artifact_sha256`` (hashing
+            reads the whole file once).
 
     Raises:
-        InputError: no such file. RuntimeBackendError: unknown kind, or the backend cannot open it.
+        InputError: no such file, or an invalid manifest. RuntimeBackendError: unknown kind, an artifact
+        modified after export, or the backend cannot open it. CheckpointError: an invalid checkpoint.
     """
     from edge_sr.convert import read_manifest, target_for_path
+    from edge_sr.convert.manifest import check_artifact_sha256
 
     p = Path(path)
     if not p.exists():
@@ -191,8 +196,10 @@ def load(
         backend = open_backend(p, None, scale=scale, model=model)
         return Runner(backend, kind="torch", manifest={}, scale=_model_scale(backend.model), path=p)
     target = target_for_path(p)
+    manifest = (read_manifest(p, required=False) or {}) if target is not None else {}
+    if check_sha256:
+        check_artifact_sha256(p, manifest)
     backend = open_backend(p, target, threads=threads)
-    manifest = read_manifest(p, required=False) or {}
     scale = manifest.get("scale") or scale
     if not scale:
         raise RuntimeBackendError(p, "no manifest beside the artifact, so its scale is unknown; pass scale=")

@@ -1,6 +1,7 @@
 """Training configuration: dataclasses are the schema; YAML / TOML files and ``--set key=value`` fill them.
 
-Unknown keys raise, values are type-checked against the field types, and no string is ever executed.
+Unknown keys raise, values are type-checked against the field types and range-checked
+(:mod:`edge_sr.train.config_checks`), and no string is ever executed.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from edge_sr.data.augment import AugmentConfig
 from edge_sr.errors import ConfigError
+from edge_sr.train.config_file import parse_yaml, read_config_file
 
 
 @dataclass
@@ -136,6 +137,11 @@ def from_dict(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested mapping; unknown keys raise."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(
+            None, f"config key {prefix}{odd[0]!r} is not a name; valid keys: {', '.join(sorted(names))}"
+        )
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(
@@ -150,9 +156,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def _parse_scalar(text: str) -> Any:
-    import yaml
-
-    value = yaml.safe_load(text)
+    try:
+        value = parse_yaml(text)
+    except Exception:  # yaml.YAMLError, or a refused alias / nesting: keep the text, the type check decides
+        return text
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; numbers written that way are numbers
         try:
             return float(value)
@@ -161,50 +168,62 @@ def _parse_scalar(text: str) -> Any:
     return value
 
 
-def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars, then type-checked)."""
+def apply_overrides(
+    cfg: TrainConfig, overrides: list[str], *, path: str | os.PathLike[str] | None = None
+) -> TrainConfig:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars), then check every field.
+
+    Args:
+        cfg: The configuration to start from (not modified).
+        overrides: ``key=value`` strings, dotted keys for nested fields (``optim.lr=1e-3``).
+        path: The recipe file the configuration came from, for the messages.
+
+    Raises:
+        ConfigError: An unknown key, a value of the wrong type, or any field out of range
+            (:func:`edge_sr.train.config_checks.check_config`).
+    """
+    from edge_sr.train.config_checks import check_config
+
     data = to_dict(cfg)
+    overridden: set[str] = set()
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(None, f"override {item!r} is not key=value")
+            raise ConfigError(path, f"--set {item!r} is not key=value")
         key, text = item.split("=", 1)
+        key = key.strip()
         node = data
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
-                raise ConfigError(None, f"unknown config key {key}")
+                raise ConfigError(path, f"--set {item!r}: unknown config key {key}")
             node = node[p]
         if parts[-1] not in node and not (len(parts) >= 2 and parts[-2] == "args"):
-            raise ConfigError(None, f"unknown config key {key}")
+            raise ConfigError(path, f"--set {item!r}: unknown config key {key}")
         node[parts[-1]] = _parse_scalar(text)
-    return from_dict(TrainConfig, data)
+        overridden.add(key)
+    try:
+        out = from_dict(TrainConfig, data)
+    except ConfigError as e:
+        raise ConfigError(path, f"{e.problem} (from --set)" if overrides else e.problem) from None
+    check_config(out, path, overridden)
+    return out
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file into a ``TrainConfig``, then apply overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(p, "no such config file")
-        try:
-            if p.suffix == ".toml":
-                import tomllib
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file into a ``TrainConfig``, then apply overrides.
 
-                data = tomllib.loads(p.read_text())
-            else:
-                import yaml
+    The file is read by :func:`edge_sr.train.config_file.read_config_file` (size-limited, no YAML aliases,
+    no duplicate keys); every field is then type- and range-checked, ``--set`` overrides included.
 
-                data = yaml.safe_load(p.read_text()) or {}
-        except Exception as e:
-            raise ConfigError(p, f"cannot parse config ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(p, "config must be a mapping")
+    Raises:
+        ConfigError: One line naming the file, the field, its value and what is allowed.
+    """
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
     try:
         cfg = from_dict(TrainConfig, data)
     except ConfigError as e:
         raise ConfigError(path, e.problem) from None
-    return apply_overrides(cfg, overrides or [])
+    return apply_overrides(cfg, overrides or [], path=path)
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:

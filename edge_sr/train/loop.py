@@ -26,12 +26,19 @@ from edge_sr.data.datasets import HRFolderDataset, PairedFolderDataset, find_ima
 from edge_sr.errors import ConfigError
 from edge_sr.io_utils import atomic_path
 from edge_sr.models.card import card_of
-from edge_sr.models.checkpoint import save_checkpoint
 from edge_sr.models.registry import create_model
 from edge_sr.train.config import TrainConfig, save_config, to_dict
+from edge_sr.train.config_checks import check_config
 from edge_sr.train.init import init_from
 from edge_sr.train.parts import EMA, charbonnier_loss, l1_loss, lr_factor, make_optimizer
-from edge_sr.train.state import load_training_state, save_training_state
+from edge_sr.train.runlog import append_jsonl, ctrl_c_between_steps, progress_bar, truncate_metrics
+from edge_sr.train.state import (
+    disk_errors,
+    load_training_state,
+    remove_stale_temps,
+    save_best,
+    save_training_state,
+)
 from edge_sr.train.validate import holdout_split, load_val_dir, make_val_images, validate
 
 logger = logging.getLogger(__name__)
@@ -115,6 +122,7 @@ def train(
         init: start from the matching tensors of this checkpoint (ignored on resume).
         until: stop (and save) after this step, keeping the schedule of ``cfg.iters``.
     """
+    check_config(cfg)  # every field in range before anything is built or written
     rank, world = _dist_info()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -132,25 +140,28 @@ def train(
         persistent_workers=False,
         drop_last=False,
     )
-    bar = _progress(run.step, cfg.iters, enabled=progress and rank == 0)
+    bar = progress_bar(run.step, cfg.iters, enabled=progress and rank == 0)
     t0, interrupted, last_val = time.time(), False, run.best.get("psnr")
     loss_fn = _loss_fn(cfg)
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp and run.device.type == "cuda" else None
     try:
-        for lr, hr in loader:
-            loss = _train_step(run, net, lr, hr, loss_fn, scaler)
-            val = _after_step(run, loss, val_images, stop, t0)
-            last_val = val if val is not None else last_val
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{loss.item():.4f}", val=f"{last_val:.2f}" if last_val else "-", refresh=False
-            )
-    except KeyboardInterrupt:
-        interrupted = True
-        run.save()
-        logger.warning(
-            "interrupted at step %d: checkpoint saved in %s (continue with --resume)", run.step, run.dir
-        )
+        with ctrl_c_between_steps() as asked:
+            for lr, hr in loader:
+                loss = _train_step(run, net, lr, hr, loss_fn)
+                val = _after_step(run, loss, val_images, stop, t0)
+                last_val = val if val is not None else last_val
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{loss.item():.4f}", val=f"{last_val:.2f}" if last_val else "-", refresh=False
+                )
+                if asked:  # Ctrl-C: the step is complete, so the checkpoint is one of the straight run
+                    interrupted = True
+                    run.save()
+                    logger.warning(
+                        "interrupted at step %d: checkpoint saved in %s (continue with --resume)",
+                        run.step,
+                        run.dir,
+                    )
+                    break
     finally:
         bar.close()
     in_sync = _ranks_in_sync(model) if world > 1 else None
@@ -170,6 +181,7 @@ class _Run:
     model: nn.Module
     ema: EMA | None
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
     rank: int
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"psnr": None, "step": None})
@@ -194,6 +206,7 @@ class _Run:
                 model=self.model,
                 ema_model=self.ema.model if self.ema else None,
                 optimizer=self.optimizer,
+                scaler=self.scaler,
                 step=self.step,
                 best=self.best,
                 arch=arch,
@@ -212,16 +225,37 @@ def _start_run(cfg: TrainConfig, model: nn.Module, rank: int, *, resume: bool, i
     device = torch.device(cfg.device)
     model.to(device).train()
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    run = _Run(cfg, Path(cfg.out_dir), device, model, ema, make_optimizer(model, cfg.optim), rank)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    run = _Run(cfg, Path(cfg.out_dir), device, model, ema, make_optimizer(model, cfg.optim), scaler, rank)
+    stale_exports = False
     if resume:
-        run.step, run.best = load_training_state(
-            run.dir, model=model, ema_model=ema.model if ema else None, optimizer=run.optimizer
+        arch, args = run.arch_args
+        state = load_training_state(
+            run.dir,
+            model=model,
+            ema_model=ema.model if ema else None,
+            optimizer=run.optimizer,
+            scaler=scaler,
+            arch=arch,
+            args=args,
         )
+        run.step, run.best, stale_exports = state.step, state.best, state.exports_stale
+        if cfg.bn_freeze_at and run.step > cfg.bn_freeze_at:  # frozen before the save; the step hook is past
+            _freeze_bn(model)
     if rank == 0:
-        run.dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run.dir / "config.yaml")
+        with disk_errors(run.dir, "the run folder"):
+            run.dir.mkdir(parents=True, exist_ok=True)
+            gone = remove_stale_temps(run.dir)
+            if gone:
+                logger.info(
+                    "removed %d temporary files of an interrupted save: %s", len(gone), ", ".join(gone)
+                )
+            save_config(cfg, run.dir / "config.yaml")
+            truncate_metrics(run.dir / "metrics.jsonl", run.step)  # what a killed run logged past its save
+        if stale_exports:  # a kill between resume.pt and last*.safetensors: write them from the restored step
+            run.save()
         if init_report is not None:  # which tensors came from --init and which started fresh
-            with atomic_path(run.dir / "init.json") as tmp:
+            with disk_errors(run.dir / "init.json", "init.json"), atomic_path(run.dir / "init.json") as tmp:
                 tmp.write_text(
                     json.dumps(
                         {
@@ -242,10 +276,9 @@ def _train_step(
     lr: torch.Tensor,
     hr: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    scaler: torch.amp.GradScaler | None,
 ) -> torch.Tensor:
     """One optimizer step on a (LR, HR) batch: schedule, augmentation, forward, backward, EMA; returns the loss."""
-    cfg, model, optimizer, step = run.cfg, run.model, run.optimizer, run.step
+    cfg, model, optimizer, step, scaler = run.cfg, run.model, run.optimizer, run.step, run.scaler
     if cfg.bn_freeze_at and step == cfg.bn_freeze_at:
         _freeze_bn(model)
     for group in optimizer.param_groups:
@@ -293,16 +326,9 @@ def _after_step(run: _Run, loss: torch.Tensor, val_images: list[Any], stop: int,
         if run.best["psnr"] is None or metrics["psnr"] > run.best["psnr"]:
             run.best = {"psnr": metrics["psnr"], "ssim": metrics["ssim"], "step": step}
             arch, args = run.arch_args
-            save_checkpoint(
-                run.eval_model,
-                run.dir / "best.safetensors",
-                arch=arch,
-                args=args,
-                form="train",
-                extra={"step": str(step), "val_psnr": f"{metrics['psnr']:.4f}"},
-            )
+            save_best(run.dir, run.eval_model, arch=arch, args=args, step=step, psnr=metrics["psnr"])
     if record and run.rank == 0:
-        _append_jsonl(run.dir / "metrics.jsonl", record)
+        append_jsonl(run.dir / "metrics.jsonl", record)
     if step % cfg.save_every == 0 or step == stop:
         run.save()
     return val
@@ -321,19 +347,6 @@ def _freeze_bn(model: nn.Module) -> None:
     from edge_sr.reparam import freeze_batchnorm
 
     freeze_batchnorm(model, True)
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _progress(start: int, total: int, enabled: bool):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, initial=start, disable=not enabled, unit="it", dynamic_ncols=True, smoothing=0.05
-    )
 
 
 def export_run_summary(result: TrainResult, cfg: TrainConfig) -> dict[str, Any]:
