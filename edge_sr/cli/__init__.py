@@ -32,6 +32,7 @@ VERBS: dict[str, str] = {
     "quantize": "cmd_quantize",
     "profile": "cmd_profile",
     "bench": "cmd_bench",
+    "explain": "cmd_explain",
 }
 
 

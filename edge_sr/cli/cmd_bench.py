@@ -206,6 +206,18 @@ def _run_zoo(a: argparse.Namespace, command: str) -> tuple[Any, str]:
     return {"out": str(out)}, f"wrote {out}"
 
 
+def _explain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, metavar="DIR", help="folder of Set14/ ($EDGE_SR_DATA/benchmarks)")
+    p.add_argument("--out", default="docs/EXPLAIN.md", help="markdown page (rewritten)")
+
+
+def _run_explain(a: argparse.Namespace, command: str) -> tuple[Any, str]:
+    from edge_sr.bench.explain import explain_report
+
+    out = explain_report(a.data, a.out, command)
+    return {"out": str(out)}, f"wrote {out}"
+
+
 Kind = tuple[
     Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, str], tuple[Any, str]], str
 ]
@@ -220,6 +232,7 @@ KINDS: dict[str, Kind] = {
     ),
     "gpu": (_gpu, _run_gpu, "transformer tiles per second on CUDA, FP32 against FP16"),
     "zoo": (_zoo, _run_zoo, "every bundled model on Set5 / Set14 (docs/MODEL_ZOO.md)"),
+    "explain": (_explain, _run_explain, "LAM diffusion index float / deploy / FP16 / INT8 (docs/EXPLAIN.md)"),
 }
 
 
