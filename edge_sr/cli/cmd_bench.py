@@ -208,13 +208,16 @@ def _run_zoo(a: argparse.Namespace, command: str) -> tuple[Any, str]:
 
 def _explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="DIR", help="folder of Set14/ ($EDGE_SR_DATA/benchmarks)")
+    p.add_argument(
+        "--checkpoints", nargs="+", default=[], metavar="CKPT", help="more models after the bundled"
+    )
     p.add_argument("--out", default="docs/EXPLAIN.md", help="markdown page (rewritten)")
 
 
 def _run_explain(a: argparse.Namespace, command: str) -> tuple[Any, str]:
     from edge_sr.bench.explain import explain_report
 
-    out = explain_report(a.data, a.out, command)
+    out = explain_report(a.data, a.out, command, a.checkpoints)
     return {"out": str(out)}, f"wrote {out}"
 
 
