@@ -95,7 +95,7 @@ class QuantSpec:
     batch_size: int = 8
 
 
-def _target(target: str, spec: QuantSpec) -> tuple[Any, str]:
+def target_and_mode(target: str, spec: QuantSpec) -> tuple[Any, str]:
     """The target module and the quantization mode; ``ConfigError`` for what the target cannot take."""
     from edge_sr.convert import quantizable_targets, target_module
 
@@ -110,7 +110,10 @@ def _target(target: str, spec: QuantSpec) -> tuple[Any, str]:
             None, f"unknown {target} quantization mode {mode!r}; choose from {', '.join(mod.QUANT_MODES)}"
         )
     if spec.int8_io and not mod.INT8_IO:
-        raise ConfigError(None, f"{target} artifacts keep float32 I/O; int8 I/O is not offered there")
+        offered = [t for t in quantizable_targets() if target_module(t).INT8_IO]
+        raise ConfigError(
+            None, f"int8 I/O is a {', '.join(offered)} option; {target} artifacts keep float32 I/O"
+        )
     return mod, mode
 
 
@@ -195,7 +198,7 @@ def ptq(
         ``edge_sr.convert.Artifact``.
     """
     spec = spec or QuantSpec()
-    mod, mode = _target(target, spec)
+    mod, mode = target_and_mode(target, spec)
     deploy = deploy_form(model)
     if spec.keep_float:
         check_layers(deploy, spec.keep_float)
@@ -248,7 +251,7 @@ def qat(
     ``form="train"`` quantizes the multi-branch graph instead (see the module docstring).
     """
     spec = spec or QuantSpec()
-    mod, mode = _target(target, spec)
+    mod, mode = target_and_mode(target, spec)
     if mode not in mod.PT2E_MODES:
         raise ConfigError(
             None, f"{target} {mode} cannot take QAT (it runs through PT2E); use {qat_targets_text()}"

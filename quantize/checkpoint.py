@@ -28,10 +28,9 @@ def check_request(
     mode: str | None,
 ) -> str | None:
     """Raise ``ConfigError`` (one line) for a combination the target cannot take; returns the INT8 mode."""
-    from edge_sr.convert import quantizable_targets, target_module
-    from edge_sr.quantize import qat_targets_text
+    from edge_sr.convert import target_module
+    from edge_sr.quantize import QuantSpec, qat_targets_text, target_and_mode
 
-    mod = target_module(target)
     if precision not in ("int8", "fp16"):
         raise ConfigError(
             None, f"precision {precision!r}: quantize makes int8 or fp16 (fp32: `edge-sr convert`)"
@@ -42,19 +41,10 @@ def check_request(
                 None,
                 "QAT, int8 I/O, kept-float layers and modes are int8 options; fp16 keeps offending layers itself",
             )
+        target_module(target)  # an unknown target: the registry's one-line error
         return None
-    if not mod.QUANT_MODES:
-        raise ConfigError(
-            None, f"{target} has no INT8 artifacts; choose from {', '.join(quantizable_targets())}"
-        )
-    mode = mode or mod.QUANT_MODES[0]
-    if mode not in mod.QUANT_MODES:
-        raise ConfigError(None, f"unknown {target} mode {mode!r}; choose from {', '.join(mod.QUANT_MODES)}")
-    if int8_io and not mod.INT8_IO:
-        offered = [t for t in quantizable_targets() if target_module(t).INT8_IO]
-        raise ConfigError(
-            None, f"int8 I/O is a {', '.join(offered)} option; {target} artifacts keep float32 I/O"
-        )
+    # the target's INT8 modes and int8 I/O, checked where ptq / qat check them
+    mod, mode = target_and_mode(target, QuantSpec(int8_io=int8_io, mode=mode))
     if qat and not data:
         raise ConfigError(None, "QAT needs training data (--data DIR: HR training images)")
     if qat and mode not in mod.PT2E_MODES:
