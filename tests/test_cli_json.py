@@ -125,7 +125,15 @@ def test_other_verbs_print_one_json_object(tmp_path, ckpt, capfd) -> None:
     code, obj, _ = run_json(
         capfd, "eval", "--data", str(tmp_path / "calib"), "--scale", "2", "--checkpoint", str(ckpt)
     )
-    assert code in (0, 2)  # a folder without HR/: one line on stderr (checked by run_json), else one object
+    assert (
+        code == 2 and obj is None
+    )  # no HR/ folder: refused, one line on stderr (run_json checks stdout is empty)
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "calib").rename(tmp_path / "bench" / "HR")
+    code, obj, _ = run_json(
+        capfd, "eval", "--data", str(tmp_path / "bench"), "--scale", "2", "--checkpoint", str(ckpt)
+    )
+    assert code == 0 and obj is not None
     code, obj, _ = run_json(capfd, "convert", str(ckpt), "--target", "nope")
     assert code == 2 and obj is None
 
