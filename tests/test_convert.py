@@ -10,10 +10,11 @@ import pytest
 import torch
 from edge_sr.convert import TARGETS, ExportSpec, export, manifest_path, target_module
 from edge_sr.convert.manifest import sha256_path
+from tiny_args import FAMILY_TINY
 from torch import nn
 
 from edge_sr.errors import ConfigError, ConversionError
-from edge_sr.models import ModelCard, create_model, list_models
+from edge_sr.models import ModelCard, create_model, get_entry, list_models
 from edge_sr.reparam import has_fusable
 
 ALL_TARGETS = sorted(TARGETS)
@@ -37,6 +38,7 @@ def tiny_model(name: str, scale: int = 2) -> nn.Module:
     cls = type(create_model(name, scale=scale))
     params = inspect.signature(cls.__init__).parameters
     overrides = {k: v for k, v in TINY.items() if k in params}
+    overrides = FAMILY_TINY.get(get_entry(name).family, overrides)
     torch.manual_seed(0)
     return create_model(name, scale=scale, **overrides).eval()
 

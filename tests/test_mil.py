@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from edge_sr.convert.coreml_mil import MILRunner, load_program, supported_ops
+from tiny_args import FAMILY_TINY
 from torch import nn
 
 from edge_sr.errors import InputError, RuntimeBackendError
@@ -85,6 +86,7 @@ def _tiny_edge_model(name: str) -> nn.Module:
     default = create_model(name, scale=2)
     params = inspect.signature(type(default).__init__).parameters
     overrides = {k: v for k, v in TINY.items() if k in params}
+    overrides = FAMILY_TINY.get(get_entry(name).family, overrides)
     try:
         model = create_model(name, scale=2, **overrides) if overrides else default
         with torch.no_grad():

@@ -11,6 +11,7 @@ from edge_sr.cli import main
 from edge_sr.errors import ConfigError
 from edge_sr.models import card_of, create_model, get_entry, list_models, load_checkpoint, save_checkpoint
 from edge_sr.models.stats import count_params, macs_per_lr_pixel, model_summary
+from tiny_args import FAMILY_TINY
 
 # Tiny overrides per family so the whole zoo runs in seconds on two cores.
 TINY: dict[str, dict] = {
@@ -22,6 +23,7 @@ TINY: dict[str, dict] = {
     "repsr": {"blocks": 1, "channels": 4},
     "srvgg": {"num_feat": 4, "num_conv": 2},
     "span": {"feature_channels": 4},
+    **FAMILY_TINY,
 }
 EDGE = [n for n in list_models(kind="edge")]
 

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_args import FAMILY_TINY
 from torch import nn
 
 from edge_sr.cli import main
@@ -46,6 +47,7 @@ TINY = {
     "ecbsr": {"blocks": 1, "channels": 4},
     "repsr": {"blocks": 1, "channels": 4},
     "span": {"feature_channels": 4},
+    **FAMILY_TINY,
 }
 REP = [n for n in list_models() if get_entry(n).reparameterizable]
 # every model at x3; the smallest of each family also at x2 and x4 (the tail conv and residual change with s)

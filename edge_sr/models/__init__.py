@@ -8,13 +8,18 @@ from __future__ import annotations
 # Explicit imports register every family (no filesystem scan).
 from edge_sr.models import (  # noqa: F401
     carn,
+    dipnet,
     ecbsr,
     edsr,
     espcn,
     fsrcnn,
     hat,
+    imdn,
+    pan,
     rcan,
     repsr,
+    rlfn,
+    safmn,
     span,
     srcnn,
     srvgg,
