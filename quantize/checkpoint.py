@@ -59,7 +59,7 @@ def check_request(
 
 
 def quantize_checkpoint(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | nn.Module,
     target: str,
     *,
     calib: str | os.PathLike[str],
@@ -83,7 +83,8 @@ def quantize_checkpoint(
     """Quantize the model of ``checkpoint`` for ``target``; returns (``edge_sr.convert.Artifact``, the model).
 
     Args:
-        checkpoint: an edge-sr checkpoint (train-form ones are fused first).
+        checkpoint: a checkpoint ``load_checkpoint`` reads (edge-sr, or foreign: detected), or a model that
+            carries its card; train-form ones are fused first.
         target: a target with INT8 modes (int8), or any target (fp16).
         calib: image folder for calibration (HR, cut to LR patches, unless ``calib_lr``).
         out: artifact path or folder.
@@ -109,7 +110,10 @@ def quantize_checkpoint(
         keep_sensitive=keep_sensitive,
         mode=mode,
     )
-    model = load_checkpoint(checkpoint)
+    if isinstance(checkpoint, nn.Module):
+        model, source = checkpoint.eval(), card_of(checkpoint).source
+    else:
+        model, source = load_checkpoint(checkpoint), str(checkpoint)
     cal = q.load_calibration(
         calib,
         count=calib_count,
@@ -119,7 +123,7 @@ def quantize_checkpoint(
         lr_input=calib_lr,
     )
     if precision == "fp16":
-        return q.fp16_export(model, target, cal, out=out, source=checkpoint), model
+        return q.fp16_export(model, target, cal, out=out, source=source), model
     keep = list(keep_float)
     if keep_sensitive:
         ranked = q.most_sensitive(q.sensitivity(model, target, cal), keep_sensitive)
@@ -139,8 +143,8 @@ def quantize_checkpoint(
             seed=seed,
             spec=spec,
             out=out,
-            source=checkpoint,
+            source=source,
         )
     else:
-        art = q.ptq(model, target, cal, spec, out=out, source=checkpoint)
+        art = q.ptq(model, target, cal, spec, out=out, source=source)
     return art, model

@@ -52,17 +52,19 @@ def test_foreign_pth_loads(tmp_path, wrapper: str | None, prefix: str) -> None:
     assert _same(m, back)
 
 
-def test_foreign_needs_model_name(tmp_path) -> None:
+def test_foreign_state_dict_that_fits_no_family_names_the_closest(tmp_path) -> None:
+    sd = _model().state_dict()
+    sd["body.99.weight"] = torch.zeros(3, 3, 3, 3)  # one tensor no SRVGGNetCompact has
     path = tmp_path / "w.pth"
-    torch.save(_model().state_dict(), path)
-    with pytest.raises(CheckpointError, match="--model"):
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"no zoo architecture fits .* closest is srvgg"):
         load_checkpoint(path)
 
 
 def test_pickled_code_is_refused(tmp_path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"params": _model()}, path)  # a whole module: needs unpickling code
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match=r"needs the global 'edge_sr\.models\.srvgg\.SRVGGNetCompact'"):
         load_state_dict_file(path)
 
 
@@ -80,10 +82,12 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path) -> None:
 def test_shape_mismatch_is_an_error(tmp_path) -> None:
     path = tmp_path / "x2.pth"
     torch.save(_model(scale=2).state_dict(), path)
-    with pytest.raises(
-        CheckpointError, match="shape mismatch.*body.6.weight"
-    ):  # the tail conv has 3·s² outputs
-        load_checkpoint(path, model="srvgg_compact", scale=4, num_feat=4, num_conv=2)
+    # the tail conv has 3·s² outputs: the scale asked for disagrees with the weights
+    with pytest.raises(CheckpointError, match="the weights are a x2 srvgg_compact model, not x4"):
+        load_checkpoint(path, scale=4)
+    # an override that changes a shape: the strict check names the tensors and both shapes
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*body\.0\.weight"):
+        load_checkpoint(path, num_feat=8)
 
 
 def test_empty_and_garbage_files(tmp_path) -> None:

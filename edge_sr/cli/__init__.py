@@ -23,6 +23,8 @@ from edge_sr.io_utils import tool_output_to
 # verb -> module under edge_sr.cli providing ``add_parser(subparsers)``
 VERBS: dict[str, str] = {
     "models": "cmd_models",
+    "inspect": "cmd_inspect",
+    "import": "cmd_import",
     "eval": "cmd_eval",
     "upscale": "cmd_upscale",
     "train": "cmd_train",

@@ -81,3 +81,64 @@ def add_option_flag(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a target option (onnx opset=19, coreml deployment_target=iOS17, executorch delegate=coreml)",
     )
+
+
+def add_model_flags(p: argparse.ArgumentParser, *, scale: bool = True, model: bool = True) -> None:
+    """``--model NAME``, ``--model-arg KEY=VALUE``, ``--module PKG.MOD:CLASS`` (and ``--scale``) for verbs
+    that read a checkpoint: how to build a foreign one when detection is not wanted or not possible."""
+    g = p.add_argument_group(
+        "foreign checkpoints (.pth / .pt / .ckpt / .safetensors without edge-sr metadata)"
+    )
+    if model:
+        g.add_argument(
+            "--model",
+            metavar="NAME",
+            help="zoo architecture (default: detected from the keys; see `edge-sr models`)",
+        )
+    g.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a constructor argument over the detected ones (num_feat=64, depths=6,6,6,6)",
+    )
+    g.add_argument(
+        "--module",
+        metavar="PKG.MOD:CLASS",
+        help="build your own nn.Module class (its code runs; the weights file never executes anything)",
+    )
+    if scale:
+        g.add_argument(
+            "--scale", type=int, default=None, help="the model's scale (checked against the weights)"
+        )
+
+
+def model_source(args: argparse.Namespace, path: str | None) -> Any:
+    """The model the verb's flags describe: ``path`` loaded (detected unless ``--model`` / ``--module``
+    says), or ``path`` itself when no flag asks for anything (the library loads it, or it is an artifact).
+
+    Returns:
+        An ``nn.Module`` with its card, or ``path`` unchanged.
+    """
+    from edge_sr.models.foreign import load_module, parse_model_args, resolve_class
+
+    pairs = list(getattr(args, "model_arg", None) or [])
+    module = getattr(args, "module", None)
+    name = getattr(args, "model", None)
+    scale = getattr(args, "scale", None)
+    if path is None:
+        if module or name or pairs:
+            raise ConfigError(None, "--model / --model-arg / --module need a checkpoint")
+        return None
+    if module:
+        if name:
+            raise ConfigError(None, "--model and --module name two architectures; pass one")
+        cls = resolve_class(module)
+        kwargs = parse_model_args(pairs, cls=cls)
+        return load_module(module, path, kwargs, scale=scale)
+    if not (name or pairs):
+        return path
+    from edge_sr.models import load_checkpoint
+
+    overrides = parse_model_args(pairs)
+    return load_checkpoint(path, model=name, scale=scale, **overrides)

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, add_option_flag, emit, parse_hw, parse_range, target_options
+from torch import nn
+
+from edge_sr.cli._common import (
+    add_json_flag,
+    add_model_flags,
+    add_option_flag,
+    emit,
+    model_source,
+    parse_hw,
+    parse_range,
+    target_options,
+)
 from edge_sr.convert import TARGETS
 from edge_sr.convert.spec import IOS, LAYOUTS, PIXEL_SHUFFLE_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help=f"export a checkpoint to {' / '.join(TARGETS)} and verify it")
-    p.add_argument("checkpoint", help="edge-sr .safetensors checkpoint (train-form ones are fused first)")
+    p.add_argument(
+        "checkpoint",
+        help="checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected); "
+        "train-form ones are fused first",
+    )
     p.add_argument("--target", required=True, choices=list(TARGETS), help="the artifact format")
     p.add_argument(
         "--precision",
@@ -32,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_option_flag(p)
     p.add_argument("-o", "--output", default=".", help="artifact path or folder (default: current folder)")
     p.add_argument("--no-verify", action="store_true", help="skip the check on built-in images")
+    add_model_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -50,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         io=args.io,
         pixel_shuffle=args.pixel_shuffle,
     )
-    model = load_checkpoint(args.checkpoint)
+    src = model_source(args, args.checkpoint)
+    model = src if isinstance(src, nn.Module) else load_checkpoint(src)
     art = export(model, args.target, args.output, spec, source=args.checkpoint, options=options)
     report = None if args.no_verify else verify(art.path, reference=model)
     obj = {

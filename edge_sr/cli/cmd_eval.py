@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, emit
+from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
+from edge_sr.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,13 +17,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="benchmark folder with HR/ and optionally LR_bicubic/X<s>/")
     p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", choices=("bicubic",), help="a baseline instead of a network")
-    g.add_argument("--checkpoint", help="an edge-sr .safetensors checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        help="a checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="bicubic (the baseline, no checkpoint), or the zoo architecture of a foreign --checkpoint",
+    )
     p.add_argument(
         "--lr", choices=("auto", "shipped", "imresize"), default="auto", help="where LR images come from"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    add_model_flags(p, scale=False, model=False)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -30,7 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_sr.evaluate import evaluate
 
-    res = evaluate(args.data, args.scale, args.model or args.checkpoint, lr=args.lr, device=args.device)
+    if args.model == "bicubic":
+        if args.checkpoint or args.model_arg or args.module:
+            raise ConfigError(None, "--model bicubic is the baseline: it takes no checkpoint or model flags")
+        source = "bicubic"
+    else:
+        source = model_source(args, args.checkpoint)
+    res = evaluate(args.data, args.scale, source, lr=args.lr, device=args.device)
     lines = [f"{'image':<14} {'PSNR':>8} {'SSIM':>7}"]
     lines += [f"{s.name:<14} {s.psnr:8.4f} {s.ssim:7.4f}" for s in res.images]
     lines.append(

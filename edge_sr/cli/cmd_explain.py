@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, emit
+from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
 from edge_sr.errors import ConfigError
 
 
@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--compare float deploy int8 fp16 -o lam.png",
     )
     p.add_argument(
-        "source", metavar="CKPT|ARTIFACT", help="edge-sr .safetensors, or an artifact with a manifest"
+        "source",
+        metavar="CKPT|ARTIFACT",
+        help="a checkpoint (edge-sr, or foreign: detected), or an artifact with a manifest",
     )
     p.add_argument("image", metavar="IMAGE", help="the LR input image")
     p.add_argument(
@@ -50,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--target", help="quantizer of the int8 form (default: the artifact's target, else executorch)"
     )
     p.add_argument("-o", "--out", help="the comparison PNG (default: none)")
+    add_model_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out and not args.out.lower().endswith(".png"):
         raise ConfigError(args.out, "the figure is a PNG; name it *.png")
     rep = explain(
-        args.source, args.image, box=args.box, compare=tuple(args.compare or ()) or None, steps=args.steps,
+        model_source(args, args.source), args.image, box=args.box, compare=tuple(args.compare or ()) or None, steps=args.steps,
         sigma_max=args.sigma_max, target=args.target,
     )  # fmt: skip
     obj = rep.to_dict()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, emit
+from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "runtime's own profiler; torch profiler for checkpoints) and GMAC/s as a share of this CPU's "
         "theoretical and measured peak for the artifact's precision (FP32, FP16 or INT8).",
     )
-    p.add_argument("artifact", help="an artifact of any target, or a .safetensors / .pth checkpoint")
+    p.add_argument(
+        "artifact", help="an artifact of any target, or a checkpoint (edge-sr, or foreign: detected)"
+    )
     p.add_argument(
         "--input-size",
         default=None,
@@ -52,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="time an artifact whose bytes no longer match its manifest's artifact_sha256",
     )
+    add_model_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -73,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
             ops=not args.no_ops,
         )
     else:
+        src = model_source(args, args.artifact)
         report = profile(
             args.artifact,
+            model=None if isinstance(src, str) else src,
             input_size=size,
             runs=args.runs,
             warmup=args.warmup,

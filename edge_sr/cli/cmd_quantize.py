@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, emit, parse_hw
+from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source, parse_hw
 from edge_sr.convert import TARGETS, quantizable_targets, target_module
 from edge_sr.errors import RuntimeBackendError
 
@@ -13,7 +13,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     int8 = quantizable_targets()
     modes = sorted({m for t in int8 for m in target_module(t).QUANT_MODES})
     p = sub.add_parser("quantize", help=f"INT8 PTQ / QAT ({', '.join(int8)}) or FP16 artifacts")
-    p.add_argument("checkpoint", help="edge-sr .safetensors checkpoint (train-form ones are fused first)")
+    p.add_argument(
+        "checkpoint",
+        help="checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected); "
+        "train-form ones are fused first",
+    )
     p.add_argument("--target", required=True, choices=list(TARGETS), help="the artifact format")
     p.add_argument(
         "--calib", required=True, metavar="DIR", help="image folder for calibration (HR unless --calib-lr)"
@@ -60,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-verify", action="store_true", help="skip verification")
     p.add_argument("-o", "--output", required=True, help="artifact path or folder")
+    add_model_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_sr.verify import default_set5, verify
 
     art, model = quantize_checkpoint(
-        args.checkpoint,
+        model_source(args, args.checkpoint),
         args.target,
         calib=args.calib,
         out=args.output,

@@ -7,12 +7,15 @@ import contextlib
 import dataclasses
 import os
 
-from edge_sr.cli._common import add_json_flag, emit
+from edge_sr.cli._common import add_json_flag, add_model_flags, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reparam", help="fuse a train-form checkpoint into its deploy form, proven equal")
-    p.add_argument("checkpoint", help="train-form checkpoint (.safetensors, or a foreign .pth with --model)")
+    p.add_argument(
+        "checkpoint",
+        help="train-form checkpoint (edge-sr .safetensors, or a foreign one: detected, or --model)",
+    )
     p.add_argument("-o", "--out", required=True, help="deploy-form checkpoint to write (.safetensors)")
     p.add_argument(
         "--check",
@@ -21,8 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="compare both forms in float64 on random inputs before writing (default: on)",
     )
     p.add_argument("--atol", type=float, default=1e-9, help="tolerance of the check (default 1e-9)")
-    p.add_argument("--model", default=None, help="zoo name, for a foreign checkpoint")
-    p.add_argument("--scale", type=int, default=None, help="scale, for a foreign checkpoint")
+    add_model_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -36,9 +38,17 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(OSError):  # the same file (symlink, ./, hard link, case): the input survives
         if os.path.samefile(args.checkpoint, out):
             raise OutputError(out, "is the input checkpoint itself; choose another -o (nothing written)")
+    from edge_sr.errors import ConfigError
+    from edge_sr.models.foreign import parse_model_args
+
+    if args.module:
+        raise ConfigError(
+            None, "--module: reparam fuses zoo architectures; a custom module has no fusion rules"
+        )
     r = reparameterize_checkpoint(
-        args.checkpoint, args.out, check=args.check, atol=args.atol, model=args.model, scale=args.scale
-    )
+        args.checkpoint, args.out, check=args.check, atol=args.atol, model=args.model, scale=args.scale,
+        **parse_model_args(args.model_arg),
+    )  # fmt: skip
     check = f"max abs diff {r.max_abs_diff:.2e} (float64, atol {r.atol:g})" if r.checked else "not checked"
     text = f"{r.arch} x{r.scale}: {r.params_train} -> {r.params_deploy} parameters; {check}; wrote {r.out}"
     emit(args, dataclasses.asdict(r), text)

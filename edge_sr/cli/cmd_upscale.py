@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, emit
+from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="output file (format from its extension) or folder (default: beside each input, <name>_x<scale>)",
     )
     p.add_argument(
-        "--checkpoint", help="edge-sr .safetensors, or a foreign .pth with --model (default: bundled)"
+        "--checkpoint",
+        help="edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors: architecture detected (default: bundled)",
     )
-    p.add_argument("--model", help="architecture of a foreign checkpoint (see `edge-sr models`)")
     p.add_argument(
         "--scale", type=int, choices=(2, 3, 4), help="pick the bundled model / check the checkpoint"
     )
@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     p.add_argument("--alpha", dest="alpha_mode", default="bicubic", choices=("bicubic", "model"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_flags(p, scale=False)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_sr.upscale import upscale_files
 
     rep = upscale_files(
-        args.inputs, args.out, checkpoint=args.checkpoint, model=args.model, scale=args.scale, tile=args.tile,
+        args.inputs, args.out, checkpoint=model_source(args, args.checkpoint), scale=args.scale, tile=args.tile,
         tile_overlap=args.tile_overlap, device=args.device, precision=args.precision, tile_batch=args.tile_batch,
         alpha_mode=args.alpha_mode, progress=not (args.no_progress or args.json),
     )  # fmt: skip

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, emit
+from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="compare an artifact with its float model on a benchmark folder")
     p.add_argument("artifact", help=".onnx, .tflite, .pte, .mlpackage (with its manifest) or a checkpoint")
-    p.add_argument("--reference", required=True, help="the float model's checkpoint")
+    p.add_argument(
+        "--reference",
+        required=True,
+        help="the float model's checkpoint (edge-sr, or foreign: detected or --model)",
+    )
     p.add_argument("--data", help="benchmark folder with HR/ and LR_bicubic/X{s}/ (default: built-in images)")
     p.add_argument("--limit", type=int, help="use at most this many images")
     p.add_argument("--fp32-max-abs-diff", type=float, default=1e-4, help="fp32 pass threshold")
@@ -24,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="run an artifact whose bytes no longer match its manifest's artifact_sha256",
     )
+    add_model_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -33,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     thr = Thresholds(args.fp32_max_abs_diff, args.fp16_min_psnr, args.int8_max_drop)
     report = verify(
-        args.artifact, reference=args.reference, data=args.data, thresholds=thr, limit=args.limit,
+        args.artifact, reference=model_source(args, args.reference), data=args.data, thresholds=thr, limit=args.limit,
         check_sha256=args.check_sha256,
     )  # fmt: skip
     lines = [f"{'image':<14} {'PSNR':>7} {'float':>7} {'vs float':>9} {'max diff':>9}"]

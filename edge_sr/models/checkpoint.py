@@ -11,19 +11,27 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from edge_sr.errors import CheckpointError
+from edge_sr.errors import CheckpointError, EdgeSRError
 from edge_sr.io_utils import atomic_path
-from edge_sr.models.card import Form, ModelCard, card_of, check_metadata, has_card
+from edge_sr.models.card import Form, ModelCard, card_of, check_args, check_metadata, has_card
 from edge_sr.reparam import has_fusable, reparameterize
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")  # edge-sr safetensors; foreign PyTorch state dicts
-_WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
+if TYPE_CHECKING:
+    from edge_sr.models.detect import Detection
+
+# edge-sr safetensors; foreign state dicts (safetensors, PyTorch pickles, Lightning checkpoints)
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+_WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator", "net_g", "model_state_dict")
+# a first key component every key shares that is a wrapper's, not the model's: DataParallel, GAN trainers,
+# Lightning modules, torch.compile
+_PREFIXES = ("module", "generator", "model", "net", "net_g", "netG", "_orig_mod")
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INTEGER_BUFFERS = ("num_batches_tracked", "relative_position_index")  # name prefixes of integer buffers
 
@@ -111,7 +119,18 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Read a state dict from ``.safetensors`` or (safely) ``.pth/.pt``, unwrapping common wrappers."""
+    """Read a state dict from ``.safetensors`` or, safely, ``.pth`` / ``.pt`` / ``.ckpt``.
+
+    Pickles are read with ``torch.load(weights_only=True)`` only: nothing in the file executes, and a pickle
+    that needs a global outside torch's allowed set is refused with that global's name. Wrappers are
+    unwrapped (``params_ema`` preferred over ``params``, then ``state_dict``, ``model``, ``net``,
+    ``generator``; nested ones too), and a prefix every key shares (``module.``, ``generator.``, ``model.``,
+    ``net_g.``, ``_orig_mod.`` ...) is dropped.
+
+    Raises:
+        CheckpointError: Missing, empty, truncated or unreadable file, a refused global, no state dict of
+            tensors, or weights that are not finite floating point (:func:`check_weights`).
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(p, "no such file")
@@ -128,19 +147,56 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         try:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(p, f"cannot be loaded with weights_only=True ({msg})") from None
-    for _ in range(3):  # nested wrappers, e.g. {"state_dict": {"params": ...}}
-        if isinstance(sd, dict):
-            key = next((k for k in _WRAPPERS if k in sd and isinstance(sd[k], dict)), None)
-            if key is not None:
-                sd = sd[key]
-    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+            raise CheckpointError(p, _pickle_problem(e)) from None
+    sd = unwrap_state(sd)
+    if sd is None:
         raise CheckpointError(p, "does not hold a state dict of tensors")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
     check_weights(sd, p)
     return sd
+
+
+def unwrap_state(obj: Any) -> dict[str, Tensor] | None:
+    """The state dict inside ``obj`` (wrappers and shared key prefixes removed), or None when there is none.
+
+    Non-tensor entries beside the tensors (an ``epoch`` counter, a ``_metadata`` record) are dropped once a
+    wrapper has been found; a bare dict must hold tensors only.
+    """
+    wrapped = False
+    for _ in range(4):  # nested wrappers, e.g. {"state_dict": {"params": ...}}
+        if not isinstance(obj, dict):
+            return None
+        key = next((k for k in _WRAPPERS if k in obj and isinstance(obj[k], dict)), None)
+        if key is None:
+            break
+        obj, wrapped = obj[key], True
+    if not isinstance(obj, dict) or not obj:
+        return None
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, Tensor)}
+    if not tensors or (not wrapped and len(tensors) != len(obj)):
+        return None
+    for _ in range(3):
+        first = next(iter(tensors)).split(".", 1)[0] + "."
+        if first[:-1] not in _PREFIXES or not all(k.startswith(first) for k in tensors):
+            break
+        tensors = {k[len(first) :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def _pickle_problem(e: BaseException) -> str:
+    """One line for a ``torch.load(weights_only=True)`` refusal: the global it needed, a truncated archive,
+    or the first line of the error."""
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(
+        r"GLOBAL ([\w.]+) was not an allowed global", text
+    )
+    if m:
+        return (
+            f"refused: the pickle needs the global {m.group(1)!r}, which safe loading (weights_only=True) does "
+            "not allow; nothing was executed (save the state dict alone, or as .safetensors)"
+        )
+    if "central directory" in text or "failed reading zip archive" in text or "Ran out of input" in text:
+        return "truncated or corrupt file (the archive cannot be read)"
+    return f"cannot be loaded with weights_only=True ({_first_line(e)})"
 
 
 def check_weights(state: dict[str, Tensor], path: str | os.PathLike[str]) -> None:
@@ -216,46 +272,115 @@ def _short(keys: list[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
+def has_edge_sr_metadata(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a ``.safetensors`` file whose metadata names an architecture (an edge-sr card)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if p.suffix != ".safetensors" or not p.is_file():
+        return False
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return "arch" in (f.metadata() or {})
+    except Exception:  # unreadable: the reader's own error says why
+        return False
+
+
+def inspect_checkpoint(
+    path: str | os.PathLike[str], *, model: str | None = None, scale: int | None = None, **overrides: Any
+) -> Detection:
+    """What ``load_checkpoint`` would build from ``path``, without building it.
+
+    An edge-sr checkpoint answers from its card (layout ``"edge-sr"``); any other file is detected from its
+    keys and shapes (:func:`edge_sr.models.detect.detect`), among the family of ``model`` when one is named.
+    ``scale`` and ``overrides`` apply on top: a scale the weights cannot tell (SRCNN, FSRCNN) is set, one
+    that disagrees with the weights is refused.
+
+    Raises:
+        CheckpointError: Unreadable file, nothing or two architectures fit, or ``scale`` disagrees.
+    """
+    return _inspect(Path(path), model, scale, overrides)[0]
+
+
+def _inspect(
+    p: Path, model: str | None, scale: int | None, overrides: dict[str, Any]
+) -> tuple[Detection, dict[str, Tensor] | None]:
+    """:func:`inspect_checkpoint`, plus the foreign file's state dict (None for an edge-sr file, whose
+    weights are read once the card is known)."""
+    from edge_sr.models.detect import Detection, detect
+    from edge_sr.models.registry import get_entry
+
+    if has_edge_sr_metadata(p):
+        meta = read_metadata(p)
+        if model is not None and model != meta["arch"]:
+            raise CheckpointError(p, f"this checkpoint is a {meta['arch']} model; --model {model} disagrees")
+        if scale is not None and scale != meta["scale"]:
+            raise CheckpointError(p, f"this checkpoint is a x{meta['scale']} model, not x{scale}")
+        if overrides:
+            check_args(meta["arch"], overrides, p, field="argument")
+        args = {**meta["args"], **overrides}
+        args.setdefault("scale", meta["scale"])
+        return Detection(meta["arch"], args, form=meta["form"], layout="edge-sr"), None
+    if model is not None:
+        try:
+            family = get_entry(model).family
+        except EdgeSRError as e:
+            raise CheckpointError(p, f"--model: {e.problem}") from None
+    state = load_state_dict_file(p)
+    if model is None:
+        det = detect(state, path=p)
+    else:
+        try:
+            det = detect(state, path=p, family=family)
+        except CheckpointError:  # the named entry, as given: the strict load names what does not fit
+            det = Detection(model, {"scale": scale or 4}, assumed={"scale": "not detected"})
+    if overrides:
+        check_args(model or det.arch, overrides, p, field="argument")
+    args = dict(det.args)
+    assumed = dict(det.assumed)
+    if scale is not None and scale != det.scale:
+        if "scale" not in det.assumed:
+            raise CheckpointError(
+                p,
+                f"the weights are a x{det.scale} {det.arch} model, not x{scale} (the upsampler's shapes say so)",
+            )
+        args["scale"] = scale
+    if scale is not None or "scale" in overrides:
+        assumed.pop("scale", None)
+    for k in overrides:
+        assumed.pop(k, None)
+    args.update(overrides)
+    return dataclasses.replace(det, arch=model or det.arch, args=args, assumed=assumed), state
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], *, model: str | None = None, scale: int | None = None, **overrides: Any
 ) -> nn.Module:
     """Rebuild a model from a checkpoint, in eval mode.
 
     An edge-sr ``.safetensors`` file carries ``arch`` and ``args``, validated field by field before any torch
-    call (:func:`read_metadata`). A foreign file needs ``model=`` (a zoo name) plus ``scale`` and any
-    architecture overrides. A ``deploy``-form checkpoint is rebuilt by fusing a fresh train-form model
-    (structure only) before loading the weights. The model carries its card, with ``source`` the checkpoint
-    path.
+    call (:func:`read_metadata`). Any other file (``.pth`` / ``.pt`` / ``.ckpt`` / ``.safetensors`` without a
+    card: an official release, a BasicSR or traiNNer run, a challenge entry) is read safely
+    (:func:`load_state_dict_file`) and its architecture detected from key names and shapes
+    (:func:`inspect_checkpoint`); ``model=`` restricts detection to that zoo entry's family, and ``scale`` /
+    ``overrides`` apply on top. A ``deploy``-form checkpoint is rebuilt by fusing a fresh train-form model
+    (structure only) before loading the weights. The model carries its card, with ``source`` the path.
 
     The weights must be floating point and finite (:func:`check_weights`) and fit the model the card builds
     exactly (keys and shapes, checked on a ``meta``-device skeleton before the model is allocated). A
-    ``scale`` that disagrees with the weights is caught there for every architecture whose upsampler has
+    ``scale`` that disagrees with the weights is refused for every architecture whose upsampler has
     ``colors·s²`` channels or one stage per factor of 2; SRCNN (bicubic first) and FSRCNN (a transposed
     convolution whose kernel does not depend on the scale) have no weight whose shape depends on the scale,
-    so for them the card's scale is trusted as stored.
+    so for them the card's (or the caller's) scale is trusted.
 
     Raises:
-        CheckpointError: Unreadable file, invalid card, weights of another dtype, non-finite or of other
-            shapes, or arguments the architecture's constructor refuses.
+        CheckpointError: Unreadable file, invalid card, no or two architectures fit, weights of another dtype,
+            non-finite or of other shapes, or arguments the architecture's constructor refuses.
     """
     p = Path(path)
-    form: Form | None = None  # a foreign checkpoint is in the form its architecture is built in
-    if model is None:
-        if p.suffix != ".safetensors":
-            raise CheckpointError(
-                p, "a foreign checkpoint needs the architecture: pass --model NAME (see `edge-sr models`)"
-            )
-        meta = read_metadata(p)
-        if scale is not None and scale != meta["scale"]:
-            raise CheckpointError(p, f"this checkpoint is a x{meta['scale']} model, not x{scale}")
-        args = dict(meta["args"])
-        args.update(overrides)
-        arch, form = meta["arch"], meta["form"]
-        args.setdefault("scale", meta["scale"])
-    else:
-        arch = model
-        args = {**overrides, "scale": scale or overrides.get("scale", 4)}
-    state = load_state_dict_file(p)
+    det, raw = _inspect(p, model, scale, overrides)
+    arch, args, form = det.arch, dict(det.args), det.form
+    state = det.state(raw if raw is not None else load_state_dict_file(p))
     skeleton = _build(arch, args, form, p, device="meta")
     if skeleton is not None:  # keys and shapes checked before any memory is allocated for the model
         what = f"the weights do not fit {arch}({_args_text(args)})"
@@ -264,7 +389,7 @@ def load_checkpoint(
     assert net is not None  # the real build raises rather than returning None
     load_into(net, state, p)
     card = card_of(net)
-    dataclasses.replace(card, form=form or card.form, source=str(p)).attach(net)
+    dataclasses.replace(card, form=form, source=str(p)).attach(net)
     return net.eval()
 
 

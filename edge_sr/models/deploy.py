@@ -9,12 +9,13 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from edge_sr.errors import CheckpointError, ConversionError
 from edge_sr.models.card import card_of
-from edge_sr.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from edge_sr.models.checkpoint import inspect_checkpoint, load_checkpoint, save_checkpoint
 from edge_sr.models.registry import get_entry
 from edge_sr.models.stats import count_params
 from edge_sr.reparam import check_equivalent, has_fusable, reparameterize
@@ -46,6 +47,7 @@ def reparameterize_checkpoint(
     atol: float = 1e-9,
     model: str | None = None,
     scale: int | None = None,
+    **overrides: Any,
 ) -> ReparamResult:
     """Read a train-form checkpoint, fuse it, check equivalence, write a deploy-form ``.safetensors``.
 
@@ -53,25 +55,25 @@ def reparameterize_checkpoint(
     absolute difference exceeds ``atol``; then nothing is written. The output is written atomically.
 
     Args:
-        src: train-form edge-sr checkpoint (or a foreign ``.pth`` with ``model`` and ``scale``).
+        src: train-form checkpoint: edge-sr, or any file ``load_checkpoint`` reads (detected).
         out: where the deploy-form checkpoint goes.
         check: run the equivalence check before writing.
         atol: tolerance of the float64 check.
-        model: zoo name, for foreign checkpoints only.
-        scale: scale, for foreign checkpoints only.
+        model: zoo name, to choose among architectures for a foreign checkpoint.
+        scale: the model's scale (checked against the weights).
+        overrides: constructor arguments over the checkpoint's (``load_checkpoint``).
 
     Raises:
         CheckpointError: the checkpoint is already in deploy form or cannot be read.
         ConversionError: the fused model differs from the train-form one.
     """
     src_p = Path(src)
-    if model is None and src_p.suffix == ".safetensors":
-        meta = read_metadata(src_p)
-        if not get_entry(meta["arch"]).reparameterizable:
-            raise CheckpointError(src_p, f"{meta['arch']} has no re-parameterizable blocks; nothing to fuse")
-        if meta["form"] == "deploy":
-            raise CheckpointError(src_p, "already fused (form: deploy); use it as it is")
-    net = load_checkpoint(src_p, model=model, scale=scale) if model else load_checkpoint(src_p)
+    det = inspect_checkpoint(src_p, model=model, scale=scale, **overrides)
+    if not get_entry(det.arch).reparameterizable:
+        raise CheckpointError(src_p, f"{det.arch} has no re-parameterizable blocks; nothing to fuse")
+    if det.form == "deploy":
+        raise CheckpointError(src_p, "already fused (form: deploy); use it as it is")
+    net = load_checkpoint(src_p, model=model, scale=scale, **overrides)
     card = card_of(net)
     if not has_fusable(net):
         raise CheckpointError(src_p, f"{card.arch} has no re-parameterizable blocks; nothing to fuse")
@@ -81,7 +83,8 @@ def reparameterize_checkpoint(
     diff: float | None = None
     if check:
         gen = torch.Generator().manual_seed(0)
-        xs = [torch.rand(s, generator=gen, dtype=torch.float64) for s in CHECK_SIZES]
+        sizes = [(n, card.colors, h, w) for n, _, h, w in CHECK_SIZES]
+        xs = [torch.rand(s, generator=gen, dtype=torch.float64) for s in sizes]
         rep = check_equivalent(net64, deploy64, xs, atol)
         diff = rep.max_abs_diff
         if not rep.passed:

@@ -283,7 +283,7 @@ def closest_family(state: StateDict, rejected: Mapping[str, str] | None = None) 
     have = norm(state)
     best: tuple[float, str, set[str], set[str]] = (-1.0, "none", set(), set())
     seen: set[str] = set()
-    for name, entry in sorted(_REGISTRY.items()):
+    for _name, entry in sorted(_REGISTRY.items()):
         if entry.family in seen:
             continue
         seen.add(entry.family)

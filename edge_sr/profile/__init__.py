@@ -12,12 +12,14 @@ eager PyTorch (:mod:`edge_sr.profile.checkpoint`). The phone path (:func:`profil
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from edge_sr.convert import read_manifest, target_for_path, target_module
 from edge_sr.convert.manifest import check_artifact_sha256, size_bytes
@@ -78,6 +80,7 @@ def profile(
     ops: bool = True,
     peak: bool = True,
     check_sha256: bool = True,
+    model: nn.Module | None = None,
 ) -> ProfileReport:
     """Time an artifact of any target in ``edge_sr.convert.TARGETS`` or a checkpoint.
 
@@ -91,6 +94,8 @@ def profile(
         ops: also collect the per-operator breakdown.
         peak: compare the achieved GMAC/s with this CPU's peaks of the program's precision.
         check_sha256: refuse an artifact whose bytes differ from its manifest's ``artifact_sha256``.
+        model: for a checkpoint, the model already loaded from it (built with overrides, or a custom
+            module); default: ``load_checkpoint(path)``.
 
     Returns:
         The report.
@@ -113,7 +118,13 @@ def profile(
     layout = (manifest or {}).get("layout")
     if input_size is None and manifest:
         input_size = _manifest_size(manifest)
-    run = _checkpoint.profile if kind == "checkpoint" else target_module(kind).profile
+    if kind == "checkpoint":
+        from edge_sr.models import load_checkpoint
+
+        model = model if model is not None else load_checkpoint(p)
+        run: Any = functools.partial(_checkpoint.profile, model=model)
+    else:
+        run = target_module(kind).profile
     with PeakRSS() as mem:
         timed: Timed = run(
             p, size=input_size, runs=runs, warmup=warmup, threads=threads, want_ops=ops, layout=layout,
@@ -142,7 +153,7 @@ def profile(
         ops=timed.ops,
         ops_note=timed.ops_note,
     )
-    report.gmacs = model_gmacs(p, manifest, h, w)
+    report.gmacs = model_gmacs(p, manifest, h, w, model=model)
     if report.gmacs is not None:
         report.gmacs_per_s = report.gmacs / (med / 1e3)
         if peak:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,9 @@ def count_macs(model: Any, height: int, width: int) -> int:
     return total
 
 
-def model_gmacs(path: Path, manifest: dict[str, Any] | None, height: int, width: int) -> float | None:
+def model_gmacs(
+    path: Path, manifest: dict[str, Any] | None, height: int, width: int, *, model: nn.Module | None = None
+) -> float | None:
     """GMACs of the deploy-form model behind an artifact or a checkpoint at (height, width).
 
     Args:
@@ -54,6 +60,7 @@ def model_gmacs(path: Path, manifest: dict[str, Any] | None, height: int, width:
         manifest: the artifact's manifest (``arch``, ``args``, ``scale``), None for a checkpoint.
         height: input height.
         width: input width.
+        model: the checkpoint's model, already loaded (counted as it is, fused first).
 
     Returns:
         GMACs, or None when the architecture is unknown.
@@ -62,6 +69,11 @@ def model_gmacs(path: Path, manifest: dict[str, Any] | None, height: int, width:
     from edge_sr.models.stats import macs_per_lr_pixel
     from edge_sr.reparam import has_fusable, reparameterize
 
+    if model is not None:
+        from edge_sr.models import card_of
+
+        fused = reparameterize(copy.deepcopy(model)) if has_fusable(model) else model
+        return macs_per_lr_pixel(fused.eval(), card_of(model).scale) * height * width / 1e9
     if path.suffix == ".safetensors":
         from edge_sr.models.checkpoint import read_metadata
 

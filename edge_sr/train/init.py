@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from edge_sr.models.checkpoint import load_state_dict_file
+from edge_sr.errors import CheckpointError
+from edge_sr.models.checkpoint import has_edge_sr_metadata, load_state_dict_file
+from edge_sr.models.detect import detect
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,18 @@ class InitReport:
 
 
 def init_from(model: nn.Module, path: str) -> InitReport:
-    """Copy every tensor of ``path`` whose name and shape match into ``model``; the rest stay fresh."""
+    """Copy every tensor of ``path`` whose name and shape match into ``model``; the rest stay fresh.
+
+    ``path`` is any checkpoint ``load_state_dict_file`` reads; a foreign one whose architecture is detected
+    (:func:`edge_sr.models.detect.detect`) is first renamed to the zoo's keys (a BasicSR layout, say), so
+    its tensors match by the zoo's names. An undetected one is matched by its own names.
+    """
     state = load_state_dict_file(path)
+    if not has_edge_sr_metadata(path):
+        try:
+            state = detect(state, path=path).state(state)
+        except CheckpointError:  # not a zoo architecture: match by the file's own names
+            pass
     own = model.state_dict()
     loaded = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
     for k in loaded:
