@@ -136,7 +136,7 @@ def model_source(args: argparse.Namespace, path: str | None) -> Any:
         cls = resolve_class(module)
         kwargs = parse_model_args(pairs, cls=cls)
         return load_module(module, path, kwargs, scale=scale)
-    if not (name or pairs):
+    if not (name or pairs or scale):
         return path
     from edge_sr.models import load_checkpoint
 

@@ -147,7 +147,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         try:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(p, _pickle_problem(e)) from None
+            raise CheckpointError(p, _pickle_problem(e, p)) from None
     sd = unwrap_state(sd)
     if sd is None:
         raise CheckpointError(p, "does not hold a state dict of tensors")
@@ -182,18 +182,23 @@ def unwrap_state(obj: Any) -> dict[str, Tensor] | None:
     return tensors
 
 
-def _pickle_problem(e: BaseException) -> str:
+def _pickle_problem(e: BaseException, path: Path) -> str:
     """One line for a ``torch.load(weights_only=True)`` refusal: the global it needed, a truncated archive,
     or the first line of the error."""
+    import zipfile
+
     text = str(e)
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(
-        r"GLOBAL ([\w.]+) was not an allowed global", text
-    )
+    m = re.search(r"GLOBAL ([\w.]+)", text)  # "Unsupported global: GLOBAL x.y", "unsupported GLOBAL x.y"
     if m:
         return (
             f"refused: the pickle needs the global {m.group(1)!r}, which safe loading (weights_only=True) does "
             "not allow; nothing was executed (save the state dict alone, or as .safetensors)"
         )
+    with contextlib.suppress(OSError):
+        with path.open("rb") as f:
+            zip_header = f.read(4) == b"PK\x03\x04"
+        if zip_header and not zipfile.is_zipfile(path):
+            return "truncated or corrupt file (a torch.save archive without its end)"
     if "central directory" in text or "failed reading zip archive" in text or "Ran out of input" in text:
         return "truncated or corrupt file (the archive cannot be read)"
     return f"cannot be loaded with weights_only=True ({_first_line(e)})"
