@@ -17,7 +17,7 @@ from edge_sr.cli import main
 from edge_sr.errors import CheckpointError, ConfigError
 from edge_sr.models import card_of, create_model, load_checkpoint, load_state_dict_file
 from edge_sr.models.checkpoint import inspect_checkpoint, read_metadata
-from edge_sr.models.detect import Detection, _DETECTORS, detect
+from edge_sr.models.detect import _DETECTORS, Detection, detect
 from edge_sr.models.foreign import adopt, load_module, parse_model_args
 
 X = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(3))
@@ -216,8 +216,9 @@ def test_adopt_measures_scale_and_colours() -> None:
 
 def test_any_module_through_export_ptq_qat_verify_profile(tmp_path: Path, data_root: Path) -> None:
     from edge_sr.convert import ExportSpec, export
-    from edge_sr.profile import profile
     from edge_sr.quantize import from_tensors, ptq, qat
+
+    from edge_sr.profile import profile
     from edge_sr.runtime import load
     from edge_sr.verify import verify
 

@@ -290,9 +290,7 @@ def describe_checkpoint(
 ) -> dict[str, Any]:
     """What ``edge-sr inspect`` prints: the detection (:func:`inspect_checkpoint`) as a dict, with the
     parameter count of the model it describes (counted on a ``meta``-device build: no memory)."""
-    from edge_sr.models.detect import build_skeleton
-
-    from edge_sr.models.detect import detect
+    from edge_sr.models.detect import build_skeleton, detect
 
     det = inspect_checkpoint(path, model=model, scale=scale, **overrides)
     if det.layout == "edge-sr":  # the card has no value range / mean: the family's detector reads them
