@@ -279,3 +279,25 @@ def test_cli_builds_the_users_own_class(tmp_path: Path, capsys, monkeypatch: pyt
     assert rc == 2 and "shape mismatch" in err and not (tmp_path / "x.onnx").exists()
     rc, out, err = _cli(capsys, "profile", "w.pth", "--runs", "2", "--no-ops", "--json", *spec)
     assert rc == 0 and json.loads(out)["kind"] == "checkpoint"
+
+
+def test_multiscale_file_gives_the_scale_asked_for(tmp_path: Path) -> None:
+    """The CARN-M release holds one upsampler per scale around one body: --scale picks one."""
+    torch.manual_seed(0)
+    nets = {s: create_model("carn_m", scale=s, channels=8, group=2).eval() for s in (2, 3, 4)}
+    body = {k: v for k, v in nets[4].state_dict().items() if not k.startswith("upsample.")}
+    state = dict(body)
+    for s, net in nets.items():
+        net.load_state_dict({**net.state_dict(), **body})
+        ups = {k: v for k, v in net.state_dict().items() if k.startswith("upsample.up.")}
+        state.update({k.replace("upsample.up.", f"upsample.up{s}."): v for k, v in ups.items()})
+    path = tmp_path / "carn_m.pth"
+    torch.save(state, path)
+    assert inspect_checkpoint(path).scale == 4 and "scale" in inspect_checkpoint(path).assumed
+    for s, net in nets.items():
+        back = load_checkpoint(path, scale=s)
+        assert card_of(back).scale == s and "scale" not in inspect_checkpoint(path, scale=s).assumed
+        with torch.no_grad():
+            assert torch.equal(back(X), net(X))
+    with pytest.raises(CheckpointError, match="holds x2, x3, x4, not x8"):
+        load_checkpoint(path, scale=8)

@@ -6,16 +6,25 @@ inside a block (local) and across blocks (global). CARN-M makes it light with ef
 (two grouped 3x3 convs + a 1x1 conv, residual add) whose weights are shared by the three cascade steps of
 a block, and a grouped-conv pixel-shuffle upsampler. Input mean shift as the official code (1x1 convs with
 fixed weights). Key names are the official ones (``entry``, ``b1.b1.body.0``, ``c1.body.0``,
-``upsample.up.body.0``, ``exit``, ``sub_mean.shifter``).
+``upsample.up.body.0``, ``exit``, ``sub_mean.shifter``). Value range [0, 1] with the DIV2K mean.
+
+Detection (:func:`_detect`) reads the width from ``entry``, the group count from the grouped convs'
+input width, and the scale from the upsampler (one 4C conv per factor 2, or one 9C conv for ×3). The
+released ``carn_m.pth`` was trained multi-scale: it holds ``upsample.up2`` / ``up3`` / ``up4``, one
+upsampler per scale, around one shared body. That layout (``official-multiscale``) is read as the ×4
+model; :func:`select_scale` picks another scale's upsampler from such a file.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import Tensor, nn
 
+from edge_sr.errors import CheckpointError
+from edge_sr.models.detect import Detection, StateDict, has, indices, register_detector, shape
 from edge_sr.models.registry import register_model
 
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -152,3 +161,85 @@ class CARNM(nn.Module):
 @register_model(family="carn")
 def carn_m(**overrides) -> CARNM:
     return CARNM(**{"channels": 64, "group": 4, **overrides})
+
+
+# ---- detection
+
+
+def select_scale(state: StateDict, scale: int) -> StateDict:
+    """A multi-scale CARN-M state dict (``upsample.up2`` / ``up3`` / ``up4``) as the single-scale ×``scale``
+    model's: that scale's upsampler becomes ``upsample.up``, the others are dropped.
+
+    Raises:
+        KeyError: The file has no upsampler for ``scale``.
+    """
+    own = f"upsample.up{scale}."
+    if not any(k.startswith(own) for k in state):
+        raise KeyError(f"no {own[:-1]} in this multi-scale file")
+    other = re.compile(r"upsample\.up\d+\.")
+    out: StateDict = {}
+    for k, v in state.items():
+        if k.startswith(own):
+            out["upsample.up." + k[len(own) :]] = v
+        elif not other.match(k):
+            out[k] = v
+    return out
+
+
+def _upsampler_scale(state: StateDict, prefix: str, channels: int) -> int | None:
+    """The scale of a CARN upsampler (conv, ReLU, shuffle per stage: convs at ``body.0``, ``body.3`` ...)."""
+    outs = [
+        s[0] for i in indices(state, f"{prefix}.body.") if (s := shape(state, f"{prefix}.body.{i}.weight"))
+    ]
+    if len(outs) == 1 and outs[0] == 9 * channels:
+        return 3
+    if outs and all(o == 4 * channels for o in outs):
+        return 2 ** len(outs)
+    return None
+
+
+@register_detector("carn")
+def _detect(state: StateDict) -> Detection | None:
+    """CARN-M, single-scale or the multi-scale release (read as ×4)."""
+    if not has(state, "entry.weight", "b1.b1.body.0.weight", "c1.body.0.weight", "exit.weight"):
+        return None
+    if "b1.b2.body.0.weight" in state:  # full CARN: three distinct residual blocks per cascade
+        return None
+    channels = state["entry.weight"].shape[0]
+    group_width = state["b1.b1.body.0.weight"].shape[1]  # grouped 3x3: (C, C / group, 3, 3)
+    if group_width <= 0 or channels % group_width:
+        return None
+    group = channels // group_width
+    args = {"channels": channels, "group": group}
+    if "upsample.up.body.0.weight" in state:
+        scale = _upsampler_scale(state, "upsample.up", channels)
+        if scale is None:
+            return None
+        return Detection("carn_m", {"scale": scale, **args}, mean=_RGB_MEAN)
+    if "upsample.up4.body.0.weight" in state:
+        if _upsampler_scale(state, "upsample.up4", channels) != 4:
+            return None
+        scales = [s for s in (2, 3, 4) if f"upsample.up{s}.body.0.weight" in state]
+
+        def at(s: int) -> Detection:
+            if s not in scales:
+                raise CheckpointError(
+                    None, f"the multi-scale CARN-M file holds x{', x'.join(map(str, scales))}, not x{s}"
+                )
+            return Detection(
+                "carn_m",
+                {"scale": s, **args},
+                mean=_RGB_MEAN,
+                layout="official-multiscale",
+                assumed={}
+                if s != 4
+                else {
+                    "scale": "the file holds one upsampler per scale (multi-scale training); x4 is used, "
+                    "--scale 2 or 3 picks another"
+                },
+                adapt=lambda st: select_scale(st, s),
+                rescale=at,
+            )
+
+        return at(4)
+    return None

@@ -341,6 +341,12 @@ def _inspect(
             det = Detection(model, {"scale": scale or 4}, assumed={"scale": "not detected"})
     if overrides:
         check_args(model or det.arch, overrides, p, field="argument")
+    wanted = scale if scale is not None else overrides.get("scale")
+    if det.rescale is not None and wanted is not None and wanted != det.scale:
+        try:
+            det = det.rescale(int(wanted))  # a multi-scale file: that scale's upsampler
+        except CheckpointError as e:
+            raise CheckpointError(p, e.problem) from None
     args = dict(det.args)
     assumed = dict(det.assumed)
     if scale is not None and scale != det.scale:

@@ -81,6 +81,8 @@ class Detection:
         assumed: Arguments the weights do not determine (an activation, a residual scale) and why the
             value was chosen; ``--model-arg KEY=VALUE`` overrides them.
         adapt: Maps the file's state dict to the zoo's key names (None: the file's names are the zoo's).
+        rescale: For a file that holds several scales (one upsampler each), the detection of scale ``s``;
+            ``load_checkpoint(path, scale=s)`` uses it (None: one scale, read from the shapes).
     """
 
     arch: str
@@ -91,6 +93,7 @@ class Detection:
     layout: str = "official"
     assumed: Mapping[str, str] = field(default_factory=dict)
     adapt: Callable[[StateDict], StateDict] | None = field(default=None, compare=False, repr=False)
+    rescale: Callable[[int], Detection] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", dict(self.args))

@@ -14,17 +14,27 @@ with two ``index_select`` calls on indices built from ``arange`` (same values, s
 target lowers and which stay valid for dynamic H/W. The shifted-window mask is computed from the runtime
 size, and inputs are reflect-padded to the window multiple and the output cropped, as the official test
 code does around the network.
+
+Detection (:func:`_detect`) reads every shape argument: width, blocks and heads per group, window (the
+bias tables' ``(2ws-1)²`` rows), ``overlap_ratio`` (the OCAB table has ``(ws + ows - 1)²`` rows,
+``ows = ws + int(ws · overlap_ratio)``), ``compress_ratio`` / ``squeeze_factor`` (the CAB convs' reduced
+widths), ``mlp_ratio``, ``resi_connection``, ``num_feat`` and the scale. A CAB compressed more than
+4× (HAT-S: 24×) is named ``hat_s``; HAT (3×) and HAT-L (12 groups) are ``hat`` with their depths.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_sr.errors import ConfigError
+from edge_sr.models.detect import Detection, StateDict, register_detector, shape
+from edge_sr.models.edsr import inverse_floor_div
 from edge_sr.models.registry import register_model
 from edge_sr.models.swin_common import (
     RGB_MEAN,
@@ -33,6 +43,7 @@ from edge_sr.models.swin_common import (
     WindowAttention,
     check_scale,
     check_tile,
+    classical_head,
     crop,
     cyclic_shift,
     gather_hw,
@@ -41,6 +52,7 @@ from edge_sr.models.swin_common import (
     relative_position_index,
     relative_position_index_overlap,
     shifted_window_mask,
+    swin_body_args,
     window_partition,
     window_reverse,
 )
@@ -360,3 +372,74 @@ def hat_s(**overrides) -> HAT:
 def hat(**overrides) -> HAT:
     """HAT: 180 wide, 6 groups of 6 blocks, compress ratio 3, squeeze factor 30, window 16."""
     return HAT(**{"embed_dim": 180, "compress_ratio": 3, "squeeze_factor": 30, **overrides})
+
+
+# ---- detection
+
+
+def overlap_ratio_of(ws: int, ows: int) -> float | None:
+    """A ratio ``r`` with ``int(ws · r) == ows - ws``, preferring round values (0.5 for the releases)."""
+    extra = ows - ws
+    if extra < 0:
+        return None
+    for r in (0.5, 0.25, 0.75, 1.0, 0.0, *(k / 8 for k in range(1, 17)), extra / ws, extra / ws + 1e-9):
+        if int(ws * r) == extra:
+            return float(r)
+    return None
+
+
+@register_detector("hat")
+def _detect(state: StateDict) -> Detection | None:
+    """HAT-S, HAT or HAT-L from the official key layout."""
+    cab = "layers.0.residual_group.blocks.0.conv_block.cab"
+    table = shape(state, "layers.0.residual_group.overlap_attn.relative_position_bias_table")
+    compressed, squeezed = shape(state, f"{cab}.0.weight"), shape(state, f"{cab}.3.attention.1.weight")
+    if table is None or compressed is None or squeezed is None:
+        return None
+    body = swin_body_args(state)
+    head = classical_head(state)
+    if body is None or head is None:
+        return None
+    body.pop("colors")  # the zoo's HAT is RGB; the skeleton check reports a file that is not
+    dim, ws = body["embed_dim"], body["window_size"]
+    side = math.isqrt(table[0])
+    if side * side != table[0]:
+        return None
+    overlap = overlap_ratio_of(ws, side - ws + 1)
+    compress, squeeze = inverse_floor_div(dim, compressed[0]), inverse_floor_div(dim, squeezed[0])
+    if overlap is None or compress is None or squeeze is None:
+        return None
+    args: dict[str, Any] = {
+        "scale": head[0],
+        **body,
+        "compress_ratio": compress,
+        "squeeze_factor": squeeze,
+        "overlap_ratio": overlap,
+        "conv_scale": 0.01,
+        "img_range": 1.0,
+        "num_feat": head[1],
+    }
+    complete = "relative_position_index_SA" in state and "relative_position_index_OCA" in state
+    return Detection(
+        "hat_s" if compress > 4 else "hat",
+        args,
+        mean=RGB_MEAN,
+        layout="official" if complete else "official-nobuffers",
+        assumed={
+            "conv_scale": "not stored; 0.01, the value of every HAT release",
+            "img_range": "not stored; 1.0, the value of every HAT release",
+        },
+        adapt=None if complete else _fill_indices(ws, side - ws + 1),
+    )
+
+
+def _fill_indices(ws: int, ows: int) -> Callable[[StateDict], StateDict]:
+    """Adds the two index buffers a file lacks (forks that keep them out of the state dict)."""
+
+    def adapt(state: StateDict) -> StateDict:
+        out = dict(state)
+        out.setdefault("relative_position_index_SA", relative_position_index(ws))
+        out.setdefault("relative_position_index_OCA", relative_position_index_overlap(ws, ows))
+        return out
+
+    return adapt

@@ -8,13 +8,34 @@ attention), the group's closing conv ``body.{g}.body.{n_resblocks}``, the body's
 
 The official network works on [0, 255] (``rgb_range`` 255) with the DIV2K mean; our contract is [0, 1]
 in and out, so ``forward`` scales at the boundary.
+
+Detection (:func:`_detect`) recognises the official layout and BasicSR's ``rcan_arch.py`` (also used by
+traiNNer and neosr): ``conv_first``, ``body.{g}.residual_group.{b}.rcab.{0, 2, 3.attention.1,
+3.attention.3}``, the group's closing ``body.{g}.conv``, ``conv_after_body``, ``upsample.{0,2,...}``,
+``conv_last``. BasicSR's mean and ``img_range`` are constructor arguments kept outside the state dict
+(DIV2K mean and 255 by default); the renaming fills ``sub_mean`` / ``add_mean`` with those values, which at
+``rgb_range`` 255 compute the same ``(x - mean) · 255`` as BasicSR.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
-from edge_sr.models.edsr import DIV2K_MEAN, MeanShift, Upsampler, check_scale, conv3x3
+from edge_sr.models.detect import Detection, StateDict, has, indices, register_detector, shape
+from edge_sr.models.edsr import (
+    _BASICSR_ASSUMED,
+    DIV2K_MEAN,
+    MeanShift,
+    Upsampler,
+    check_scale,
+    conv3x3,
+    inverse_floor_div,
+    mean_shift_state,
+    pixelshuffle_scale,
+    rename,
+)
 from edge_sr.models.registry import register_model
 
 
@@ -106,3 +127,70 @@ class RCAN(nn.Module):
 def rcan(**overrides) -> RCAN:
     """RCAN: 10 groups of 20 RCABs, 64 features, channel attention reduction 16."""
     return RCAN(**{"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16, **overrides})
+
+
+# ---- detection
+
+
+def _rcan_from_basicsr(n_resgroups: int, n_resblocks: int) -> Callable[[StateDict], StateDict]:
+    rcab = r"body\.(\d+)\.residual_group\.(\d+)\.rcab\."
+    rules = [
+        (r"conv_first\.(weight|bias)", r"head.0.\1"),
+        (rcab + r"([02])\.(weight|bias)", r"body.\1.body.\2.body.\3.\4"),
+        (rcab + r"3\.attention\.1\.(weight|bias)", r"body.\1.body.\2.body.3.conv_du.0.\3"),
+        (rcab + r"3\.attention\.3\.(weight|bias)", r"body.\1.body.\2.body.3.conv_du.2.\3"),
+        (r"body\.(\d+)\.conv\.(weight|bias)", rf"body.\1.body.{n_resblocks}.\2"),
+        (r"conv_after_body\.(weight|bias)", rf"body.{n_resgroups}.\1"),
+        (r"upsample\.(\d+)\.(weight|bias)", r"tail.0.\1.\2"),
+        (r"conv_last\.(weight|bias)", r"tail.1.\1"),
+    ]
+
+    def adapt(state: StateDict) -> StateDict:
+        return {**rename(state, rules), **mean_shift_state(255.0, state["conv_first.weight"])}
+
+    return adapt
+
+
+@register_detector("rcan")
+def _detect(state: StateDict) -> Detection | None:
+    """RCAN from the official (RCAN_TestCode / EDSR-PyTorch) or the BasicSR key layout."""
+    if has(state, "head.0.weight", "tail.1.weight", "body.0.body.0.body.3.conv_du.0.weight"):
+        layout, up, du = "official", "tail.0", "body.0.body.0.body.3.conv_du.0.weight"
+        n_resgroups = len(indices(state, "body.")) - 1  # groups and the closing conv
+        n_resblocks = len(indices(state, "body.0.body.")) - 1
+    elif has(state, "conv_first.weight", "body.0.residual_group.0.rcab.0.weight", "conv_after_body.weight"):
+        layout, up, du = "basicsr", "upsample", "body.0.residual_group.0.rcab.3.attention.1.weight"
+        n_resgroups = len(indices(state, "body."))
+        n_resblocks = len(indices(state, "body.0.residual_group."))
+    else:
+        return None
+    ups = pixelshuffle_scale(state, up)
+    squeezed = shape(state, du)
+    if ups is None or squeezed is None:
+        return None
+    scale, n_feats = ups
+    reduction = inverse_floor_div(n_feats, squeezed[0])
+    if reduction is None:
+        return None
+    assumed = {"res_scale": "the zoo's RCAB has no residual scale: 1, the official and BasicSR default"}
+    if layout == "official":
+        assumed["rgb_range"] = "not stored as an argument; 255, the RCAN release default"
+    else:
+        assumed.update(_BASICSR_ASSUMED)
+    args = {
+        "scale": scale,
+        "n_resgroups": n_resgroups,
+        "n_resblocks": n_resblocks,
+        "n_feats": n_feats,
+        "reduction": reduction,
+        "rgb_range": 255.0,
+    }
+    return Detection(
+        "rcan",
+        args,
+        value_range=255.0,
+        mean=DIV2K_MEAN,
+        layout=layout,
+        assumed=assumed,
+        adapt=_rcan_from_basicsr(n_resgroups, n_resblocks) if layout == "basicsr" else None,
+    )

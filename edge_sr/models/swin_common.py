@@ -11,11 +11,15 @@ height and width, with tensor ops only:
 - the relative position bias depends on the window only: a gather from a constant index buffer.
 
 Shapes use ``(B, H, W, C)`` for token maps and ``(B·nW, ws·ws, C)`` for windows, as the official code.
+
+:func:`swin_body_args` reads the arguments SwinIR and HAT share from a state dict's shapes (width,
+blocks and heads per group, window, MLP ratio, biases, norms, residual connection, reconstruction head).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -24,6 +28,8 @@ from torch import Tensor, nn
 
 from edge_sr.errors import ConfigError
 from edge_sr.models.card import card_of, has_card
+from edge_sr.models.detect import has, indices, shape
+from edge_sr.models.edsr import pixelshuffle_scale
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by SwinIR and HAT for 3-channel input
 
@@ -215,3 +221,81 @@ def check_tile(model: nn.Module, h: int, w: int) -> None:
             None,
             f"{name}: tile {h}x{w} is smaller than the attention window {ws}; use tiles of at least {ws} px",
         )
+
+
+# ---- detection helpers (shapes only)
+
+
+def window_from_table(rows: int) -> int | None:
+    """The window ``ws`` of a ``(2ws - 1)²``-row relative position bias table, or None."""
+    side = math.isqrt(rows)
+    if side * side != rows or side % 2 == 0:
+        return None
+    return (side + 1) // 2
+
+
+def ratio_of(hidden: int, dim: int) -> float:
+    """An MLP ratio ``r`` with ``int(dim · r) == hidden`` (the constructors' rounding)."""
+    r = hidden / dim
+    for cand in (r, round(r, 6), r + 1e-9):
+        if int(dim * cand) == hidden:
+            return float(cand)
+    return r
+
+
+def swin_body_args(state: Mapping[str, Tensor]) -> dict[str, Any] | None:
+    """Shared SwinIR / HAT arguments read from shapes, or None when the keys are not of that layout.
+
+    Returns ``embed_dim``, ``depths`` and ``num_heads`` (tuples, one entry per residual group; heads from
+    each group's first ``relative_position_bias_table``), ``window_size`` (from that table's rows),
+    ``mlp_ratio`` (``fc1`` width), ``qkv_bias``, ``patch_norm``, ``resi_connection`` (``1conv`` /
+    ``3conv``) and ``colors`` (the first conv's input channels, for the caller to check).
+    """
+    first = shape(state, "conv_first.weight")
+    groups = indices(state, "layers.")
+    if first is None or len(first) != 4 or not groups or groups != list(range(len(groups))):
+        return None
+    dim = first[0]
+    depths, heads = [], []
+    for i in groups:
+        blocks = indices(state, f"layers.{i}.residual_group.blocks.")
+        table = shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")
+        if not blocks or table is None or len(table) != 2:
+            return None
+        depths.append(len(blocks))
+        heads.append(table[1])
+    table = shape(state, "layers.0.residual_group.blocks.0.attn.relative_position_bias_table")
+    fc1 = shape(state, "layers.0.residual_group.blocks.0.mlp.fc1.weight")
+    assert table is not None
+    ws = window_from_table(table[0])
+    if ws is None or fc1 is None:
+        return None
+    if has(state, "conv_after_body.weight"):
+        resi = "1conv"
+    elif has(state, "conv_after_body.0.weight", "conv_after_body.2.weight", "conv_after_body.4.weight"):
+        resi = "3conv"
+    else:
+        return None
+    return {
+        "embed_dim": dim,
+        "depths": tuple(depths),
+        "num_heads": tuple(heads),
+        "window_size": ws,
+        "mlp_ratio": ratio_of(fc1[0], dim),
+        "qkv_bias": "layers.0.residual_group.blocks.0.attn.qkv.bias" in state,
+        "patch_norm": "patch_embed.norm.weight" in state,
+        "resi_connection": resi,
+        "colors": first[1],
+    }
+
+
+def classical_head(state: Mapping[str, Tensor]) -> tuple[int, int] | None:
+    """(scale, num_feat) of the classical reconstruction head: ``conv_before_upsample.0``, a pixel-shuffle
+    ``upsample``, ``conv_last``; None when absent."""
+    before = shape(state, "conv_before_upsample.0.weight")
+    if before is None or "conv_last.weight" not in state:
+        return None
+    ups = pixelshuffle_scale(state, "upsample")
+    if ups is None or ups[1] != before[0]:
+        return None
+    return ups[0], before[0]

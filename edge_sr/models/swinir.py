@@ -5,7 +5,9 @@ unchanged with strict key checking (the ``params`` wrapper is unwrapped by the l
 ``conv_first``, ``patch_embed.norm``, ``layers.{i}.residual_group.blocks.{j}.{norm1, attn.{relative_position_bias_table,
 relative_position_index, qkv, proj}, norm2, mlp.{fc1, fc2}}``, ``layers.{i}.residual_group.blocks.{odd j}.attn_mask``,
 ``layers.{i}.conv``, ``norm``, ``conv_after_body``, then ``conv_before_upsample.0``, ``upsample.{0,2}``,
-``conv_last`` (classical) or ``upsample.0`` (lightweight).
+``conv_last`` (classical), ``upsample.0`` (lightweight), or ``conv_before_upsample.0``, ``conv_up1``,
+``conv_up2`` (×4 only), ``conv_hr``, ``conv_last`` (the real-world SR ``nearest+conv`` head of the
+Real-SwinIR releases: nearest ×2 upsampling, conv, LeakyReLU 0.2 per stage).
 
 Buffers: official files carry ``relative_position_index`` and, for shifted blocks, ``attn_mask`` sized for
 the training patch (``img_size``, 64 for the DF2K releases, 48 for DIV2K ones). Both are persistent buffers
@@ -15,17 +17,25 @@ is a non-persistent buffer, as the official model keeps it out of its state dict
 
 Contract: (N, 3, H, W) in [0, 1] -> (N, 3, H·scale, W·scale); inputs are reflect-padded to the window
 multiple and the output cropped, as the official test script does.
+
+Detection (:func:`_detect`) reads every argument from shapes: ``embed_dim`` (``conv_first``), blocks per
+group, heads per group (the bias tables' columns), ``window_size`` (the tables' ``(2ws-1)²`` rows),
+``img_size`` (a stored ``attn_mask`` holds ``(img_size / ws)²`` windows), ``mlp_ratio`` (``fc1``),
+``resi_connection``, the upsampler and its scale, ``num_feat``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_sr.errors import ConfigError
+from edge_sr.models.detect import Detection, StateDict, register_detector, shape
 from edge_sr.models.registry import register_model
 from edge_sr.models.swin_common import (
     RGB_MEAN,
@@ -35,18 +45,21 @@ from edge_sr.models.swin_common import (
     WindowAttention,
     check_scale,
     check_tile,
+    classical_head,
     crop,
     cyclic_shift,
     min_tile_size,
     pad_to_window,
+    relative_position_index,
     shifted_window_mask,
+    swin_body_args,
     window_partition,
     window_reverse,
 )
 
 __all__ = ["SwinIR", "min_tile_size", "swinir_classical", "swinir_lightweight"]
 
-Upsampler = Literal["pixelshuffle", "pixelshuffledirect"]
+Upsampler = Literal["pixelshuffle", "pixelshuffledirect", "nearest+conv"]
 
 
 def resi_conv(dim: int, kind: str) -> nn.Module:
@@ -157,7 +170,8 @@ class SwinIR(nn.Module):
         mlp_ratio: MLP hidden width over ``embed_dim``.
         qkv_bias: bias on the qkv projection.
         img_range: the network's internal value range (1.0 for the released SR models).
-        upsampler: ``pixelshuffle`` (classical) or ``pixelshuffledirect`` (lightweight).
+        upsampler: ``pixelshuffle`` (classical), ``pixelshuffledirect`` (lightweight) or ``nearest+conv``
+            (real-world SR; scale 2 or 4).
         resi_connection: ``1conv`` or ``3conv``.
         num_feat: channels of the classical reconstruction head.
         patch_norm: LayerNorm after the patch embedding.
@@ -227,9 +241,21 @@ class SwinIR(nn.Module):
             self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
         elif upsampler == "pixelshuffledirect":
             self.upsample = UpsampleOneStep(scale, embed_dim, 3)
+        elif upsampler == "nearest+conv":
+            if scale not in (2, 4):
+                raise ConfigError(None, f"the nearest+conv upsampler supports scales 2 and 4, not {scale}")
+            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU())
+            self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            if scale == 4:
+                self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
+            self.lrelu = nn.LeakyReLU(0.2)
         else:
             raise ConfigError(
-                None, f"upsampler {upsampler!r} is not supported; choose pixelshuffle or pixelshuffledirect"
+                None,
+                f"upsampler {upsampler!r} is not supported; choose pixelshuffle, pixelshuffledirect or "
+                "nearest+conv",
             )
         self.apply(init_weights)
 
@@ -253,6 +279,12 @@ class SwinIR(nn.Module):
         x = self.conv_after_body(self.forward_features(x)) + x
         if self.upsampler == "pixelshuffle":
             x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        elif self.upsampler == "nearest+conv":
+            x = self.conv_before_upsample(x)
+            x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+            if self.scale == 4:
+                x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+            x = self.conv_last(self.lrelu(self.conv_hr(x)))
         else:
             x = self.upsample(x)
         return crop(x, h * self.scale, w * self.scale) / self.img_range + mean
@@ -294,4 +326,89 @@ def swinir_lightweight(**overrides) -> SwinIR:
             "upsampler": "pixelshuffledirect",
             **overrides,
         }
+    )
+
+
+# ---- detection
+
+
+def _img_size(state: StateDict, depths: tuple[int, ...], ws: int) -> tuple[int, bool]:
+    """The training patch size from a stored ``attn_mask`` (``(img_size / ws)²`` windows), and whether the
+    file stores its masks. Without one, the size is assumed: 64 (the released models'), or the smallest
+    multiple of the window above it when the window is wider."""
+    for i, depth in enumerate(depths):
+        for j in range(1, depth, 2):
+            mask = shape(state, f"layers.{i}.residual_group.blocks.{j}.attn_mask")
+            if mask is not None:
+                return math.isqrt(mask[0]) * ws, True
+    return ws * max(2, -(-64 // ws)), False
+
+
+def _fill_buffers(depths: tuple[int, ...], ws: int, img_size: int) -> Callable[[StateDict], StateDict]:
+    """Adds the index and mask buffers a file lacks (forks that keep them out of the state dict); the
+    model recomputes both, so their values only have to be the official ones for completeness."""
+
+    def adapt(state: StateDict) -> StateDict:
+        out = dict(state)
+        index = relative_position_index(ws)
+        mask = shifted_window_mask(img_size, img_size, ws, ws // 2)
+        for i, depth in enumerate(depths):
+            for j in range(depth):
+                p = f"layers.{i}.residual_group.blocks.{j}"
+                out.setdefault(f"{p}.attn.relative_position_index", index)
+                if j % 2 == 1:
+                    out.setdefault(f"{p}.attn_mask", mask)
+        return out
+
+    return adapt
+
+
+@register_detector("swinir")
+def _detect(state: StateDict) -> Detection | None:
+    """SwinIR classical, lightweight or real-world (``nearest+conv``) from the official key layout."""
+    if "relative_position_index_SA" in state or "layers.0.residual_group.overlap_attn.qkv.weight" in state:
+        return None  # HAT
+    if any(".conv_block." in k for k in state):
+        return None
+    body = swin_body_args(state)
+    if body is None:
+        return None
+    body.pop("colors")  # the zoo's SwinIR is RGB; the skeleton check reports a file that is not
+    ws, depths = body["window_size"], body["depths"]
+    img_size, has_mask = _img_size(state, depths, ws)
+    args: dict[str, Any] = {"scale": 0, "img_size": img_size, **body}
+    if "conv_up1.weight" in state:
+        before = shape(state, "conv_before_upsample.0.weight")
+        if before is None:
+            return None
+        args.update(
+            scale=4 if "conv_up2.weight" in state else 2, upsampler="nearest+conv", num_feat=before[0]
+        )
+    elif (head := classical_head(state)) is not None:
+        args.update(scale=head[0], upsampler="pixelshuffle", num_feat=head[1])
+    elif (one := shape(state, "upsample.0.weight")) is not None and "upsample.2.weight" not in state:
+        scale = math.isqrt(one[0] // 3)
+        if scale * scale * 3 != one[0]:
+            return None
+        args.update(scale=scale, upsampler="pixelshuffledirect")
+    else:
+        return None  # denoising / JPEG models (no upsampler): not an SR model
+    args["img_range"] = 1.0
+    assumed = {"img_range": "not stored; 1.0, the value of every SwinIR SR release"}
+    index_key = "layers.0.residual_group.blocks.0.attn.relative_position_index"
+    shifted = any(d > 1 for d in depths)
+    complete = index_key in state and (has_mask or not shifted)
+    if not has_mask:
+        assumed["img_size"] = (
+            f"no attn_mask stored; {img_size}, which only sizes that buffer (windows shifted as in "
+            "every release)"
+        )
+    arch = "swinir_lightweight" if args["upsampler"] == "pixelshuffledirect" else "swinir_classical"
+    return Detection(
+        arch,
+        args,
+        mean=RGB_MEAN,
+        layout="official" if complete else "official-nobuffers",
+        assumed=assumed,
+        adapt=None if complete else _fill_buffers(depths, ws, img_size),
     )
