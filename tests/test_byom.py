@@ -301,3 +301,24 @@ def test_multiscale_file_gives_the_scale_asked_for(tmp_path: Path) -> None:
             assert torch.equal(back(X), net(X))
     with pytest.raises(CheckpointError, match="holds x2, x3, x4, not x8"):
         load_checkpoint(path, scale=8)
+
+
+@pytest.mark.parametrize(
+    ("name", "want"),
+    [("fsrcnn_x3.pth", 3), ("RealESRGAN_x4plus.pth", 4), ("4x_foo.pth", 4), ("model.pth", None),
+     ("x2_to_x4.pth", None), ("srx3.pth", None)],
+)  # fmt: skip
+def test_scale_from_the_file_name_when_the_weights_cannot_tell(tmp_path: Path, name: str, want) -> None:
+    from edge_sr.models.checkpoint import scale_in_name
+
+    assert scale_in_name(name) == want
+    torch.manual_seed(0)
+    net = create_model("fsrcnn", scale=3, d=8, s=4, m=1).eval()
+    path = tmp_path / name
+    torch.save(net.state_dict(), path)
+    det = inspect_checkpoint(path)
+    assert det.scale == (want or 2) and "scale" in det.assumed  # FSRCNN's weights do not depend on the scale
+    assert (
+        inspect_checkpoint(path, scale=3).scale == 3
+        and "scale" not in inspect_checkpoint(path, scale=3).assumed
+    )

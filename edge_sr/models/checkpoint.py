@@ -358,10 +358,22 @@ def _inspect(
         args["scale"] = scale
     if scale is not None or "scale" in overrides:
         assumed.pop("scale", None)
+    elif "scale" in assumed and (named := scale_in_name(p)) is not None:
+        args["scale"] = named
+        assumed["scale"] = f"x{named} from the file name (the weights do not tell); --scale overrides"
     for k in overrides:
         assumed.pop(k, None)
     args.update(overrides)
     return dataclasses.replace(det, arch=model or det.arch, args=args, assumed=assumed), state
+
+
+def scale_in_name(path: str | os.PathLike[str]) -> int | None:
+    """The factor a file name states, as releases name them (``fsrcnn_x3.pth``, ``RealESRGAN_x4plus``,
+    ``4x_foo``, ``x2.pt``), or None when it states none or two."""
+    stem = Path(path).stem.lower()
+    found = {int(m) for m in re.findall(r"(?:^|[^a-z0-9])x([2-8])(?![0-9])", stem)}
+    found |= {int(m) for m in re.findall(r"(?:^|[^a-z0-9])([2-8])x(?![a-z0-9])", stem)}
+    return found.pop() if len(found) == 1 else None
 
 
 def load_checkpoint(

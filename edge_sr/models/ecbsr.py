@@ -9,17 +9,39 @@ The network adds the input, nearest-upsampled, to the output (the official globa
 official code writes as a broadcast add for one colour channel). For RGB it is a fixed 1x1 conv that repeats
 each input channel scale² times before the pixel shuffle: one tiny conv every target supports, where
 ``repeat_interleave`` would lower to gathers or rank-5 reshapes.
+
+Detection (``_detect``) reads three layouts:
+
+* the training form, official names: ``colors`` (1 for ECBSR's own Y-channel recipe) and ``channels``
+  from ``backbone.0.conv3x3``, ``blocks`` from the number of ECBs, the scale from the tail's C·s² outputs,
+  ``depth_multiplier`` from ``conv1x1_3x3.k0``, ``act`` is ``prelu`` when ``backbone.N.act.weight``
+  exists. ReLU stores nothing (reported as ``relu``, assumed) and the identity branch adds no key
+  (``identity=False``, assumed, as in the official configs);
+* the official deploy form, the ``PlainSR`` of the official conversion script: ``backbone.N.conv3x3``
+  (one fused 3x3 conv per ECB) and ``backbone.N.act.weight``, mapped onto this module's ``PlainSR``
+  (``body.N.0`` / ``body.N.1``, the linear tail ``body.N``);
+* that ``PlainSR``'s own names (a ``reparameterize``-d model's ``state_dict()``).
+
+A fused RepSR net is this same ``PlainSR`` (same convs, activations, residual and shuffle), so deploy-form
+plain nets are reported as ECBSR: they load and compute identically.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edge_sr.models.common import make_act
+from edge_sr.models.common import (
+    conv_shape,
+    keys_match,
+    make_act,
+    nearest_name,
+    pixel_shuffle_scale,
+)
+from edge_sr.models.detect import Detection, StateDict, indices, register_detector
 from edge_sr.models.registry import register_model
 from edge_sr.reparam.rules import (
     conv_from,
@@ -242,3 +264,85 @@ def ecbsr_m10c32(**overrides) -> ECBSR:
 @register_model(family="ecbsr", reparameterizable=True)
 def ecbsr_m16c64(**overrides) -> ECBSR:
     return _ecbsr(16, 64, overrides)
+
+
+_ECB_KEY = (
+    r"backbone\.\d+\.(conv3x3\.(weight|bias)|conv1x1_3x3\.(k0|b0|k1|b1)"
+    r"|conv1x1_(sbx|sby|lpl)\.(k0|b0|scale|bias|mask)|act\.weight)"
+)
+_OFFICIAL_PLAIN_KEY = r"backbone\.\d+\.(conv3x3\.(weight|bias)|act\.weight)"
+_ZOO_PLAIN_KEY = r"body\.\d+\.((0\.)?(weight|bias)|1\.weight)"
+_NAMES: dict[tuple[int, ...], str] = {
+    (4, 8): "ecbsr_m4c8",
+    (4, 16): "ecbsr_m4c16",
+    (10, 32): "ecbsr_m10c32",
+    (16, 64): "ecbsr_m16c64",
+}
+_RELU = "relu: the activations hold no weights (ReLU); pass --model-arg act=... for another one"
+
+
+def plain_args(
+    state: StateDict, prefix: str, head_key: str, tail_key: str, act_key: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Arguments of a plain VGG-style net numbered ``{prefix}0 .. {prefix}n-1`` (head, ``n - 2`` body blocks,
+    tail to C·s²): the head conv is ``{prefix}0{head_key}``, the tail's ``{prefix}{n-1}{tail_key}``, PReLU
+    weights ``{prefix}0{act_key}`` (or none); and what was assumed.
+
+    Raises:
+        ValueError: The blocks are not numbered 0 .. n-1, or the tail's channels are not C·s².
+    """
+    found = indices(state, prefix)
+    if len(found) < 2 or found != list(range(len(found))):
+        raise ValueError(f"{prefix}N is not numbered 0 .. n-1")
+    last = found[-1]
+    channels, colors, _, _ = conv_shape(state, f"{prefix}0{head_key}")
+    out, _, _, _ = conv_shape(state, f"{prefix}{last}{tail_key}")
+    prelu = f"{prefix}0{act_key}" in state
+    args: dict[str, Any] = {
+        "scale": pixel_shuffle_scale(out, colors),
+        "colors": colors,
+        "blocks": last - 1,
+        "channels": channels,
+        "act": "prelu" if prelu else "relu",
+    }
+    return args, ({} if prelu else {"act": _RELU})
+
+
+def _official_plain_to_zoo(state: StateDict) -> StateDict:
+    """``backbone.N.conv3x3.*`` / ``backbone.N.act.weight`` -> ``body.N.0.*`` / ``body.N.1.weight``
+    (the linear tail, which has no activation: ``body.N.*``)."""
+    last = max(indices(state, "backbone."))
+    out: StateDict = {}
+    for k, v in state.items():
+        _, n, rest = k.split(".", 2)
+        if rest.startswith("conv3x3."):
+            leaf = rest[len("conv3x3.") :]
+            out[f"body.{n}.{leaf}" if int(n) == last else f"body.{n}.0.{leaf}"] = v
+        else:  # act.weight
+            out[f"body.{n}.1.weight"] = v
+    return out
+
+
+@register_detector("ecbsr")
+def _detect(state: StateDict) -> Detection | None:
+    """ECBSR in its training form, or any plain deploy-form net of ECBSR / RepSR (see the module docstring)."""
+    if keys_match(state, _ECB_KEY) and "backbone.0.conv1x1_3x3.k0" in state:
+        args, assumed = plain_args(state, "backbone.", ".conv3x3.weight", ".conv3x3.weight", ".act.weight")
+        mid = conv_shape(state, "backbone.0.conv1x1_3x3.k0")[0]
+        full = {**args, "identity": False, "depth_multiplier": mid / int(args["channels"])}
+        assumed["identity"] = "False: the identity branch adds no weight (off in the official configs)"
+        return Detection(_name(full), full, assumed=assumed)
+    if keys_match(state, _OFFICIAL_PLAIN_KEY) and "backbone.0.conv3x3.weight" in state:
+        args, assumed = plain_args(state, "backbone.", ".conv3x3.weight", ".conv3x3.weight", ".act.weight")
+        return Detection(
+            _name(args), args, form="deploy", layout="plainsr", assumed=assumed, adapt=_official_plain_to_zoo
+        )
+    if keys_match(state, _ZOO_PLAIN_KEY) and "body.0.0.weight" in state:
+        # (conv, activation) pairs, then the linear tail conv as body.N itself
+        args, assumed = plain_args(state, "body.", ".0.weight", ".weight", ".1.weight")
+        return Detection(_name(args), args, form="deploy", layout="deploy", assumed=assumed)
+    return None
+
+
+def _name(args: dict[str, Any]) -> str:
+    return nearest_name(_NAMES, (int(args["blocks"]), int(args["channels"])))

@@ -8,6 +8,11 @@ exactly s·H x s·W. Key names follow the common PyTorch port (``first_part``, `
 The forward runs that deconvolution unpadded and crops the s·H x s·W window it would keep
 (:func:`deconv_same`): the same numbers, but a plain ``TRANSPOSE_CONV`` with VALID padding, which every
 target takes (litert-torch cannot legalize a padded transposed convolution with output padding).
+
+Detection: ``d`` and ``colors`` from the first conv (1 for the paper's Y-channel models), ``s`` from the
+shrinking conv, ``m`` from the number of mapping convs; the weights compute on [0, 1]. The deconvolution's
+kernel is 9x9 at every stride, so no weight depends on the scale: the detection reports x2 under
+``assumed["scale"]``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edge_sr.models.common import UNREADABLE_SCALE, conv_shape, keys_match, nearest_name
+from edge_sr.models.detect import Detection, StateDict, indices, register_detector
 from edge_sr.models.registry import register_model
 
 
@@ -56,3 +63,29 @@ def fsrcnn(**overrides) -> FSRCNN:
 @register_model(family="fsrcnn")
 def fsrcnn_s(**overrides) -> FSRCNN:
     return FSRCNN(**{"d": 32, "s": 5, "m": 1, **overrides})
+
+
+_KEY = r"(first_part\.[01]|mid_part\.\d+|last_part)\.(weight|bias)"
+_NAMES: dict[tuple[int, ...], str] = {(56, 12, 4): "fsrcnn", (32, 5, 1): "fsrcnn_s"}
+
+
+@register_detector("fsrcnn")
+def _detect(state: StateDict) -> Detection | None:
+    """``first_part`` (conv, PReLU), ``mid_part`` (convs at even indices, PReLUs at odd), ``last_part``
+    (the transposed convolution), the common PyTorch port's names."""
+    if not keys_match(state, _KEY) or "last_part.weight" not in state or "mid_part.0.weight" not in state:
+        return None
+    d, colors, _, _ = conv_shape(state, "first_part.0.weight")
+    s, _, _, _ = conv_shape(state, "mid_part.0.weight")
+    convs = [i for i in indices(state, "mid_part.") if f"mid_part.{i}.bias" in state]
+    m = len(convs) - 2  # shrinking and expanding convs around the m mapping convs
+    args = {"scale": UNREADABLE_SCALE, "colors": colors, "d": d, "s": s, "m": m}
+    return Detection(
+        nearest_name(_NAMES, (d, s, m)),
+        args,
+        form="deploy",
+        assumed={
+            "scale": f"x{UNREADABLE_SCALE}: FSRCNN's 9x9 deconvolution has the same shape at every stride, "
+            "so no weight depends on the scale; pass --scale N for another factor"
+        },
+    )

@@ -17,6 +17,13 @@ BatchNorm and the train / inference mismatch: train with mini-batch statistics, 
 ``edge_sr.reparam.freeze_batchnorm(model)`` for the final stage, which makes every BN normalize with its
 population (running) statistics even in train mode, so the net is fine-tuned in exactly the form that is
 fused (see ``edge_sr.reparam.batchnorm`` for what precisely is frozen).
+
+Key names: ``backbone.N.path3x3`` / ``path1x1`` (``expand``, ``bn``, ``squeeze``) and ``backbone.N.act``;
+the authors published no code, so these are this module's. Detection reads the training form: ``colors``
+from the head's expand conv, ``channels`` and ``expand`` from its squeeze and expand convs, ``blocks`` from
+the number of blocks, the scale from the tail's C·s² outputs; ``act`` is ``prelu`` when PReLU weights
+exist (else ``relu``, assumed). The fused net is ECBSR's ``PlainSR``, whose detector reports deploy-form
+plain nets (they load and compute identically whichever family fused them). The weights compute on [0, 1].
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from edge_sr.models.common import make_act
+from edge_sr.models.common import conv_shape, keys_match, make_act, nearest_name, pixel_shuffle_scale
+from edge_sr.models.detect import Detection, StateDict, indices, register_detector
 from edge_sr.models.ecbsr import NearestResidual, PlainSR
 from edge_sr.models.registry import register_model
 from edge_sr.reparam.batchnorm import FreezableBatchNorm2d
@@ -135,3 +143,39 @@ def repsr_m8c32(**overrides) -> RepSR:
 @register_model(family="repsr", reparameterizable=True)
 def repsr_m16c64(**overrides) -> RepSR:
     return RepSR(**{"blocks": 16, "channels": 64, **overrides})
+
+
+_KEY = (
+    r"backbone\.\d+\.(path(3x3|1x1)\.(expand|squeeze)\.(weight|bias)"
+    r"|path(3x3|1x1)\.bn\.(weight|bias|running_mean|running_var|num_batches_tracked)|act\.weight)"
+)
+_NAMES: dict[tuple[int, ...], str] = {
+    (4, 16): "repsr_m4c16",
+    (8, 32): "repsr_m8c32",
+    (16, 64): "repsr_m16c64",
+}
+
+
+@register_detector("repsr")
+def _detect(state: StateDict) -> Detection | None:
+    """RepSR's training form (``backbone.N.path3x3.expand`` ...); deploy forms are ECBSR's ``PlainSR``."""
+    if not keys_match(state, _KEY) or "backbone.0.path3x3.expand.weight" not in state:
+        return None
+    found = indices(state, "backbone.")
+    if len(found) < 2 or found != list(range(len(found))):
+        return None
+    last = found[-1]
+    mid, colors, _, _ = conv_shape(state, "backbone.0.path3x3.expand.weight")
+    channels, _, _, _ = conv_shape(state, "backbone.0.path3x3.squeeze.weight")
+    out, _, _, _ = conv_shape(state, f"backbone.{last}.path3x3.squeeze.weight")
+    prelu = "backbone.0.act.weight" in state
+    args = {
+        "scale": pixel_shuffle_scale(out, colors),
+        "colors": colors,
+        "blocks": last - 1,
+        "channels": channels,
+        "expand": mid // channels,
+        "act": "prelu" if prelu else "relu",
+    }
+    assumed = {} if prelu else {"act": "relu: the activations hold no weights (ReLU)"}
+    return Detection(nearest_name(_NAMES, (last - 1, channels)), args, assumed=assumed)

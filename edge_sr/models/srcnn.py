@@ -9,6 +9,10 @@ PyTorch port (``conv1``, ``conv2``, ``conv3``).
 The upsampling equals ``F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)`` (PyTorch's
 bicubic, a = -0.75, no antialiasing, borders clamped) but is written with ops every export target has
 (:class:`BicubicUpsample`): coremltools has no ``upsample_bicubic2d`` and other targets lower it poorly.
+
+Detection: the three kernels give ``colors`` (1 for the papers' Y-channel models), ``features``,
+``mid_features`` and ``kernel_sizes``; the weights compute on [0, 1]. No weight depends on the scale (the
+upsampling comes first and has no parameters), so the detection reports x2 under ``assumed["scale"]``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edge_sr.models.common import UNREADABLE_SCALE, conv_shape
+from edge_sr.models.detect import Detection, StateDict, register_detector
 from edge_sr.models.registry import register_model
 
 CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
@@ -125,3 +131,33 @@ def srcnn_955(**overrides) -> SRCNN:
 @register_model(family="srcnn")
 def srcnn_915(**overrides) -> SRCNN:
     return SRCNN(**{"kernel_sizes": (9, 1, 5), **overrides})
+
+
+_KEYS = frozenset(f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias"))
+
+
+@register_detector("srcnn")
+def _detect(state: StateDict) -> Detection | None:
+    """``conv1`` / ``conv2`` / ``conv3`` and nothing else (the common PyTorch port's names)."""
+    if set(state) != _KEYS:
+        return None
+    (f1, colors, k1, _), (f2, _, k2, _), (_, _, k3, _) = (
+        conv_shape(state, f"conv{i}.weight") for i in (1, 2, 3)
+    )
+    kernels = [k1, k2, k3]
+    args = {
+        "scale": UNREADABLE_SCALE,
+        "colors": colors,
+        "features": f1,
+        "mid_features": f2,
+        "kernel_sizes": kernels,
+    }
+    return Detection(
+        "srcnn_915" if kernels == [9, 1, 5] else "srcnn_955",
+        args,
+        form="deploy",
+        assumed={
+            "scale": f"x{UNREADABLE_SCALE}: SRCNN upsamples bicubically before its first conv, so no weight "
+            "depends on the scale; pass --scale N for another factor"
+        },
+    )

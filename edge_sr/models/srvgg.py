@@ -5,6 +5,11 @@ A plain stack of 3x3 convs with an activation after each, all at LR resolution; 
 C·s² channels, pixel shuffle, plus the nearest-upsampled input (the net learns the residual). Key names
 are the official ones (``body.N``: convs at even N, activations at odd N), so official checkpoints load
 unchanged with the official ``num_feat`` / ``num_conv``.
+
+Detection: ``colors`` and ``num_feat`` from ``body.0``, ``num_conv`` from the number of convs, the scale
+from the last conv's C·s² outputs; ``act_type`` is ``prelu`` when the odd ``body`` entries hold weights.
+ReLU and LeakyReLU store nothing, so a net without PReLU weights is reported as ``relu`` under
+``assumed["act_type"]``. The weights compute on [0, 1].
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edge_sr.models.common import conv_shape, keys_match, pixel_shuffle_scale
+from edge_sr.models.detect import Detection, StateDict, indices, register_detector
 from edge_sr.models.registry import register_model
 
 _ACTS = ("prelu", "relu", "leakyrelu")
@@ -64,3 +71,36 @@ def srvgg_compact(**overrides) -> SRVGGNetCompact:
 @register_model(family="srvgg")
 def srvgg_compact_c32(**overrides) -> SRVGGNetCompact:
     return SRVGGNetCompact(**{"num_feat": 64, "num_conv": 32, **overrides})
+
+
+@register_detector("srvgg")
+def _detect(state: StateDict) -> Detection | None:
+    """``body.N.weight`` / ``body.N.bias`` only: convs (with a bias) at even N, PReLUs (weight only) at odd N."""
+    if not keys_match(state, r"body\.\d+\.(weight|bias)"):
+        return None
+    found = indices(state, "body.")
+    convs = [i for i in found if f"body.{i}.bias" in state]
+    acts = [i for i in found if f"body.{i}.bias" not in state]
+    if not convs or convs != list(range(0, 2 * len(convs), 2)) or len(convs) < 2:
+        return None
+    if acts and acts != list(range(1, convs[-1], 2)):
+        return None
+    num_feat, colors, _, _ = conv_shape(state, "body.0.weight")
+    out, _, _, _ = conv_shape(state, f"body.{convs[-1]}.weight")
+    num_conv = len(convs) - 2
+    args = {
+        "scale": pixel_shuffle_scale(out, colors),
+        "colors": colors,
+        "num_feat": num_feat,
+        "num_conv": num_conv,
+        "act_type": "prelu" if acts else "relu",
+    }
+    assumed: dict[str, str] = {}
+    if not acts:
+        assumed["act_type"] = (
+            "relu: the activations hold no weights (ReLU or LeakyReLU); pass --model-arg "
+            "act_type=leakyrelu for a LeakyReLU net"
+        )
+    # the two releases: realesr-animevideov3 (16 convs), realesr-general-x4v3 (32)
+    name = "srvgg_compact_c32" if num_conv >= 24 else "srvgg_compact"
+    return Detection(name, args, form="deploy", assumed=assumed)
