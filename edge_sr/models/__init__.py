@@ -7,14 +7,19 @@ from __future__ import annotations
 
 # Explicit imports register every family (no filesystem scan).
 from edge_sr.models import (  # noqa: F401
+    act,
     carn,
+    craft,
+    dat,
     dipnet,
     ecbsr,
     edsr,
     espcn,
+    esrt,
     fsrcnn,
     hat,
     imdn,
+    lbnet,
     pan,
     rcan,
     repsr,
@@ -22,7 +27,9 @@ from edge_sr.models import (  # noqa: F401
     safmn,
     span,
     srcnn,
+    srformer,
     srvgg,
+    swinfir,
     swinir,
 )
 from edge_sr.models.card import ModelCard, card_of, carry_card, has_card
