@@ -151,7 +151,7 @@ def test_model_arg_types_are_checked() -> None:
     [
         (["--scale", "4"], "the weights are a x2 srvgg_compact model, not x4"),
         (["--model-arg", "num_feat=wide"], "'num_feat' is 'wide'; expected an integer"),
-        (["--model-arg", "num_feat=16"], "shape mismatch"),
+        (["--model-arg", "num_feat=16"], "have num_feat 8 (declared 16)"),
         (["--model", "edsr"], "edsr"),
         (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
     ],

@@ -85,8 +85,8 @@ def test_shape_mismatch_is_an_error(tmp_path) -> None:
     # the tail conv has 3·s² outputs: the scale asked for disagrees with the weights
     with pytest.raises(CheckpointError, match="the weights are a x2 srvgg_compact model, not x4"):
         load_checkpoint(path, scale=4)
-    # an override that changes a shape: the strict check names the tensors and both shapes
-    with pytest.raises(CheckpointError, match=r"shape mismatch.*body\.0\.weight"):
+    # a declared argument the weights contradict: named, with both values
+    with pytest.raises(CheckpointError, match=r"the weights of this srvgg_compact have num_feat 4 \(declared 8\)"):
         load_checkpoint(path, num_feat=8)
 
 
@@ -122,9 +122,9 @@ def test_args_json_in_metadata(tmp_path) -> None:
 
 def test_shape_mismatch_names_up_to_three_keys_with_both_shapes(tmp_path) -> None:
     path = tmp_path / "wide.pth"
-    torch.save(create_model("srvgg_compact", scale=2, num_feat=8, num_conv=2).state_dict(), path)
+    state = create_model("srvgg_compact", scale=2, num_feat=8, num_conv=2).state_dict()
     with pytest.raises(CheckpointError) as e:
-        load_checkpoint(path, model="srvgg_compact", scale=2, num_feat=4, num_conv=2)
+        load_into(create_model("srvgg_compact", scale=2, num_feat=4, num_conv=2), state, path)
     msg = str(e.value)
     assert msg.count(" vs model ") == 3 and "more)" in msg and "(8, 3, 3, 3) vs model (4, 3, 3, 3)" in msg
 

@@ -341,6 +341,11 @@ def _inspect(
             det = Detection(model, {"scale": scale or 4}, assumed={"scale": "not detected"})
     if overrides:
         check_args(model or det.arch, overrides, p, field="argument")
+        read = {k: v for k, v in det.args.items() if k not in det.assumed and k != "scale"}
+        clash = [k for k in sorted(overrides) if k in read and _norm(overrides[k]) != _norm(read[k])]
+        if clash:
+            said = ", ".join(f"{k} {read[k]!r} (declared {overrides[k]!r})" for k in clash)
+            raise CheckpointError(p, f"the weights of this {det.arch} have {said}; drop or fix the declared value")
     wanted = scale if scale is not None else overrides.get("scale")
     if det.rescale is not None and wanted is not None and wanted != det.scale:
         try:
@@ -365,6 +370,11 @@ def _inspect(
         assumed.pop(k, None)
     args.update(overrides)
     return dataclasses.replace(det, arch=model or det.arch, args=args, assumed=assumed), state
+
+
+def _norm(v: Any) -> Any:
+    """Lists and tuples compare equal (a JSON list against a tuple default)."""
+    return [_norm(x) for x in v] if isinstance(v, list | tuple) else v
 
 
 def scale_in_name(path: str | os.PathLike[str]) -> int | None:
