@@ -27,6 +27,7 @@ group, heads per group (the bias tables' columns), ``window_size`` (the tables' 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -363,6 +364,14 @@ def _fill_buffers(depths: tuple[int, ...], ws: int, img_size: int) -> Callable[[
     return adapt
 
 
+# every key a SwinIR residual group holds: its Swin blocks and the conv closing it (1conv or 3conv)
+_LAYER_KEY = re.compile(
+    r"layers\.\d+\.(residual_group\.blocks\.\d+\.(norm[12]\.(weight|bias)|attn\.(relative_position_bias_table|"
+    r"relative_position_index|qkv\.(weight|bias)|proj\.(weight|bias))|mlp\.fc[12]\.(weight|bias)|attn_mask)"
+    r"|conv\.(\d+\.)?(weight|bias))"
+)
+
+
 @register_detector("swinir")
 def _detect(state: StateDict) -> Detection | None:
     """SwinIR classical, lightweight or real-world (``nearest+conv``) from the official key layout."""
@@ -370,6 +379,8 @@ def _detect(state: StateDict) -> Detection | None:
         return None  # HAT
     if any(".conv_block." in k for k in state):
         return None
+    if any(k.startswith("layers.") and not _LAYER_KEY.fullmatch(k) for k in state):
+        return None  # a Swin relative with other blocks (SwinFIR's Fourier conv, SRFormer's attention ...)
     body = swin_body_args(state)
     if body is None:
         return None
