@@ -90,7 +90,7 @@ def quantizable_targets() -> list[str]:
 class _IOWrapper(nn.Module):
     """Adapts a model's I/O: NHWC layout and/or float32 I/O around an fp16 model.
 
-    (N, H, W, 3) -> permute -> (N, 3, H, W) -> model -> (N, 3, sH, sW) -> permute -> (N, sH, sW, 3)
+    (N, H, W, C) -> permute -> (N, C, H, W) -> model -> (N, C, sH, sW) -> permute -> (N, sH, sW, C)
     """
 
     def __init__(self, model: nn.Module, *, nhwc: bool, half: bool) -> None:
@@ -180,7 +180,9 @@ def export(
     """Export ``model`` to ``target`` and write ``<artifact>.json`` beside it, both atomically.
 
     Args:
-        model: an SR model (train form is fused first) or a PT2E-converted ``GraphModule``.
+        model: an SR model (train form is fused first) or a PT2E-converted ``GraphModule``, carrying its
+            card; a 1-colour (Y-channel) card gives a 1-channel artifact whose manifest's ``color`` says how
+            an RGB image is fed (``edge_sr.convert.manifest.color_entry``).
         target: a name in :data:`TARGETS`.
         out: the artifact path, or a folder to name it in (``<arch>_x<s>_<precision><suffix>``).
         spec: shapes, precision, layout, I/O kind, pixel-shuffle lowering (default: fixed 64x64 FP32).
@@ -242,6 +244,7 @@ def export(
         outputs=[],
         quantization=quantization,
         source=source_info,
+        colors=card.colors,
     )
     mpath = manifest_path(path)
     with atomic_path(mpath) as tmp_manifest, atomic_path(path) as tmp:

@@ -1,8 +1,8 @@
 """CoreML target: an ML Program ``.mlpackage`` (iOS 16+ by default) from ``torch.export`` through coremltools.
 
 Tensor I/O (float32 arrays; FP16 compute precision keeps float32 I/O) or image I/O (``ct.ImageType`` in
-and out: RGB pixels 0-255, what an app feeds from a pixel buffer; the graph divides by 255 on the way in and
-multiplies by 255 on the way out). Shapes fixed, enumerated (``ct.EnumeratedShapes``) or ranged
+and out: RGB pixels 0-255, what an app feeds from a pixel buffer, or gray pixels for a 1-colour (Y) model;
+the graph divides by 255 on the way in and multiplies by 255 on the way out). Shapes fixed, enumerated (``ct.EnumeratedShapes``) or ranged
 (``ct.RangeDim``). With flexible shapes the rank-6 ``reshape`` pixel-shuffle lowering is exported in its
 ``rank4`` form, and the manifest says so: Core ML has no rank-6 tensors, and coremltools rewrites them into
 lower ranks only when every size is known. The manifest fields also go into ``user_defined_metadata``.
@@ -149,9 +149,10 @@ def export(
     net = _ImageOut(model).eval() if image else model
     ep = torch.export.export(net, (example,), dynamic_shapes=dynamic).run_decompositions({})
     shape = _input_shape(spec, example)
-    if image:
-        inputs = [ct.ImageType(name="input", shape=shape, scale=1.0 / 255.0, color_layout=ct.colorlayout.RGB)]
-        outputs = [ct.ImageType(name="output", color_layout=ct.colorlayout.RGB)]
+    if image:  # a 1-colour (Y) model takes and gives a one-channel pixel buffer
+        layout = ct.colorlayout.GRAYSCALE if example.shape[1] == 1 else ct.colorlayout.RGB
+        inputs = [ct.ImageType(name="input", shape=shape, scale=1.0 / 255.0, color_layout=layout)]
+        outputs = [ct.ImageType(name="output", color_layout=layout)]
     else:
         inputs = [ct.TensorType(name="input", shape=shape, dtype=np.float32)]
         outputs = [ct.TensorType(name="output", dtype=np.float32)]
@@ -361,7 +362,7 @@ def can_predict() -> bool:
 class Runner:
     """CoreML prediction on macOS, the MIL reference executor elsewhere.
 
-    ``forward`` takes (1, 3, h, w) float32 in the model's layout; for image I/O the values are 0-255 pixels.
+    ``forward`` takes (1, C, h, w) float32 in the model's layout; for image I/O the values are 0-255 pixels.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
@@ -393,10 +394,12 @@ class Runner:
         if self._image:
             from PIL import Image
 
-            feed = Image.fromarray(np.clip(np.round(x[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8))
+            pixels = np.clip(np.round(x[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+            feed = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)  # gray: mode L
         out = self.model.predict({name: feed})[self.output_names[0]]
-        if not isinstance(out, np.ndarray):  # an image output
-            out = np.asarray(out, dtype=np.float32).transpose(2, 0, 1)[None]
+        if not isinstance(out, np.ndarray):  # an image output: (H, W, 3) RGB or (H, W) gray
+            arr = np.asarray(out, dtype=np.float32)
+            out = (arr[..., None] if arr.ndim == 2 else arr).transpose(2, 0, 1)[None]
         return np.asarray(out)
 
 

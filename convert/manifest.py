@@ -1,7 +1,8 @@
 """The manifest: ``<artifact>.json`` beside every artifact (``model.onnx`` -> ``model.onnx.json``).
 
 It says everything a runner or an app needs to feed the artifact and trust it: architecture and args, scale,
-form, precision and quantization (with int8 I/O scale / zero point), accepted input sizes, layout, value range,
+colour channels and the colour conversion around the model (``color``, see :func:`color_entry`), form,
+precision and quantization (with int8 I/O scale / zero point), accepted input sizes, layout, value range,
 I/O dtypes, checksums of the source checkpoint and of the artifact, library versions, and the verification
 verdict once verified. The same fields go inside the artifact where the format has room for them.
 """
@@ -26,6 +27,14 @@ IO_DTYPES = ("float32", "float16", "int8", "uint8", "image")  # an I/O entry's d
 SHAPE_MODES = ("fixed", "dynamic", "enumerated", "any")
 MAX_SCALE = 8
 MAX_SIDE = 1 << 16  # an input side the manifest may name, in pixels
+COLORS = (1, 3)
+# the one colour conversion a 1-colour (Y-channel) artifact is fed through; a runner applies it
+Y_CONVERSION = "BT.601 rgb2ycbcr (MATLAB)"
+Y_CHROMA = "MATLAB bicubic"
+_COLOR_ENTRIES: dict[int, dict[str, Any]] = {
+    3: {"colors": 3, "model_input": "RGB", "conversion": None, "chroma": None},
+    1: {"colors": 1, "model_input": "Y", "conversion": Y_CONVERSION, "chroma": Y_CHROMA},
+}
 _LIBS = (
     "edge-sr",
     "torch",
@@ -92,6 +101,20 @@ def io_quant(scale: float, zero_point: int, dtype: str = "int8") -> dict[str, An
     return {"dtype": dtype, "scale": float(scale), "zero_point": int(zero_point)}
 
 
+def color_entry(colors: int) -> dict[str, Any]:
+    """The manifest's ``color``: what the artifact's channels hold and how an RGB image becomes them.
+
+    ``colors`` 3: ``{"colors": 3, "model_input": "RGB", "conversion": null, "chroma": null}``, the image as it
+    is. ``colors`` 1: ``{"colors": 1, "model_input": "Y", "conversion": "BT.601 rgb2ycbcr (MATLAB)",
+    "chroma": "MATLAB bicubic"}``: the artifact takes the Y of ``rgb2ycbcr`` in [0, 1] units
+    (``16/255 + (65.481 R + 128.553 G + 24.966 B) / 255``, so [16, 235] / 255), Cb / Cr are upscaled with
+    MATLAB's bicubic ``imresize`` and ``ycbcr2rgb`` gives RGB back; a gray image goes in as it is.
+    """
+    if colors not in _COLOR_ENTRIES:
+        raise ValueError(f"colors must be 1 or 3, got {colors!r}")
+    return dict(_COLOR_ENTRIES[colors])
+
+
 def build_manifest(
     *,
     target: str,
@@ -111,10 +134,12 @@ def build_manifest(
     quantization: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     target_info: dict[str, Any] | None = None,
+    colors: int = 3,
 ) -> dict[str, Any]:
     """The manifest content known before the artifact exists (checksum and size are added after writing).
 
-    ``inputs`` / ``outputs`` entries: ``{"name", "dtype", "layout", "value_range", "quant": io_quant(...)|None}``.
+    ``inputs`` / ``outputs`` entries: ``{"name", "dtype", "layout", "value_range", "quant": io_quant(...)|None}``;
+    ``colors``: the model's colour channels (``color`` entry: :func:`color_entry`).
     """
     return {
         "format": FORMAT,
@@ -123,6 +148,7 @@ def build_manifest(
         "arch": arch,
         "args": args,
         "scale": int(scale),
+        "color": color_entry(colors),
         "form": form,
         "reparameterized": reparameterized,
         "precision": precision,
@@ -148,6 +174,8 @@ def embedded_metadata(manifest: dict[str, Any]) -> dict[str, str]:
     meta["edge_sr.args"] = json.dumps(manifest["args"], sort_keys=True)
     meta["edge_sr.input_shape"] = json.dumps(manifest["input_shape"], sort_keys=True)
     meta["edge_sr.quantization"] = json.dumps(manifest["quantization"], sort_keys=True)
+    if manifest.get("color") is not None:
+        meta["edge_sr.color"] = json.dumps(manifest["color"], sort_keys=True)
     meta["edge_sr.format"] = FORMAT
     return meta
 
@@ -188,7 +216,8 @@ def check_manifest(
     ``precision`` one of ``PRECISIONS``, ``layout`` one of ``LAYOUTS``, ``io`` one of ``IOS``,
     ``input_shape`` a fixed ``size`` / ``dynamic`` ``min``-``max`` / ``enumerated`` ``sizes`` of positive
     ints, ``inputs`` / ``outputs`` lists of mappings whose ``dtype`` is one of ``IO_DTYPES`` and whose
-    ``quant`` is null or ``{scale > 0, zero_point int}``, ``artifact_sha256`` 64 hex digits.
+    ``quant`` is null or ``{scale > 0, zero_point int}``, ``artifact_sha256`` 64 hex digits, ``color`` one of
+    the two entries :func:`color_entry` writes (and ``args.colors``, when given, the same count).
 
     Raises:
         InputError: One line naming the manifest, the field, its value and what is allowed.
@@ -224,6 +253,24 @@ def check_manifest(
         raise bad("args", data["args"], "a JSON object")
     if "arch" in data and data["arch"] is not None and not isinstance(data["arch"], str):
         raise bad("arch", data["arch"], "a model name")
+    _check_color(data, bad)
+
+
+def _check_color(data: dict[str, Any], bad: Any) -> None:
+    """``color`` exactly one of :func:`color_entry`'s entries; ``args.colors`` (when given) 1 or 3 and equal."""
+    args = data.get("args")
+    arg_colors = args.get("colors") if isinstance(args, dict) else None
+    if arg_colors is not None and not (_is_int(arg_colors) and arg_colors in COLORS):
+        raise bad("args.colors", arg_colors, "1 or 3")
+    if "color" not in data:
+        return
+    color = data["color"]
+    known = [e for e in _COLOR_ENTRIES.values() if color == e and isinstance(color, dict)]
+    if not known or not _is_int(color.get("colors")):
+        entries = " or ".join(json.dumps(e) for e in _COLOR_ENTRIES.values())
+        raise bad("color", color, entries)
+    if arg_colors is not None and arg_colors != color["colors"]:
+        raise bad("color.colors", color["colors"], f"{arg_colors}, as args.colors says")
 
 
 def _check_input_shape(spec: Any, bad: Any) -> None:

@@ -195,7 +195,7 @@ def quantize_artifact(
 
     Args:
         model: the deploy-form float model.
-        calib: the calibration set (``patches``: (N, 3, H, W) tensor, ``input_size``).
+        calib: the calibration set (``patches``: (N, C, H, W) tensor with the model's C, ``input_size``).
         mode: ``qdq``.
         keep_float: torch module paths left in float (``nodes_to_exclude``).
         out: artifact path or folder.
@@ -215,7 +215,14 @@ def quantize_artifact(
     )
 
     from edge_sr.io_utils import atomic_path
+    from edge_sr.models import card_of, has_card
 
+    if has_card(model) and calib.patches.shape[1] != card_of(model).colors:
+        raise ConversionError(
+            None,
+            f"the calibration patches have {calib.patches.shape[1]} channels but the model takes "
+            f"{card_of(model).colors}; calibrate a Y-channel model on Y (load_calibration(..., colors=1))",
+        )
     out = Path(out)
     scratch = _float_export_dir(out if out.suffix else out / "model.onnx")
     try:
@@ -244,7 +251,7 @@ def _reader(patches: np.ndarray, input_name: str) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
     class PatchReader(CalibrationDataReader):
-        """Feeds (1, 3, H, W) float32 patches one at a time."""
+        """Feeds (1, C, H, W) float32 patches one at a time."""
 
         def __init__(self) -> None:
             self._it = iter(range(len(patches)))

@@ -99,7 +99,8 @@ def export(
     if spec.sizes:
         conv = None
         for h, w in spec.sizes:
-            shape = (1, h, w, 3) if spec.layout == "NHWC" else (1, 3, h, w)
+            c = example.shape[-1] if spec.layout == "NHWC" else example.shape[1]  # the model's colours
+            shape = (1, h, w, c) if spec.layout == "NHWC" else (1, c, h, w)
             ex = torch.rand(*shape)
             name = _signature_name(h, w)
             conv = (conv or litert_torch).signature(name, model, (ex,))

@@ -5,6 +5,11 @@ The protocol (see the benchmark README): HR mod-cropped to a multiple of ``scale
 ``imresize``; the SR output taken as uint8 (clip, round); PSNR / SSIM on the Y channel with ``scale`` pixels
 shaved at every border. A grayscale image is copied to 3 channels for the model and measured on its gray
 values (the model's output reduced to BT.601 luma), as the classic MATLAB evaluation does.
+
+A Y-channel model (``card.colors == 1``: SRCNN / FSRCNN / ESPCN / VDSR and ECBSR as their papers train them)
+runs on the Y of the LR image (MATLAB ``rgb2ycbcr``, the conversion the metric uses, kept in float: values in
+[16, 235] / 255) and is scored on its own output, taken as uint8, against the Y of the HR image; a grayscale
+image goes straight in and is scored on its gray values.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch import Tensor, nn
 from edge_sr.data.imresize import imresize, modcrop
 from edge_sr.data.io import BT601_LUMA
 from edge_sr.errors import CheckpointError, InputError
-from edge_sr.metrics import psnr, ssim
+from edge_sr.metrics import psnr_values, rgb_to_y, ssim_values
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +78,25 @@ def read_benchmark_u8(path: Path) -> np.ndarray:
 def resolve_model(
     model: ModelLike, scale: int, device: str = "cpu"
 ) -> tuple[Callable[[Tensor], Tensor] | None, str]:
-    """``model`` -> (a function (1, 3, h, w) -> (1, 3, sh, sw), or None for bicubic; a display name)."""
-    from edge_sr.models import load_checkpoint
+    """``model`` -> (a function (1, C, h, w) -> (1, C, sh, sw), or None for bicubic; a display name)."""
+    fn, name, _ = resolve_model_colors(model, scale, device)
+    return fn, name
+
+
+def resolve_model_colors(
+    model: ModelLike, scale: int, device: str = "cpu"
+) -> tuple[Callable[[Tensor], Tensor] | None, str, int]:
+    """As :func:`resolve_model`, with the model's colour channels (its card's; 3 for bicubic or a function).
+
+    Raises:
+        CheckpointError: a checkpoint or model of another scale than ``scale``.
+    """
+    from edge_sr.models import card_of, has_card, load_checkpoint
     from edge_sr.models.checkpoint import read_metadata
     from edge_sr.weights import bundled_checkpoint
 
     if isinstance(model, str) and model == "bicubic":
-        return None, "bicubic"
+        return None, "bicubic", 3
     if model is None:
         path = bundled_checkpoint(scale)
         if path is None:
@@ -96,14 +113,22 @@ def resolve_model(
         name = p.name
     elif isinstance(model, nn.Module):
         net, name = model.eval().to(device), type(model).__name__
+        if has_card(model):
+            card = card_of(model)
+            if card.scale != scale:
+                raise CheckpointError(
+                    card.source, f"is a x{card.scale} model; --scale {scale} needs a x{scale} model"
+                )
+            name = Path(card.source).name if card.source else card.arch
     else:
-        return model, getattr(model, "__name__", type(model).__name__)
+        return model, getattr(model, "__name__", type(model).__name__), 3
+    colors = int(card_of(net).colors) if has_card(net) else 3
 
     def run(x: Tensor) -> Tensor:
         with torch.no_grad():
             return net(x.to(device)).float().cpu()
 
-    return run, name
+    return run, name, colors
 
 
 def super_resolve(fn: Callable[[Tensor], Tensor] | None, lr: np.ndarray, scale: int) -> np.ndarray:
@@ -124,6 +149,43 @@ def super_resolve(fn: Callable[[Tensor], Tensor] | None, lr: np.ndarray, scale: 
     return np.round(out).astype(np.uint8)
 
 
+def y_input(lr: np.ndarray, *, gray: bool) -> np.ndarray:
+    """uint8 LR (h, w[, 3]) -> the (1, 1, h, w) float32 input of a Y-channel model.
+
+    ``gray``: the image is measured on gray values, which go straight in (an RGB copy reduced to BT.601
+    luma); otherwise the Y of MATLAB ``rgb2ycbcr`` in [0, 1] units, unrounded (a gray LR counts as R = G = B).
+    """
+    if gray:
+        v = lr.astype(np.float64) if lr.ndim == 2 else np.round(lr @ _LUMA)
+    else:
+        v = rgb_to_y(np.repeat(lr[..., None], 3, axis=-1) if lr.ndim == 2 else lr)
+    return (v / 255.0).astype(np.float32)[None, None]
+
+
+def super_resolve_y(fn: Callable[[Tensor], Tensor], lr: np.ndarray, scale: int, *, gray: bool) -> np.ndarray:
+    """A Y-channel model on uint8 LR (H, W[, 3]) -> its uint8 output (sH, sW) (input: :func:`y_input`)."""
+    x = torch.from_numpy(y_input(lr, gray=gray))
+    y = fn(x)  # (1, 1, sH, sW)
+    if tuple(y.shape) != (1, 1, lr.shape[0] * scale, lr.shape[1] * scale):
+        raise CheckpointError(
+            None, f"the model returned {tuple(y.shape)} for a x{scale} input {tuple(x.shape)}"
+        )
+    return np.round(y[0, 0].double().clamp(0, 1).numpy() * 255.0).astype(np.uint8)
+
+
+def measure(sr: np.ndarray, hr: np.ndarray, scale: int, *, colors: int = 3) -> tuple[float, float]:
+    """(PSNR, SSIM) of a uint8 SR result against uint8 HR on Y (a gray HR: on gray values), ``scale`` shaved.
+
+    ``colors=3``: SR is RGB or gray, as :func:`super_resolve` returns; ``colors=1``: SR is a Y-channel
+    model's output (:func:`super_resolve_y`), scored as it is against the HR's Y.
+    """
+    if colors == 3 and sr.ndim != hr.ndim:  # a gray HR with an RGB LR file (or the reverse): like with like
+        sr = np.repeat(sr[..., None], 3, axis=-1) if hr.ndim == 3 else np.round(sr @ _LUMA).astype(np.uint8)
+    ref = hr.astype(np.float64) if hr.ndim == 2 else rgb_to_y(hr)
+    out = sr.astype(np.float64) if sr.ndim == 2 else rgb_to_y(sr)
+    return psnr_values(out, ref, crop_border=scale), ssim_values(out, ref, crop_border=scale)
+
+
 def evaluate(
     data_dir: str | os.PathLike[str],
     scale: int,
@@ -137,8 +199,9 @@ def evaluate(
     Args:
         data_dir: the benchmark folder.
         scale: 2, 3 or 4.
-        model: ``"bicubic"``; a checkpoint path; an ``nn.Module`` or a function mapping (1, 3, h, w) float in
-            [0, 1] to (1, 3, h·scale, w·scale); None for the bundled model of that scale.
+        model: ``"bicubic"``; a checkpoint path; a loaded ``nn.Module`` (a card's ``colors`` 1 makes it a
+            Y-channel model, see the module docstring); a function mapping (1, 3, h, w) float in [0, 1] to
+            (1, 3, h·scale, w·scale); None for the bundled model of that scale.
         lr: ``auto`` uses the shipped LR files when present, ``imresize`` always makes LR from HR,
             ``shipped`` requires the files.
         device: where a model runs.
@@ -158,7 +221,7 @@ def evaluate(
     use_shipped = lr != "imresize" and lr_dir.is_dir()
     if lr == "shipped" and not use_shipped:
         raise InputError(lr_dir, "no such folder; use lr='auto' to make LR with imresize")
-    fn, name = resolve_model(model, scale, device)
+    fn, name, colors = resolve_model_colors(model, scale, device)
     scores = []
     for hr_path in names:
         hr = modcrop(read_benchmark_u8(hr_path), scale)
@@ -173,14 +236,11 @@ def evaluate(
                 )
         else:
             lr_img = imresize(hr, 1.0 / scale)
-        sr = super_resolve(fn, lr_img, scale)
-        if sr.ndim != hr.ndim:  # a gray HR with an RGB LR file (or the reverse): compare like with like
-            sr = (
-                np.repeat(sr[..., None], 3, axis=-1)
-                if hr.ndim == 3
-                else np.round(sr @ _LUMA).astype(np.uint8)
-            )
-        s = ImageScore(hr_path.stem, psnr(sr, hr, crop_border=scale), ssim(sr, hr, crop_border=scale))
+        if colors == 1 and fn is not None:
+            sr = super_resolve_y(fn, lr_img, scale, gray=hr.ndim == 2)
+        else:
+            sr = super_resolve(fn, lr_img, scale)
+        s = ImageScore(hr_path.stem, *measure(sr, hr, scale, colors=colors if fn is not None else 3))
         log.info("%s: %.4f dB / %.4f", s.name, s.psnr, s.ssim)
         scores.append(s)
     return EvalResult(

@@ -1,7 +1,8 @@
 """PSNR and SSIM the way SR papers compute them (the BasicSR / MATLAB convention).
 
 Defaults: Y channel of BT.601 as MATLAB's ``rgb2ycbcr`` (``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255``
-for R, G, B in [0, 255]), ``crop_border = scale`` pixels shaved at every border, float64 arithmetic, inputs
+for R, G, B in [0, 255]; :func:`rgb_to_ycbcr` / :func:`ycbcr_to_rgb` give all three channels and the inverse, the
+colour conversion of Y-channel models), ``crop_border = scale`` pixels shaved at every border, float64 arithmetic, inputs
 as uint8-valued images (a model's output is clipped to [0, 255] and rounded first). A single-channel image
 is measured on its gray values, with no Y conversion (the classic MATLAB protocol: see the benchmark
 README). SSIM is Wang et al.'s: 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, 'valid'
@@ -33,6 +34,26 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
     return 16.0 + (65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
 
 
+# MATLAB ``rgb2ycbcr`` (BT.601, studio swing): [Y, Cb, Cr] = YCBCR_OFFSET·peak/255 + YCBCR_MATRIX @ [R, G, B],
+# for values in [0, peak]; Y spans [16, 235]·peak/255 and Cb, Cr [16, 240]·peak/255.
+YCBCR_MATRIX = (
+    np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+)
+YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+RGB_MATRIX = np.linalg.inv(YCBCR_MATRIX)  # MATLAB ``ycbcr2rgb``: RGB = RGB_MATRIX @ (YCbCr - offset)
+
+
+def rgb_to_ycbcr(img: np.ndarray, *, peak: float = 255.0) -> np.ndarray:
+    """(..., 3) RGB values in [0, ``peak``] -> (..., 3) Y, Cb, Cr in the same units, float64 (MATLAB
+    ``rgb2ycbcr``; ``peak=1.0`` for float images in [0, 1])."""
+    return np.asarray(img, dtype=np.float64) @ YCBCR_MATRIX.T + YCBCR_OFFSET * (peak / 255.0)
+
+
+def ycbcr_to_rgb(img: np.ndarray, *, peak: float = 255.0) -> np.ndarray:
+    """(..., 3) Y, Cb, Cr -> (..., 3) RGB in the same units, float64, unclipped (MATLAB ``ycbcr2rgb``)."""
+    return (np.asarray(img, dtype=np.float64) - YCBCR_OFFSET * (peak / 255.0)) @ RGB_MATRIX.T
+
+
 def _prepare(
     a: np.ndarray, b: np.ndarray, crop_border: int, channel: Channel
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -44,17 +65,30 @@ def _prepare(
         a, b = a.reshape(a.shape[:2]), b.reshape(b.shape[:2])
     elif channel == "y":
         a, b = rgb_to_y(a), rgb_to_y(b)
-    if crop_border > 0:
-        a = a[crop_border:-crop_border, crop_border:-crop_border]
-        b = b[crop_border:-crop_border, crop_border:-crop_border]
-    return a, b
+    return _shave(a, crop_border), _shave(b, crop_border)
+
+
+def _shave(a: np.ndarray, crop_border: int) -> np.ndarray:
+    return a[crop_border:-crop_border, crop_border:-crop_border] if crop_border > 0 else a
 
 
 def psnr(a: np.ndarray, b: np.ndarray, *, crop_border: int = 0, channel: Channel = "y") -> float:
     """PSNR in dB between two (H, W[, C]) images (uint8, or float in [0, 1]); ``inf`` when identical."""
     a, b = _prepare(a, b, crop_border, channel)
+    return _psnr(a, b)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a - b) ** 2)
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+
+
+def psnr_values(a: np.ndarray, b: np.ndarray, *, crop_border: int = 0) -> float:
+    """PSNR in dB between two (H, W) arrays of pixel values in [0, 255] taken as they are (no rounding,
+    no colour conversion): e.g. a Y-channel model's rounded output against :func:`rgb_to_y` of the HR."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"expected two (H, W) arrays of the same shape, got {a.shape} and {b.shape}")
+    return _psnr(_shave(a.astype(np.float64), crop_border), _shave(b.astype(np.float64), crop_border))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -90,3 +124,10 @@ def ssim(a: np.ndarray, b: np.ndarray, *, crop_border: int = 0, channel: Channel
     if a.ndim == 2:
         return _ssim_2d(a, b)
     return float(np.mean([_ssim_2d(a[..., c], b[..., c]) for c in range(a.shape[-1])]))
+
+
+def ssim_values(a: np.ndarray, b: np.ndarray, *, crop_border: int = 0) -> float:
+    """SSIM between two (H, W) arrays of pixel values in [0, 255] taken as they are (see :func:`psnr_values`)."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"expected two (H, W) arrays of the same shape, got {a.shape} and {b.shape}")
+    return _ssim_2d(_shave(a.astype(np.float64), crop_border), _shave(b.astype(np.float64), crop_border))

@@ -8,11 +8,18 @@ refused before anything runs. Memory follows the tile, not the image: the input 
 TIFF, which Pillow encodes whole, gather in one uint8 / uint16 buffer). On GPU hosts: tiles batched on the device, FP16 / BF16 autocast with a
 guard (a tile whose output is not finite or far out of range is recomputed in FP32 and counted), and a
 CUDA out-of-memory error retried with half the tile.
+
+A Y-channel model (``card.colors == 1``, the SRCNN / FSRCNN / ESPCN line and ECBSR's own recipe) sees the Y
+of BT.601 as MATLAB's ``rgb2ycbcr`` computes it (values in [16, 235] / 255); Cb and Cr are upscaled with the
+MATLAB-exact bicubic (``edge_sr.data.imresize``) and ``ycbcr2rgb`` gives the RGB output, tile by tile (the
+bicubic reaches 2 pixels, well inside the tile overlap, so tiles meet without a seam). A gray image goes
+straight in, as in the papers' evaluation code.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -38,6 +45,7 @@ from edge_sr.errors import (
     RuntimeBackendError,
 )
 from edge_sr.io_utils import check_output, ensure_writable_dir
+from edge_sr.metrics import RGB_MATRIX, YCBCR_MATRIX, YCBCR_OFFSET
 from edge_sr.tiling import count_tiles, tiled_apply, tiled_bands
 
 log = logging.getLogger(__name__)
@@ -100,6 +108,7 @@ class TileRunner:
         self.model = model.eval().to(self.device)
         self.precision = precision
         self.fallbacks = 0
+        self.colors = runner_colors(model)
 
     def _forward(self, x: Tensor, low: bool) -> Tensor:
         with torch.no_grad():
@@ -109,7 +118,7 @@ class TileRunner:
             return self.model(x).float()
 
     def __call__(self, x: Tensor) -> Tensor:
-        """(B, 3, h, w) float32 -> (B, 3, sh, sw) float32 on the CPU."""
+        """(B, C, h, w) float32 -> (B, C, sh, sw) float32 on the CPU (C: the model's colour channels)."""
         x = x.to(self.device, non_blocking=True)
         low = self.precision != "fp32"
         y = self._forward(x, low)
@@ -129,6 +138,61 @@ def _gray_fn(fn: Any) -> Any:
         return (fn(t.expand(-1, 3, -1, -1)) * w).sum(1, keepdim=True)
 
     return run
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_matrix(n_in: int, scale: int) -> Tensor:
+    """(n_in·scale, n_in) float64: MATLAB ``imresize(..., scale, 'bicubic')`` along one axis as a matrix."""
+    from edge_sr.data.imresize import contributions
+
+    w, idx = contributions(n_in, n_in * scale, float(scale))
+    m = np.zeros((n_in * scale, n_in))
+    np.add.at(m, (np.arange(n_in * scale)[:, None], idx), w)  # mirrored taps fold onto the border pixels
+    return torch.from_numpy(m)
+
+
+def matlab_bicubic(t: Tensor, scale: int) -> Tensor:
+    """(B, C, h, w) float -> (B, C, h·scale, w·scale) float64, as MATLAB ``imresize`` on float input
+    (``edge_sr.data.imresize``: no antialiasing when upscaling, mirrored borders, no rounding)."""
+    rows = _bicubic_matrix(t.shape[-2], scale).to(t.device)
+    cols = _bicubic_matrix(t.shape[-1], scale).to(t.device)
+    return rows @ t.double() @ cols.T
+
+
+def _ycbcr_fn(fn: Any, scale: int) -> Any:
+    """Wrap a 1-colour (Y) fn for RGB tiles: Y through ``fn``, Cb / Cr by MATLAB bicubic, RGB out."""
+    to_ycc = torch.from_numpy(YCBCR_MATRIX)
+    to_rgb = torch.from_numpy(RGB_MATRIX)
+    offset = torch.from_numpy(YCBCR_OFFSET / 255.0).view(1, 3, 1, 1)
+
+    def run(t: Tensor) -> Tensor:
+        ycc = torch.einsum("ij,bjhw->bihw", to_ycc, t.double()) + offset
+        y = fn(ycc[:, :1].float()).double().cpu()
+        out = torch.cat([y, matlab_bicubic(ycc[:, 1:], scale)], 1) - offset
+        return torch.einsum("ij,bjhw->bihw", to_rgb, out).float()
+
+    return run
+
+
+def _color_fns(runner: Any, scale: int, colors: int, alpha_mode: AlphaMode) -> tuple[Any, Any, Any]:
+    """(fn for RGB tiles, fn for gray tiles, fn for alpha tiles) of a ``colors``-channel runner."""
+    if colors == 1:
+        rgb_fn, gray_fn = _ycbcr_fn(runner, scale), runner  # gray goes straight in
+    else:
+        rgb_fn, gray_fn = runner, _gray_fn(runner)
+    return rgb_fn, gray_fn, gray_fn if alpha_mode == "model" else _bicubic_fn(scale)
+
+
+def runner_colors(runner: Any) -> int:
+    """The colour channels a runner (a model, or a :class:`TileRunner` over one) takes: its card's, else 3."""
+    from edge_sr.models import card_of, has_card
+
+    if isinstance(getattr(runner, "colors", None), int):
+        return int(runner.colors)
+    for obj in (runner, getattr(runner, "model", None)):
+        if has_card(obj):
+            return int(card_of(obj).colors)
+    return 3
 
 
 def _bicubic_fn(scale: int) -> Any:
@@ -151,26 +215,32 @@ def upscale_array(
     alpha_mode: AlphaMode = "bicubic",
     bit_depth: int = 8,
     progress: Any = None,
+    colors: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Upscale one image held in memory.
 
     Args:
         rgb: (H, W, 3) float in [0, 1].
-        runner: maps (B, 3, h, w) float32 -> (B, 3, h·scale, w·scale) (a model or a :class:`TileRunner`).
+        runner: maps (B, C, h, w) float32 -> (B, C, h·scale, w·scale) (a model or a :class:`TileRunner`),
+            C = ``colors``.
         scale: the runner's factor.
-        alpha: (H, W) float in [0, 1], upscaled separately (``alpha_mode``: bicubic or the model on a replicate).
+        alpha: (H, W) float in [0, 1], upscaled separately (``alpha_mode``: bicubic, or the model on the
+            alpha as a gray image).
         gray: return (sH, sW) gray values instead of RGB.
         bit_depth: 8 -> uint8 results, 16 -> uint16 (memory: the output is never held as float32).
         progress: ``progress(done, total)`` per tile batch.
+        colors: 3 (RGB model) or 1 (Y-channel model: Y through the runner, Cb / Cr by MATLAB bicubic);
+            default the runner's model card, else 3.
 
     Returns:
         (sH, sW, 3) or (sH, sW) array and the (sH, sW) alpha or None, uint8 / uint16.
     """
     out_dtype = torch.uint16 if bit_depth == 16 else torch.uint8
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None]  # (1, 3, H, W) view, no copy
-    fn = runner
+    rgb_fn, gray_fn, alpha_fn = _color_fns(runner, scale, colors or runner_colors(runner), alpha_mode)
+    fn = rgb_fn
     if gray:
-        x, fn = x[:, :1], _gray_fn(runner)
+        x, fn = x[:, :1], gray_fn
     kw = dict(
         scale=scale,
         tile=tile,
@@ -185,19 +255,29 @@ def upscale_array(
     a_out = None
     if alpha is not None:
         a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None]
-        afn = _gray_fn(runner) if alpha_mode == "model" else _bicubic_fn(scale)
-        a_out = tiled_apply(afn, a, **kw)[0, 0].numpy()  # type: ignore[arg-type]
+        a_out = tiled_apply(alpha_fn, a, **kw)[0, 0].numpy()  # type: ignore[arg-type]
     return out, a_out
 
 
 def load_model(
-    checkpoint: str | os.PathLike[str] | None, *, model: str | None = None, scale: int | None = None
-) -> tuple[nn.Module, Path]:
-    """The model to upscale with: a checkpoint (edge-sr, or foreign with ``model``), else the bundled one."""
-    from edge_sr.models import load_checkpoint
+    checkpoint: str | os.PathLike[str] | nn.Module | None,
+    *,
+    model: str | None = None,
+    scale: int | None = None,
+) -> tuple[nn.Module, Path | str]:
+    """The model to upscale with and what to call it: a loaded model (with its card), a checkpoint
+    (edge-sr, or foreign with ``model``), else the bundled one."""
+    from edge_sr.models import card_of, load_checkpoint
     from edge_sr.models.checkpoint import read_metadata
     from edge_sr.weights import bundled_checkpoint
 
+    if isinstance(checkpoint, nn.Module):
+        card = card_of(checkpoint)  # ConfigError for a module without a model card
+        if scale is not None and scale != card.scale:
+            raise CheckpointError(
+                card.source, f"is a x{card.scale} model and cannot upscale x{scale}; pass a x{scale} model"
+            )
+        return checkpoint, card.source or card.arch
     if checkpoint is None:
         path = bundled_checkpoint(scale or 4)
         if path is None:
@@ -279,7 +359,7 @@ def upscale_files(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str] | None = None,
     *,
-    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | nn.Module | None = None,
     model: str | None = None,
     scale: int | None = None,
     tile: int = 256,
@@ -292,6 +372,9 @@ def upscale_files(
 ) -> UpscaleReport:
     """Upscale files and folders into ``out`` (a file when one input and ``out`` has an image extension).
 
+    ``checkpoint`` is a checkpoint path, an already loaded model carrying its card (``load_checkpoint``
+    with the caller's overrides), or None for the bundled model. A Y-channel model (``card.colors == 1``)
+    upscales Y and takes Cb / Cr from MATLAB bicubic (see the module docstring).
     Without ``out`` each result is written beside its input as ``<name>_x<scale><ext>``.
     Bad inputs are reported one per line (``UpscaleReport.files[i].error``) and skipped; see ``exit_code``.
     An output that cannot be written (a full or read-only disk) stops the batch with an ``OutputError``; the
@@ -399,8 +482,8 @@ def _stream(img, dst, runner, scale, tile, overlap, batch, alpha_mode, progress)
         x = torch.from_numpy(img.rgb[..., :c]).permute(2, 0, 1)[None]  # (1, c, H, W) view, no copy
         if img.alpha is not None:  # one copy of the stored samples: colour and alpha side by side
             x = torch.cat([x, torch.from_numpy(img.alpha)[None, None]], 1)
-    fn = _gray_fn(runner) if img.was_gray else runner
-    afn = _gray_fn(runner) if alpha_mode == "model" else _bicubic_fn(scale)
+    rgb_fn, gray_fn, afn = _color_fns(runner, scale, runner_colors(runner), alpha_mode)
+    fn = gray_fn if img.was_gray else rgb_fn
 
     def both(t: Tensor) -> Tensor:
         if img.alpha is None:

@@ -7,6 +7,10 @@ and the max absolute difference. The verdict depends on the artifact's precision
 - fp32: max abs difference <= 1e-4
 - fp16: PSNR against float >= 50 dB
 - int8: mean Y-PSNR against HR within 0.2 dB of the float model's
+
+A 1-colour (Y-channel) artifact and its float model both run on the Y of the LR image (MATLAB
+``rgb2ycbcr``, as ``edge-sr eval`` feeds them; a gray image straight): "vs float" and the max difference
+compare their Y outputs, and the scores against HR are on the HR's Y, as ``edge-sr eval`` measures.
 """
 
 from __future__ import annotations
@@ -168,6 +172,7 @@ def builtin_pairs(scale: int, *, count: int = 3, lr_size: int = 48) -> list[Pair
 
 
 def _reference_model(reference: nn.Module | str | os.PathLike[str]) -> nn.Module:
+    """The float model: a loaded module (carrying its card) as it is, else loaded from its checkpoint."""
     if isinstance(reference, nn.Module):
         return reference.eval()
     from edge_sr.models import load_checkpoint
@@ -190,7 +195,8 @@ def verify(
 
     Args:
         artifact: an artifact path or an ``edge_sr.runtime.Runner``.
-        reference: the float model, or its checkpoint.
+        reference: the float model (an ``nn.Module`` carrying its card, e.g. loaded with the caller's
+            overrides), or its checkpoint. Its colour channels must be the artifact's.
         data: a benchmark folder (``HR/`` + ``LR_bicubic/X{s}/``), a list of (name, LR, HR) uint8 pairs, or
             None for the built-in images (``builtin_pairs``: Set5 crops under ``EDGE_SR_DATA``, else
             synthetic pictures).
@@ -215,6 +221,12 @@ def verify(
     s = int(scale or runner.scale)
     if float_runner.scale != s:
         raise ConfigError(None, f"the reference model is x{float_runner.scale} but the artifact is x{s}")
+    if float_runner.colors != runner.colors:
+        raise ConfigError(
+            None,
+            f"the reference model takes {float_runner.colors} colour channels but the artifact "
+            f"{runner.colors}; verify against the model the artifact was exported from",
+        )
     pairs = _pairs(data, s, limit)
     rows = [_score_pair(runner, float_runner, pair, s) for pair in pairs]
     report = _judge(rows, runner.precision, thresholds or Thresholds())
@@ -241,11 +253,13 @@ def _score_pair(runner: Any, float_runner: Any, pair: Pair, scale: int) -> Image
     from edge_sr.metrics import psnr, ssim
 
     name, lr, hr = pair
+    gray = _is_gray(hr)
+    if runner.colors == 1:
+        return _score_pair_y(runner, float_runner, pair, scale)
     x = lr.astype(np.float32) / 255.0
     with torch.no_grad():
         y_float = float_runner.run(x)
     y = runner.run(x)
-    gray = _is_gray(hr)
     y8, yf8 = _as_measured(y, gray), _as_measured(y_float, gray)
     row = ImageResult(
         name=name,
@@ -258,6 +272,37 @@ def _score_pair(runner: Any, float_runner: Any, pair: Pair, scale: int) -> Image
     )
     logger.info(
         "%s: %.2f dB (float %.2f dB), %.2f dB vs float", name, row.psnr, row.psnr_float, row.psnr_vs_float
+    )
+    return row
+
+
+def _score_pair_y(runner: Any, float_runner: Any, pair: Pair, scale: int) -> ImageResult:
+    """:func:`_score_pair` for 1-colour artifacts: both run on Y, scored on Y (see the module docstring)."""
+    from edge_sr.evaluate import measure, y_input
+
+    name, lr, hr = pair
+    x = y_input(lr, gray=_is_gray(hr))
+    with torch.no_grad():
+        y_float = float_runner.run(x)[0, 0]
+    y = runner.run(x)[0, 0]
+    y8 = np.round(np.clip(y.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+    yf8 = np.round(np.clip(y_float.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+    (p, ss), (pf, ssf) = measure(y8, hr, scale, colors=1), measure(yf8, hr, scale, colors=1)
+    row = ImageResult(
+        name=name,
+        psnr=p,
+        psnr_float=pf,
+        ssim=ss,
+        ssim_float=ssf,
+        psnr_vs_float=_psnr_float(y, y_float),
+        max_abs_diff=float(np.max(np.abs(y - y_float))),
+    )
+    logger.info(
+        "%s: %.2f dB (float %.2f dB), %.2f dB vs float on Y",
+        name,
+        row.psnr,
+        row.psnr_float,
+        row.psnr_vs_float,
     )
     return row
 

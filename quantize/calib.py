@@ -5,10 +5,13 @@ look like what the deployed model will see: LR images at the exported (H, W). HR
 MATLAB-compatible bicubic (``edge_sr.data.imresize``), exactly as the benchmark LR sets are made; folders that
 already hold LR images are cropped directly (``lr=True``). Image ``i`` of the sorted folder gives patch ``i``, its
 crop position a pure function of ``(seed, i)``, so a calibration set is reproducible from the manifest entry.
+A Y-channel model (``colors=1``) calibrates on the Y of the LR crops (BT.601 as MATLAB's ``rgb2ycbcr``, in [0, 1]
+units, unrounded: what ``edge-sr eval`` and the runtime feed it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -27,13 +30,33 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    """``patches`` (N, 3, H, W) float32 in [0, 1] and where they came from (for the manifest)."""
+    """``patches`` (N, C, H, W) float32 in [0, 1] (C = 3 RGB, or 1 Y) and where they came from (for the manifest)."""
 
     patches: Tensor
     folder: str
     seed: int
     lr_input: bool
     names: tuple[str, ...]
+
+    @property
+    def colors(self) -> int:
+        """The channels of the patches: 3 (RGB) or 1 (Y)."""
+        return int(self.patches.shape[1])
+
+    def with_colors(self, colors: int) -> CalibrationSet:
+        """This set for a ``colors``-channel model: RGB patches become their Y for ``colors=1``.
+
+        Raises:
+            InputError: Y patches asked for RGB, or a channel count other than 1 or 3.
+        """
+        if colors == self.colors:
+            return self
+        if colors != 1 or self.colors != 3:
+            raise InputError(
+                self.folder,
+                f"calibration patches have {self.colors} channels and cannot feed a {colors}-colour model",
+            )
+        return dataclasses.replace(self, patches=y_of(self.patches))
 
     @property
     def count(self) -> int:
@@ -44,7 +67,7 @@ class CalibrationSet:
         return int(self.patches.shape[2]), int(self.patches.shape[3])
 
     def batches(self, batch_size: int = 8) -> Iterator[Tensor]:
-        """(b, 3, H, W) slices in order."""
+        """(b, C, H, W) slices in order."""
         for i in range(0, self.count, batch_size):
             yield self.patches[i : i + batch_size]
 
@@ -56,7 +79,16 @@ class CalibrationSet:
             "seed": self.seed,
             "input_size": list(self.input_size),
             "source": "lr" if self.lr_input else "hr-bicubic",
+            **({"channel": "Y"} if self.colors == 1 else {}),
         }
+
+
+def y_of(patches: Tensor) -> Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> (N, 1, H, W) Y of MATLAB ``rgb2ycbcr`` in [0, 1] units, float32."""
+    from edge_sr.metrics import YCBCR_MATRIX, YCBCR_OFFSET
+
+    w = torch.from_numpy(YCBCR_MATRIX[0]).view(1, 3, 1, 1)
+    return ((patches.double() * w).sum(1, keepdim=True) + YCBCR_OFFSET[0] / 255.0).float()
 
 
 def _lr_of(img: np.ndarray, scale: int, lr_input: bool) -> np.ndarray:
@@ -76,10 +108,12 @@ def load_calibration(
     scale: int,
     seed: int = 0,
     lr_input: bool = False,
+    colors: int = 3,
 ) -> CalibrationSet:
     """Cut ``count`` LR patches of ``input_size`` (H, W), one per image of ``folder`` (sorted by name).
 
-    Images whose LR is smaller than the patch are skipped with a warning.
+    Images whose LR is smaller than the patch are skipped with a warning. ``colors=1`` (a Y-channel model,
+    ``card.colors``) gives the Y of each RGB crop, the same crops as ``colors=3``.
 
     Raises:
         InputError: no such folder, no images, or fewer usable images than ``count``.
@@ -88,6 +122,8 @@ def load_calibration(
 
     if count < 1:
         raise InputError(folder, f"calibration needs at least one image (asked for {count})")
+    if colors not in (1, 3):
+        raise InputError(folder, f"calibration for a {colors}-colour model; expected colors 1 or 3")
     files = find_images(folder)  # InputError when the folder is missing or holds no images
     if len(files) < count:
         raise InputError(
@@ -124,13 +160,15 @@ def load_calibration(
         seed=seed,
         lr_input=lr_input,
         names=tuple(names),
-    )
+    ).with_colors(colors)
 
 
 def from_tensors(patches: Tensor, *, name: str = "<tensors>", seed: int = 0) -> CalibrationSet:
-    """Wrap ready-made (N, 3, H, W) patches (tests, synthetic data) as a calibration set."""
-    if patches.ndim != 4 or patches.shape[1] != 3:
-        raise InputError(name, f"calibration patches must be (N, 3, H, W); got {tuple(patches.shape)}")
+    """Wrap ready-made (N, 3, H, W) RGB or (N, 1, H, W) Y patches (tests, synthetic data) as a calibration set."""
+    if patches.ndim != 4 or patches.shape[1] not in (1, 3):
+        raise InputError(
+            name, f"calibration patches must be (N, 3, H, W) or (N, 1, H, W); got {tuple(patches.shape)}"
+        )
     return CalibrationSet(
         patches=patches.float(),
         folder=name,

@@ -33,7 +33,7 @@ MAX_BATCH = 1024
 def export_dynamic_batch(model: nn.Module, example: Tensor) -> torch.fx.GraphModule:
     """``torch.export`` ``model`` with a dynamic batch dimension; returns the graph module to quantize.
 
-    ``example``: (N, 3, H, W) with N >= 2 (torch.export specializes sizes 0 and 1).
+    ``example``: (N, C, H, W) with N >= 2 (torch.export specializes sizes 0 and 1).
     """
     from torch.export import Dim
 
@@ -101,6 +101,7 @@ def input_layers(model: nn.Module, example: Tensor) -> list[str]:
     later layer can correct) and runs slower than float on XNNPACK (3-channel int8 transposes and GEMMs).
     A conv traced in the model's own ``forward`` (no module path) cannot be named and is left out.
     """
+    check_colors(model, example)
     gm = torch.export.export(model.eval(), (example[:1],)).module()
     inputs = {n for n in gm.graph.nodes if n.op == "placeholder"}
     found: list[str] = []
@@ -132,16 +133,37 @@ def check_layers(model: nn.Module, names: Sequence[str]) -> None:
         )
 
 
+def check_colors(model: nn.Module, example: Tensor) -> None:
+    """``ConfigError`` when calibration patches have other channels than the model's card says (a Y-channel
+    model calibrated on RGB patches); a model without a card (or wrapped without one) is not checked."""
+    from edge_sr.models import card_of, has_card
+
+    net = model if has_card(model) else getattr(model, "model", None)  # ClampInput keeps its model inside
+    if net is None or not has_card(net):
+        return
+    colors = card_of(net).colors
+    if example.ndim == 4 and example.shape[1] != colors:
+        raise ConfigError(
+            None,
+            f"the calibration patches have {example.shape[1]} channels but the model takes {colors}"
+            + (" (Y): load them with colors=1 (CalibrationSet.with_colors(1))" if colors == 1 else ""),
+        )
+
+
 def prepare(model: nn.Module, quantizer: Any, example: Tensor, *, qat: bool = False) -> torch.fx.GraphModule:
     """Export with a dynamic batch and insert observers (``prepare_pt2e``) or fake-quant (``prepare_qat_pt2e``).
 
     The exported module shares its parameters with ``model``; QAT trains them, so it works on a copy and the
     caller's model stays as it was.
+
+    Raises:
+        ConfigError: ``example`` has other channels than the model's card (:func:`check_colors`).
     """
     import copy
 
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
+    check_colors(model, example)
     gm = export_dynamic_batch(copy.deepcopy(model) if qat else model, example)
     return prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
 

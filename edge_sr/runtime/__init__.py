@@ -7,6 +7,12 @@ CoreML on macOS / the MIL reference executor elsewhere, ``.pt2`` torch.export), 
 beside an artifact says how to feed it: layout (NCHW / NHWC), value range (0-1, or 0-255 pixels for image
 I/O), dtype and int8 scale / zero point, and which input sizes it accepts; inputs of other sizes are run
 tile by tile with overlap (``edge_sr.tiling``).
+
+Colour: ``Runner.run(rgb)`` takes an RGB image for every artifact. A 3-colour artifact sees it as it is; a
+1-colour (Y-channel) artifact, whose manifest's ``color`` entry says so, sees the Y of BT.601 as MATLAB's
+``rgb2ycbcr`` computes it, its Cb / Cr are upscaled with MATLAB bicubic and ``ycbcr2rgb`` gives RGB back.
+A gray (H, W) image goes straight into a 1-colour artifact. ``Runner.forward`` and NCHW batches with the
+artifact's own channel count stay at the tensor level.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from edge_sr.errors import InputError, RuntimeBackendError
 from edge_sr.runtime.backends import CHECKPOINT_SUFFIXES, TorchBackend, open_backend
 
-__all__ = ["Runner", "TorchBackend", "load", "from_model"]
+__all__ = ["Runner", "TorchBackend", "load", "from_model", "manifest_colors"]
 
 DEFAULT_OVERLAP = 8
 
@@ -31,16 +37,25 @@ class Runner:
 
     Attributes:
         path: the artifact, ``kind``: its target (``onnx`` ...) or ``torch``, ``manifest``: its manifest
-        (``{}`` for checkpoints), ``scale``: the upscaling factor, ``precision``.
+        (``{}`` for checkpoints), ``scale``: the upscaling factor, ``precision``, ``colors``: the channels
+        the artifact takes (3 RGB, 1 Y: see the module docstring).
     """
 
     def __init__(
-        self, backend: Any, *, kind: str, manifest: dict[str, Any], scale: int, path: Path | None
+        self,
+        backend: Any,
+        *,
+        kind: str,
+        manifest: dict[str, Any],
+        scale: int,
+        path: Path | None,
+        colors: int | None = None,
     ) -> None:
         self.backend = backend
         self.kind = kind
         self.manifest = manifest
         self.scale = int(scale)
+        self.colors = int(colors or manifest_colors(manifest))
         self.path = path
         self.precision = manifest.get("precision", "fp32")
         self.layout = manifest.get("layout", "NCHW")
@@ -49,9 +64,14 @@ class Runner:
         self._in = (manifest.get("inputs") or [{}])[0]
         self._out = (manifest.get("outputs") or [{}])[0]
 
-    # ---- one call at a size the artifact accepts: (B, 3, h, w) float32 [0, 1] -> (B, 3, h·s, w·s)
+    # ---- one call at a size the artifact accepts: (B, C, h, w) float32 [0, 1] -> (B, C, h·s, w·s)
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Run the artifact once on an NCHW float32 [0, 1] batch it accepts (no tiling)."""
+        """Run the artifact once on an NCHW float32 [0, 1] batch it accepts (no tiling); C = ``colors``."""
+        if x.ndim != 4 or x.shape[1] != self.colors:
+            raise InputError(
+                self.path,
+                f"expected an (N, {self.colors}, H, W) batch for this artifact, got shape {x.shape}",
+            )
         outs = [self._forward1(x[i : i + 1]) for i in range(x.shape[0])]
         return np.concatenate(outs, axis=0)
 
@@ -95,30 +115,52 @@ class Runner:
     def run(
         self, image: np.ndarray, *, tile: int | tuple[int, int] | None = None, overlap: int = DEFAULT_OVERLAP
     ) -> np.ndarray:
-        """Upscale an (H, W, 3) float [0, 1] image (returns (H·s, W·s, 3)) or an (N, 3, H, W) batch.
+        """Upscale an (H, W, 3) RGB float [0, 1] image (returns (H·s, W·s, 3)) or an (N, C, H, W) batch.
 
-        Inputs of a size the artifact does not take are tiled (``tile``, default the artifact's own size)
-        with ``overlap`` pixels of context per inner side; uint8 images are scaled to [0, 1] first.
+        A 1-colour artifact upscales the Y of an RGB image and Cb / Cr by MATLAB bicubic (an RGB batch
+        (N, 3, H, W) likewise), and takes an (H, W) gray image straight (returns (H·s, W·s)). A batch with
+        the artifact's own channel count runs as it is. Inputs of a size the artifact does not take are
+        tiled (``tile``, default the artifact's own size) with ``overlap`` pixels of context per inner side;
+        uint8 images are scaled to [0, 1] first. Results are not clipped.
         """
         img = np.asarray(image)
         if img.dtype == np.uint8:
             img = img.astype(np.float32) / 255.0
-        hwc = img.ndim == 3
-        if hwc:
+        img = img.astype(np.float32, copy=False)
+        if img.ndim == 2 and self.colors == 1:  # gray: straight in
+            return self._apply(img[None, None], tile, overlap)[0, 0]
+        if img.ndim == 3:
             if img.shape[-1] != 3:
                 raise InputError(self.path, f"expected an (H, W, 3) image, got shape {img.shape}")
-            x = img.transpose(2, 0, 1)[None]
-        elif img.ndim == 4 and img.shape[1] == 3:
-            x = img
-        else:
-            raise InputError(self.path, f"expected (H, W, 3) or (N, 3, H, W), got shape {img.shape}")
+            if self.colors == 1:
+                return self._run_ycbcr(img, tile, overlap)
+            return self._apply(img.transpose(2, 0, 1)[None], tile, overlap)[0].transpose(1, 2, 0)
+        if img.ndim == 4 and img.shape[1] == self.colors:
+            return self._apply(img, tile, overlap)
+        if img.ndim == 4 and img.shape[1] == 3:  # an RGB batch into a 1-colour artifact
+            rgb = img.transpose(0, 2, 3, 1)
+            return np.stack([self._run_ycbcr(im, tile, overlap) for im in rgb]).transpose(0, 3, 1, 2)
+        want = "(H, W), (H, W, 3)" if self.colors == 1 else "(H, W, 3)"
+        raise InputError(self.path, f"expected {want} or (N, {self.colors}, H, W), got shape {img.shape}")
+
+    def _apply(self, x: np.ndarray, tile: int | tuple[int, int] | None, overlap: int) -> np.ndarray:
+        """(N, C, H, W) float32 -> (N, C, H·s, W·s): one call when the artifact takes the size, else tiles."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         h, w = x.shape[-2:]
         if tile is None and self.accepts(h, w):
-            y = self.forward(x)
-        else:
-            y = np.concatenate([self._tiled(x[i : i + 1], tile, overlap) for i in range(x.shape[0])])
-        return y[0].transpose(1, 2, 0) if hwc else y
+            return self.forward(x)
+        return np.concatenate([self._tiled(x[i : i + 1], tile, overlap) for i in range(x.shape[0])])
+
+    def _run_ycbcr(self, rgb: np.ndarray, tile: int | tuple[int, int] | None, overlap: int) -> np.ndarray:
+        """(H, W, 3) RGB -> (H·s, W·s, 3) RGB through a 1-colour artifact: Y by the artifact, Cb / Cr by
+        MATLAB bicubic, BT.601 (MATLAB ``rgb2ycbcr`` / ``ycbcr2rgb``) both ways, float32."""
+        from edge_sr.data.imresize import imresize
+        from edge_sr.metrics import rgb_to_ycbcr, ycbcr_to_rgb
+
+        ycc = rgb_to_ycbcr(rgb, peak=1.0)  # float64
+        y = self._apply(ycc[None, None, :, :, 0], tile, overlap)[0, 0]
+        cbcr = imresize(ycc[..., 1:], float(self.scale))
+        return ycbcr_to_rgb(np.concatenate([y[..., None], cbcr], axis=-1), peak=1.0).astype(np.float32)
 
     def _tiled(self, x: np.ndarray, tile: int | tuple[int, int] | None, overlap: int) -> np.ndarray:
         from edge_sr.tiling import tiled_apply
@@ -128,7 +170,7 @@ class Runner:
             raise RuntimeBackendError(self.path, "no tile size: pass tile=")
         exact = self.input_shape.get("mode") in ("fixed", "enumerated")
 
-        def fn(t: torch.Tensor) -> torch.Tensor:  # (B, 3, h, w) -> (B, 3, h·s, w·s)
+        def fn(t: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, C, h·s, w·s)
             return torch.from_numpy(self.forward(t.numpy()))
 
         y = tiled_apply(fn, torch.from_numpy(x), scale=self.scale, tile=size, overlap=overlap, exact=exact)
@@ -194,7 +236,8 @@ def load(
         raise InputError(p, "no such artifact")
     if p.suffix.lower() in CHECKPOINT_SUFFIXES:
         backend = open_backend(p, None, scale=scale, model=model)
-        return Runner(backend, kind="torch", manifest={}, scale=_model_scale(backend.model), path=p)
+        scale, colors = _model_scale_colors(backend.model)
+        return Runner(backend, kind="torch", manifest={}, scale=scale, path=p, colors=colors)
     target = target_for_path(p)
     manifest = (read_manifest(p, required=False) or {}) if target is not None else {}
     if check_sha256:
@@ -207,11 +250,24 @@ def load(
 
 
 def from_model(model: torch.nn.Module) -> Runner:
-    """A runner over an eager model (the float reference in ``verify``)."""
-    return Runner(TorchBackend(model), kind="torch", manifest={}, scale=_model_scale(model), path=None)
+    """A runner over an eager model carrying its card (the float reference in ``verify``)."""
+    scale, colors = _model_scale_colors(model)
+    return Runner(TorchBackend(model), kind="torch", manifest={}, scale=scale, path=None, colors=colors)
 
 
-def _model_scale(model: torch.nn.Module) -> int:
+def _model_scale_colors(model: torch.nn.Module) -> tuple[int, int]:
     from edge_sr.models import card_of  # ConfigError for a module without a model card
 
-    return card_of(model).scale
+    card = card_of(model)
+    return card.scale, card.colors
+
+
+def manifest_colors(manifest: dict[str, Any]) -> int:
+    """The colour channels of a (checked) manifest: its ``color`` entry, else ``args.colors``, else 3."""
+    color = manifest.get("color")
+    if isinstance(color, dict) and color.get("colors") in (1, 3):
+        return int(color["colors"])
+    args = manifest.get("args")
+    if isinstance(args, dict) and args.get("colors") in (1, 3):
+        return int(args["colors"])
+    return 3
