@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from edge_sr.quantize.calib import CalibrationSet, from_tensors, load_calibration
+from edge_sr.quantize.calib import CalibrationSet, from_tensors, load_calibration, y_of
 from edge_sr.quantize.fp16 import FP16Report, fp16_ranges, fp32_spans, keep_fp32
 from edge_sr.quantize.pt2e import (
     ClampInput,
@@ -198,6 +198,7 @@ def ptq(
         ``edge_sr.convert.Artifact``.
     """
     spec = spec or QuantSpec()
+    calib = _for_model(calib, model)
     mod, mode = target_and_mode(target, spec)
     deploy = deploy_form(model)
     if spec.keep_float:
@@ -258,6 +259,7 @@ def qat(
         )
     if iters < 1:
         raise ConfigError(None, f"QAT needs at least one iteration (got {iters})")
+    calib = _for_model(calib, model)
     base = deploy_form(model) if form == "deploy" else model.eval()
     if form == "train":
         # the multi-branch graph's input branches (1x1 convs feeding int8 3x3 / masked convs) with float
@@ -327,8 +329,17 @@ def _qat_batches(
     h, w = size
     ds = HRFolderDataset(list(data), scale=scale, patch_size=max(h, w), seed=seed, skip_small=True)
     loader = DataLoader(ds, batch_size=batch_size, sampler=IndexRangeSampler(0, iters * batch_size))
-    # crop square patches to the export shape: (b, 3, p, p) -> (b, 3, h, w), HR alike
+    # crop square patches to the export shape: (b, 3, p, p) -> (b, 3, h, w), HR alike; a Y model trains on Y
+    if card_of(model).colors == 1:
+        return ((y_of(x[..., :h, :w]), y_of(y[..., : h * scale, : w * scale])) for x, y in loader)
     return ((x[..., :h, :w], y[..., : h * scale, : w * scale]) for x, y in loader)
+
+
+def _for_model(calib: CalibrationSet, model: nn.Module) -> CalibrationSet:
+    """``calib`` with the model's colour channels (the Y of RGB patches for a Y-channel model)."""
+    from edge_sr.models import card_of, has_card
+
+    return calib.with_colors(card_of(model).colors) if has_card(model) else calib
 
 
 def qat_targets_text() -> str:
@@ -340,6 +351,7 @@ def qat_targets_text() -> str:
 
 def fp16_check(model: nn.Module, calib: CalibrationSet, *, underflow_share: float = 0.01) -> FP16Report:
     """Per-layer activation / weight ranges of the deploy form over ``calib`` against FP16's range."""
+    calib = _for_model(calib, model)
     return fp16_ranges(deploy_form(model), calib.batches(), underflow_share=underflow_share)
 
 
@@ -356,6 +368,7 @@ def fp16_export(
     from edge_sr.convert import ExportSpec, export, target_module
 
     mod = target_module(target)
+    calib = _for_model(calib, model)
     deploy = deploy_form(model)
     report = fp16_ranges(deploy, calib.batches())
     fp32_layers: list[str] = []
@@ -384,5 +397,6 @@ def sensitivity(
     model: nn.Module, target: str, calib: CalibrationSet, *, layers: Sequence[str] | None = None
 ) -> SensitivityReport:
     """Per-layer SQNR ranking of the deploy form (see :mod:`edge_sr.quantize.sensitivity`)."""
+    calib = _for_model(calib, model)
     with torch.no_grad():
         return _sensitivity(deploy_form(model), target, calib.patches, layers=layers)

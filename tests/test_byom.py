@@ -322,3 +322,23 @@ def test_scale_from_the_file_name_when_the_weights_cannot_tell(tmp_path: Path, n
         inspect_checkpoint(path, scale=3).scale == 3
         and "scale" not in inspect_checkpoint(path, scale=3).assumed
     )
+
+
+def test_y_channel_checkpoint_quantizes_with_qat_from_the_cli(
+    tmp_path: Path, capsys, data_root: Path
+) -> None:
+    """A foreign 1-channel FSRCNN file: detected as Y, calibrated and fine-tuned on Y, a 1-channel INT8 artifact."""
+    torch.manual_seed(0)
+    net = create_model("fsrcnn", scale=2, colors=1, d=8, s=4, m=1).eval()
+    path = tmp_path / "fsrcnn_x2.pth"
+    torch.save({"params": net.state_dict()}, path)
+    assert inspect_checkpoint(path).colors == 1 and inspect_checkpoint(path).scale == 2
+    t91 = str(data_root / "train" / "T91")
+    argv = ["quantize", str(path), "--target", "tflite", "--calib", t91, "--calib-count", "4", "--input-size",
+            "32x32", "--qat", "--data", t91, "--iters", "2", "--batch-size", "2", "--no-verify", "-o",
+            str(tmp_path / "y.tflite"), "--json"]  # fmt: skip
+    rc, out, err = _cli(capsys, *argv)
+    assert rc == 0, err
+    man = json.loads((tmp_path / "y.tflite.json").read_text())
+    assert man["color"]["colors"] == 1 and man["quantization"]["calibration"]["channel"] == "Y"
+    assert man["quantization"]["method"] == "qat"

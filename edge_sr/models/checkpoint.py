@@ -33,7 +33,11 @@ _WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator", 
 # Lightning modules, torch.compile
 _PREFIXES = ("module", "generator", "model", "net", "net_g", "netG", "_orig_mod")
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-INTEGER_BUFFERS = ("num_batches_tracked", "relative_position_index")  # name prefixes of integer buffers
+INTEGER_BUFFERS = (
+    "num_batches_tracked",
+    "relative_position_index",
+    "aligned_relative_position_index",
+)  # name prefixes of integer buffers
 
 
 def model_form(model: nn.Module) -> Form:
@@ -345,7 +349,9 @@ def _inspect(
         clash = [k for k in sorted(overrides) if k in read and _norm(overrides[k]) != _norm(read[k])]
         if clash:
             said = ", ".join(f"{k} {read[k]!r} (declared {overrides[k]!r})" for k in clash)
-            raise CheckpointError(p, f"the weights of this {det.arch} have {said}; drop or fix the declared value")
+            raise CheckpointError(
+                p, f"the weights of this {det.arch} have {said}; drop or fix the declared value"
+            )
     wanted = scale if scale is not None else overrides.get("scale")
     if det.rescale is not None and wanted is not None and wanted != det.scale:
         try:

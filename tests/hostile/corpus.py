@@ -153,6 +153,12 @@ def _with_tensors(change: Callable[[dict[str, Any]], None]) -> Callable[[Path, B
     return make
 
 
+def _foreign_unknown(d: Path, base: Base) -> None:
+    """No edge-sr card, and tensors no zoo family has: detection names the closest family."""
+    state = {f"{k}_renamed": v for k, v in _state(base).items()}
+    _save(d / "model.safetensors", state, {})
+
+
 def _nan(state: dict[str, Any]) -> None:
     k = sorted(state)[0]
     state[k] = state[k].clone().fill_(float("nan"))
@@ -523,7 +529,7 @@ def cases() -> list[Case]:
         _ck("scale-disagrees", _with_args({"scale": 2}, scale="3"), "metadata scale 3, args and weights x2"),
         _ck("form-eval", _with_meta(form="eval"), "form is neither train nor deploy"),
         _ck("arch-unknown", _with_meta(arch="nope"), "an architecture the zoo does not have"),
-        _ck("no-arch", _with_meta(arch=None), "no arch: not an edge-sr checkpoint"),
+        _ck("no-arch-unknown", _foreign_unknown, "no card, and weights no zoo family fits"),
         _ck("int-weights", _with_tensors(_ints), "integer weights", verbs=TENSOR_VERBS),
         _ck("nan-weights", _with_tensors(_nan), "NaN weights", verbs=TENSOR_VERBS),
         _ck("inf-weights", _with_tensors(_inf), "an infinite weight", verbs=TENSOR_VERBS),
