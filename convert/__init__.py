@@ -213,6 +213,11 @@ def export(
     from edge_sr.models import card_of
 
     card = card_of(model)  # ConfigError for a module without a model card
+    # a model with a target-specific form (SwinFIR's FFT as DFT matrix products) exports that form
+    adapt = getattr(model, "for_target", None)
+    if callable(adapt):
+        model = adapt(target)
+        card = card_of(model)
     arch, args, scale = card.arch, dict(card.args), card.scale
     path = _resolve_out(out, mod.SUFFIX, arch, scale, spec.precision)
     h, w = spec.example_size

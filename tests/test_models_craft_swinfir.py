@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from edge_sr.errors import CheckpointError, ConfigError, ConversionError
+from edge_sr.errors import CheckpointError, ConfigError
 from edge_sr.models import (
     card_of,
     create_model,
@@ -297,13 +297,13 @@ DYNAMIC = [
     ("craft", "fft", "onnx"),
     ("swinfir", "fft", "onnx"),
     pytest.param("craft", "fft", "executorch", marks=pytest.mark.slow),
-    pytest.param("swinfir", "dft", "executorch", marks=pytest.mark.slow),
+    pytest.param("swinfir", "fft", "executorch", marks=pytest.mark.slow),
 ]
 
 
 @pytest.mark.parametrize(("name", "fourier", "target"), DYNAMIC)
 def test_one_artifact_serves_every_size_of_the_range(name: str, fourier: str, target: str, tmp_path) -> None:
-    """ONNX takes SwinFIR's FFT (its DFT op); ExecuTorch has no complex tensors and takes the ``dft`` form."""
+    """ONNX takes SwinFIR's FFT (its DFT op); ExecuTorch has no complex tensors: export takes the ``dft`` form."""
     from edge_sr.convert import ExportSpec, export
 
     from edge_sr.runtime import load
@@ -313,28 +313,7 @@ def test_one_artifact_serves_every_size_of_the_range(name: str, fourier: str, ta
     _compare(model, load(art.path), [(16, 16), (13, 22), (8, 24), (23, 9)])
 
 
-@pytest.mark.slow
-def test_executorch_names_the_complex_op_of_the_fft_form(tmp_path) -> None:
-    from edge_sr.convert import ExportSpec, export
-
-    with pytest.raises(ConversionError, match="executorch cannot convert op 'aten.complex") as e:
-        export(_tiny("swinfir"), "executorch", tmp_path, ExportSpec(input_size=(8, 8), dynamic=(8, 12)))
-    assert "\n" not in str(e.value)
-    assert not list(tmp_path.iterdir())
-
-
-@pytest.mark.parametrize(("target", "op"), [("coreml", "fft_rfft2"), ("tflite", "aten._fft_r2c")])
-def test_fixed_size_targets_name_the_fft_op(target: str, op: str, tmp_path) -> None:
-    from edge_sr.convert import ExportSpec, export, target_module
-
-    out = tmp_path / f"swinfir{target_module(target).SUFFIX}"
-    with pytest.raises(ConversionError, match=op) as e:
-        export(_tiny("swinfir"), target, out, ExportSpec(input_size=(8, 8)))
-    assert "\n" not in str(e.value)
-    assert not list(tmp_path.iterdir())
-
-
-FIXED = [("craft", "fft", "coreml"), ("craft", "fft", "tflite"), ("swinfir", "dft", "coreml"), ("swinfir", "dft", "tflite")]  # fmt: skip
+FIXED = [("craft", "fft", "coreml"), ("craft", "fft", "tflite"), ("swinfir", "fft", "coreml"), ("swinfir", "fft", "tflite")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "fourier", "target"), FIXED)
@@ -349,7 +328,22 @@ def test_fixed_size_coreml_and_tflite(name: str, fourier: str, target: str, tmp_
     art = export(
         model, target, tmp_path / f"{name}{target_module(target).SUFFIX}", ExportSpec(input_size=(10, 14))
     )
+    # SwinFIR as loaded (FFT) is exported in its DFT form: these targets have no complex tensors
     assert art.manifest["args"]["fourier" if name == "swinfir" else "split_size_1"] == (
-        fourier if name == "swinfir" else 4
+        "dft" if name == "swinfir" else 4
     )
     _compare(model, load(art.path), [(10, 14)])
+
+
+def test_export_takes_the_dft_form_where_a_target_has_no_complex_tensors() -> None:
+    from edge_sr.models.card import card_of
+
+    net = create_model("swinfir", scale=2, **TINY["swinfir"]).eval()
+    assert net.fourier == "fft"
+    for target in ("coreml", "tflite", "executorch"):
+        dft = net.for_target(target)
+        assert dft is not net and dft.fourier == "dft" and card_of(dft).args["fourier"] == "dft"
+        x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            assert torch.allclose(dft(x), net(x), atol=1e-5)
+    assert net.for_target("onnx") is net and net.fourier == "fft"

@@ -33,6 +33,7 @@ and ``num_feat``.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -337,6 +338,13 @@ class SwinFIR(nn.Module):
         for layer in self.layers:
             t = layer(t, (h, w), mask)
         return self.norm(t).transpose(1, 2).reshape(b, c, h, w)
+
+    def for_target(self, target: str) -> nn.Module:
+        """The form ``edge_sr.convert.export`` exports for ``target``: the DFT form (a copy) for targets
+        without complex tensors (CoreML, TFLite, ExecuTorch); ONNX and PT2 keep the FFT."""
+        if self.fourier == "fft" and target in ("coreml", "tflite", "executorch"):
+            return use_fourier(copy.deepcopy(self), "dft")
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2], x.shape[-1]
