@@ -5,6 +5,18 @@ unchanged with strict key checking: ``sub_mean`` / ``add_mean`` (1x1 ``MeanShift
 state dict), ``head.0``, ``body.{i}.body.{0,2}`` (residual blocks), ``body.{n_resblocks}`` (the closing conv),
 ``tail.0.{0,2,...}`` (upsampler convs) and ``tail.1`` (the output conv).
 
+AdaDM (Liu et al., "AdaDM: Enabling Normalization for Image Super-Resolution", 2022) is the ``adadm=True``
+option: each residual block normalizes its input and its middle activation with BatchNorm and multiplies
+the residual by ``exp(phi(log s))``, where ``s`` is the standard deviation of the block input over
+(C, H, W) and ``phi`` a learned 1x1 conv on that one value (weight 1, bias 0 at initialisation, so the
+residual is first scaled by ``s`` itself). Normalization removes the pixel deviation the SR output needs;
+the modulation hands it back. Key names follow the official ``njulj/AdaDM`` ``ResBlock_AdaDM``:
+``body.{i}.conv1`` / ``conv2``, ``body.{i}.norm1`` / ``norm2`` (BatchNorm, running statistics stored) and
+``body.{i}.phi``. The official AdaDM EDSR has no ``sub_mean`` / ``add_mean``: it works on the raw [0, 255]
+pixels, so with ``adadm=True`` the model holds no mean shift either and the released
+``EDSR_AdaDM_DIV2K_X{2,3,4}.pt`` files load strictly. BatchNorm runs with its running statistics in
+``eval()`` (what exporters fold or run); the standard deviation is a reduction every target has.
+
 Value range: the official network works on [0, 255] (``rgb_range`` 255) with the DIV2K mean subtracted by
 ``sub_mean``; our contract is [0, 1] in and out, so ``forward`` multiplies by ``rgb_range`` on entry and
 divides on exit, and official weights give official outputs.
@@ -16,7 +28,8 @@ Detection (:func:`_detect`) recognises two layouts:
   ``body.{i}.conv1`` / ``body.{i}.conv2``, ``conv_after_body``, ``upsample.{0,2,...}``, ``conv_last``.
   BasicSR computes ``(x - mean) · img_range`` with the mean and ``img_range`` held outside the state dict
   (DIV2K mean and 255 by default), which is what ``sub_mean`` / ``add_mean`` do at ``rgb_range`` 255; the
-  renaming fills them with those values, so a BasicSR run gives the BasicSR network's output.
+  renaming fills them with those values, so a BasicSR run gives the BasicSR network's output;
+- ``adadm`` (``njulj/AdaDM``): the official names with AdaDM blocks and no mean shift (``adadm=True``).
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -70,6 +84,38 @@ class ResBlock(nn.Module):
         return self.body(x) * self.res_scale + x
 
 
+class ResBlockAdaDM(nn.Module):
+    """AdaDM residual block (official ``ResBlock_AdaDM`` keys ``conv1``, ``conv2``, ``norm1``, ``norm2``,
+    ``phi``): ``x + res_scale · conv2(norm2(relu(conv1(norm1(x))))) · exp(phi(log std(x)))``.
+
+    ``std`` is the (unbiased) standard deviation of each sample over channels and pixels; ``phi`` is a
+    1x1 conv on that single value, initialised to the identity, so a fresh block rescales its normalized
+    residual by the input's own deviation.
+    """
+
+    def __init__(self, n_feats: int, res_scale: float) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(n_feats, n_feats)
+        self.conv2 = conv3x3(n_feats, n_feats)
+        self.act = nn.ReLU()
+        self.res_scale = res_scale
+        self.phi = nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            self.phi.weight.fill_(1.0)
+            self.phi.bias.fill_(0.0)  # type: ignore[union-attr]
+        self.norm1 = nn.BatchNorm2d(n_feats)
+        self.norm2 = nn.BatchNorm2d(n_feats)
+
+    def modulation(self, x: Tensor) -> Tensor:
+        """The (N, 1, 1, 1) factor ``exp(phi(log std(x)))`` the residual is multiplied by."""
+        s = torch.std(x, dim=(1, 2, 3), keepdim=True)
+        return torch.exp(self.phi(torch.log(s)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        res = self.conv2(self.norm2(self.act(self.conv1(self.norm1(x)))))
+        return res * self.res_scale * self.modulation(x) + x
+
+
 class Upsampler(nn.Sequential):
     """(conv to 4C, PixelShuffle(2)) per factor 2, or (conv to 9C, PixelShuffle(3)): keys ``0``, ``2``."""
 
@@ -97,7 +143,12 @@ class EDSR(nn.Module):
         n_feats: feature channels (64 baseline, 256 full).
         res_scale: residual scaling (1 baseline, 0.1 full).
         rgb_range: the value range the weights were trained on (255 for the official releases).
+        adadm: AdaDM residual blocks (:class:`ResBlockAdaDM`) and, as in the official AdaDM EDSR, no
+            ``sub_mean`` / ``add_mean``.
     """
+
+    sub_mean: MeanShift | None
+    add_mean: MeanShift | None
 
     def __init__(
         self,
@@ -107,22 +158,33 @@ class EDSR(nn.Module):
         n_feats: int = 64,
         res_scale: float = 1.0,
         rgb_range: float = 255.0,
+        adadm: bool = False,
     ) -> None:
         super().__init__()
         check_scale(scale)
-        self.scale, self.rgb_range = scale, rgb_range
-        self.sub_mean = MeanShift(rgb_range)
-        self.add_mean = MeanShift(rgb_range, sign=1)
+        self.scale, self.rgb_range, self.adadm = scale, rgb_range, adadm
+        if adadm:
+            self.sub_mean = self.add_mean = None
+        else:
+            self.sub_mean = MeanShift(rgb_range)
+            self.add_mean = MeanShift(rgb_range, sign=1)
         self.head = nn.Sequential(conv3x3(3, n_feats))
+        block = ResBlockAdaDM if adadm else ResBlock
         self.body = nn.Sequential(
-            *[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)], conv3x3(n_feats, n_feats)
+            *[block(n_feats, res_scale) for _ in range(n_resblocks)], conv3x3(n_feats, n_feats)
         )
         self.tail = nn.Sequential(Upsampler(scale, n_feats), conv3x3(n_feats, 3))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.head(self.sub_mean(x * self.rgb_range))  # [0, 1] -> [0, 255] - mean
+        x = x * self.rgb_range  # [0, 1] -> [0, 255]
+        if self.sub_mean is not None:
+            x = self.sub_mean(x)
+        x = self.head(x)
         x = self.body(x) + x
-        return self.add_mean(self.tail(x)) / self.rgb_range
+        x = self.tail(x)
+        if self.add_mean is not None:
+            x = self.add_mean(x)
+        return x / self.rgb_range
 
 
 @register_model(family="edsr", kind="heavy")
@@ -135,6 +197,13 @@ def edsr_baseline(**overrides) -> EDSR:
 def edsr(**overrides) -> EDSR:
     """EDSR: 32 blocks, 256 features, residual scale 0.1."""
     return EDSR(**{"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1, **overrides})
+
+
+@register_model(family="edsr", kind="heavy")
+def edsr_adadm(**overrides) -> EDSR:
+    """EDSR with AdaDM blocks as released by the AdaDM authors: 32 blocks, 256 features, residual scale 0.1,
+    no mean shift."""
+    return EDSR(**{"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1, "adadm": True, **overrides})
 
 
 # ---- detection
@@ -222,10 +291,19 @@ def _edsr_from_basicsr(n_resblocks: int) -> Callable[[StateDict], StateDict]:
     return adapt
 
 
+_ADADM_PARTS = ("conv1", "conv2", "norm1", "norm2", "phi")  # official ResBlock_AdaDM children with weights
+
+
 @register_detector("edsr")
 def _detect(state: StateDict) -> Detection | None:
-    """EDSR from the official (EDSR-PyTorch) or the BasicSR key layout."""
-    if has(state, "head.0.weight", "body.0.body.0.weight", "tail.1.weight"):
+    """EDSR from the official (EDSR-PyTorch), the AdaDM or the BasicSR key layout."""
+    adadm = False
+    if has(state, "head.0.weight", "tail.1.weight", *(f"body.0.{k}.weight" for k in _ADADM_PARTS)):
+        if has(state, "sub_mean.weight") or has(state, "add_mean.weight"):
+            return None  # the official AdaDM EDSR has no mean shift
+        layout, up, adadm = "adadm", "tail.0", True
+        n_resblocks = len(indices(state, "body.")) - 1
+    elif has(state, "head.0.weight", "body.0.body.0.weight", "tail.1.weight"):
         if any(k.startswith("body.0.body.0.body.") for k in state):  # RCAN's nesting
             return None
         layout, up = "official", "tail.0"
@@ -249,19 +327,29 @@ def _detect(state: StateDict) -> Detection | None:
         assumed["rgb_range"] = (
             "not stored; 255, the EDSR-PyTorch default and its releases' (sub_mean / add_mean hold it too)"
         )
+    elif layout == "adadm":
+        assumed["rgb_range"] = (
+            "not stored; 255, the AdaDM release's (its EDSR recipes train with --rgb_range 255)"
+        )
     else:
         assumed.update(_BASICSR_ASSUMED)
+    args: dict[str, Any] = {
+        "scale": scale,
+        "n_resblocks": n_resblocks,
+        "n_feats": n_feats,
+        "res_scale": res_scale,
+        "rgb_range": 255.0,
+    }
+    if adadm:
+        args["adadm"] = True
+        arch = "edsr_adadm" if full else "edsr_baseline"
+    else:
+        arch = "edsr" if full else "edsr_baseline"
     return Detection(
-        "edsr" if full else "edsr_baseline",
-        {
-            "scale": scale,
-            "n_resblocks": n_resblocks,
-            "n_feats": n_feats,
-            "res_scale": res_scale,
-            "rgb_range": 255.0,
-        },
+        arch,
+        args,
         value_range=255.0,
-        mean=DIV2K_MEAN,
+        mean=None if adadm else DIV2K_MEAN,
         layout=layout,
         assumed=assumed,
         adapt=_edsr_from_basicsr(n_resblocks) if layout == "basicsr" else None,

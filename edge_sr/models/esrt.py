@@ -173,12 +173,13 @@ def chunked_attention(q: Tensor, k: Tensor, v: Tensor, parts: int, scale: float)
     main = main.reshape(b, heads, m, d)
     # the remainder chunk (r = n - m < parts tokens) inside the last `parts` tokens: keys before it masked
     qt, kt, vt = q[:, :, n - parts :], k[:, :, n - parts :], v[:, :, n - parts :]
-    valid = torch.arange(parts, device=q.device) >= parts - (n - m)  # (parts,) over the keys
-    scores = torch.where(valid, (qt @ kt.transpose(-2, -1)) * scale, _MASKED)
+    # an additive mask (not `where`, which CoreML does not take with a scalar): _MASKED on the keys before it
+    before = (torch.arange(parts, device=q.device) < parts - (n - m)).to(q.dtype)  # (parts,) over the keys
+    scores = (qt @ kt.transpose(-2, -1)) * scale + before * _MASKED
     tail = scores.softmax(dim=-1) @ vt  # (B, heads, parts, d); rows before the remainder are discarded
     both = torch.cat([main, tail], dim=2)  # (B, heads, m + parts, d)
     t = torch.arange(n, device=q.device)
-    return both.index_select(2, torch.where(t < m, t, t + (m + parts - n)))
+    return both.index_select(2, t + (t >= m).to(t.dtype) * (m + parts - n))
 
 
 class EfficientAttention(nn.Module):

@@ -9,6 +9,14 @@ attention), the group's closing conv ``body.{g}.body.{n_resblocks}``, the body's
 The official network works on [0, 255] (``rgb_range`` 255) with the DIV2K mean; our contract is [0, 1]
 in and out, so ``forward`` scales at the boundary.
 
+AdaDM (Liu et al., "AdaDM: Enabling Normalization for Image Super-Resolution", 2022; see
+:mod:`edge_sr.models.edsr`) is the ``adadm=True`` option. The AdaDM authors release EDSR, RDN and NLSN with
+it, not RCAN, so the placement here is the EDSR block's carried over to the RCAB: BatchNorm ``norm1``
+before the first conv and ``norm2`` before the second, channel attention as before, then the residual
+multiplied by ``exp(phi(log std(x)))`` of the block input ``x`` before the skip. The RCAB keeps its official
+``body.{0,2,3}`` names and gains ``norm1`` / ``norm2`` / ``phi`` (the official AdaDM block's names) beside
+them, so plain RCAN weights initialise an AdaDM RCAN by name. The mean shift stays (RCAN's own).
+
 Detection (:func:`_detect`) recognises the official layout and BasicSR's ``rcan_arch.py`` (also used by
 traiNNer and neosr): ``conv_first``, ``body.{g}.residual_group.{b}.rcab.{0, 2, 3.attention.1,
 3.attention.3}``, the group's closing ``body.{g}.conv``, ``conv_after_body``, ``upsample.{0,2,...}``,
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from edge_sr.models.detect import Detection, StateDict, has, indices, register_detector, shape
@@ -70,13 +79,41 @@ class RCAB(nn.Module):
         return self.body(x) + x
 
 
-class ResidualGroup(nn.Module):
-    """``n_resblocks`` RCABs and a conv, plus the input."""
+class RCABAdaDM(RCAB):
+    """RCAB with AdaDM: ``x + CA(conv(norm2(relu(conv(norm1(x)))))) · exp(phi(log std(x)))``.
 
-    def __init__(self, n_feats: int, reduction: int, n_resblocks: int) -> None:
+    Keys: the RCAB's ``body.{0,2,3}`` plus ``norm1`` / ``norm2`` (BatchNorm) and ``phi`` (1x1 conv on the
+    log deviation, initialised to the identity).
+    """
+
+    def __init__(self, n_feats: int, reduction: int) -> None:
+        super().__init__(n_feats, reduction)
+        self.norm1 = nn.BatchNorm2d(n_feats)
+        self.norm2 = nn.BatchNorm2d(n_feats)
+        self.phi = nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            self.phi.weight.fill_(1.0)
+            self.phi.bias.fill_(0.0)  # type: ignore[union-attr]
+
+    def modulation(self, x: Tensor) -> Tensor:
+        """The (N, 1, 1, 1) factor ``exp(phi(log std(x)))`` the residual is multiplied by."""
+        s = torch.std(x, dim=(1, 2, 3), keepdim=True)
+        return torch.exp(self.phi(torch.log(s)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv1, act, conv2, attention = self.body
+        res = attention(conv2(self.norm2(act(conv1(self.norm1(x))))))
+        return res * self.modulation(x) + x
+
+
+class ResidualGroup(nn.Module):
+    """``n_resblocks`` RCABs (AdaDM ones with ``adadm``) and a conv, plus the input."""
+
+    def __init__(self, n_feats: int, reduction: int, n_resblocks: int, adadm: bool = False) -> None:
         super().__init__()
+        block = RCABAdaDM if adadm else RCAB
         self.body = nn.Sequential(
-            *[RCAB(n_feats, reduction) for _ in range(n_resblocks)], conv3x3(n_feats, n_feats)
+            *[block(n_feats, reduction) for _ in range(n_resblocks)], conv3x3(n_feats, n_feats)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -93,6 +130,7 @@ class RCAN(nn.Module):
         n_feats: feature channels (64).
         reduction: channel-attention squeeze ratio (16).
         rgb_range: the value range the weights were trained on (255 for the official releases).
+        adadm: AdaDM blocks (:class:`RCABAdaDM`) instead of plain RCABs.
     """
 
     def __init__(
@@ -104,14 +142,15 @@ class RCAN(nn.Module):
         n_feats: int = 64,
         reduction: int = 16,
         rgb_range: float = 255.0,
+        adadm: bool = False,
     ) -> None:
         super().__init__()
         check_scale(scale)
-        self.scale, self.rgb_range = scale, rgb_range
+        self.scale, self.rgb_range, self.adadm = scale, rgb_range, adadm
         self.sub_mean = MeanShift(rgb_range, DIV2K_MEAN)
         self.head = nn.Sequential(conv3x3(3, n_feats))
         self.body = nn.Sequential(
-            *[ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)],
+            *[ResidualGroup(n_feats, reduction, n_resblocks, adadm) for _ in range(n_resgroups)],
             conv3x3(n_feats, n_feats),
         )
         self.tail = nn.Sequential(Upsampler(scale, n_feats), conv3x3(n_feats, 3))
@@ -154,8 +193,10 @@ def _rcan_from_basicsr(n_resgroups: int, n_resblocks: int) -> Callable[[StateDic
 @register_detector("rcan")
 def _detect(state: StateDict) -> Detection | None:
     """RCAN from the official (RCAN_TestCode / EDSR-PyTorch) or the BasicSR key layout."""
+    adadm = False
     if has(state, "head.0.weight", "tail.1.weight", "body.0.body.0.body.3.conv_du.0.weight"):
         layout, up, du = "official", "tail.0", "body.0.body.0.body.3.conv_du.0.weight"
+        adadm = has(state, *(f"body.0.body.0.{k}.weight" for k in ("norm1", "norm2", "phi")))
         n_resgroups = len(indices(state, "body.")) - 1  # groups and the closing conv
         n_resblocks = len(indices(state, "body.0.body.")) - 1
     elif has(state, "conv_first.weight", "body.0.residual_group.0.rcab.0.weight", "conv_after_body.weight"):
@@ -185,6 +226,8 @@ def _detect(state: StateDict) -> Detection | None:
         "reduction": reduction,
         "rgb_range": 255.0,
     }
+    if adadm:
+        args["adadm"] = True
     return Detection(
         "rcan",
         args,
