@@ -452,7 +452,12 @@ def _export_model(fam: str) -> nn.Module:
     return _build(arch, {"scale": 2, **args}, seed=2)
 
 
-@pytest.mark.parametrize("target", ["onnx", "executorch", "pt2"])
+# ExecuTorch and PT2 prove the graph's shape assumptions on every size of the range before lowering: minutes
+# per family on two cores (SwinIR and HAT run that path in tests/test_transformer_export.py), so slow here
+@pytest.mark.parametrize(
+    "target",
+    ["onnx", pytest.param("executorch", marks=pytest.mark.slow), pytest.param("pt2", marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize("fam", sorted(EXPORT))
 def test_one_program_all_sizes(fam: str, target: str, tmp_path) -> None:
     from edge_sr.convert import ExportSpec, export
