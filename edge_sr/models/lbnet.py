@@ -21,7 +21,9 @@ applied as they are. Our contract is [0, 1]: ``forward`` multiplies by ``rgb_ran
 exit.
 
 The patch extraction and folding, the chunked attention and the transformer block are ESRT's
-(``edge_sr.models.esrt``), written in ops every target takes.
+(``edge_sr.models.esrt``), written in ops every target takes. Checked against PyTorch (fp32, max abs
+diff <= 1e-4) on a tiny configuration: ONNX, ExecuTorch and PT2 over a range of sizes (sides of 16 and up:
+16 chunks of at least 16 tokens), CoreML and TFLite at a fixed size.
 """
 
 from __future__ import annotations
