@@ -86,7 +86,9 @@ def test_shape_mismatch_is_an_error(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="the weights are a x2 srvgg_compact model, not x4"):
         load_checkpoint(path, scale=4)
     # a declared argument the weights contradict: named, with both values
-    with pytest.raises(CheckpointError, match=r"the weights of this srvgg_compact have num_feat 4 \(declared 8\)"):
+    with pytest.raises(
+        CheckpointError, match=r"the weights of this srvgg_compact have num_feat 4 \(declared 8\)"
+    ):
         load_checkpoint(path, num_feat=8)
 
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
+from tiny_args import FAMILY_TINY
 
 from edge_sr.cli import main
 from edge_sr.errors import ConfigError
 from edge_sr.models import card_of, create_model, get_entry, list_models, load_checkpoint, save_checkpoint
 from edge_sr.models.stats import count_params, macs_per_lr_pixel, model_summary
-from tiny_args import FAMILY_TINY
 
 # Tiny overrides per family so the whole zoo runs in seconds on two cores.
 TINY: dict[str, dict] = {
