@@ -412,7 +412,9 @@ def test_declared_configuration_that_does_not_fit_the_file_is_refused(tmp_path) 
         CheckpointError, match=r"do not fit dat\(.*shape mismatch .*rpe_biases \(21, 2\) vs model \(105, 2\)"
     ):
         load_checkpoint(path, model="dat", split_size=(4, 8))
-    with pytest.raises(CheckpointError, match=r"unexpected keys layers\.0\.blocks\.2\."):
+    with pytest.raises(
+        CheckpointError, match=r"the weights of this dat have depths \(3,\) \(declared \(2,\)\)"
+    ):
         load_checkpoint(path, model="dat", depths=(2,), num_heads=(4,))
 
 
