@@ -377,7 +377,9 @@ def test_dynamic_range_down_to_one_token_is_refused(tmp_path) -> None:
         export(_build(EXPORT), "executorch", tmp_path, ExportSpec(input_size=(12, 16), dynamic=(4, 24)))
 
 
-@pytest.mark.parametrize("target", ["coreml", "tflite"])
+@pytest.mark.parametrize(
+    "target", ["coreml", pytest.param("tflite", marks=pytest.mark.slow)]
+)  # TFLite lowering: most of a minute
 def test_fixed_size_coreml_and_tflite(target: str, tmp_path) -> None:
     from edge_sr.convert import ExportSpec, export, target_module
 

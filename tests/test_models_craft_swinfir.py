@@ -313,7 +313,13 @@ def test_one_artifact_serves_every_size_of_the_range(name: str, fourier: str, ta
     _compare(model, load(art.path), [(16, 16), (13, 22), (8, 24), (23, 9)])
 
 
-FIXED = [("craft", "fft", "coreml"), ("craft", "fft", "tflite"), ("swinfir", "fft", "coreml"), ("swinfir", "fft", "tflite")]  # fmt: skip
+# TFLite's lowering of these graphs takes most of a minute each on two cores: slow
+FIXED = [
+    ("craft", "fft", "coreml"),
+    pytest.param("craft", "fft", "tflite", marks=pytest.mark.slow),
+    ("swinfir", "fft", "coreml"),
+    pytest.param("swinfir", "fft", "tflite", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize(("name", "fourier", "target"), FIXED)

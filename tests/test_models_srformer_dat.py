@@ -478,7 +478,9 @@ def test_one_program_all_sizes(fam: str, target: str, tmp_path) -> None:
         assert np.abs(got - ref).max() <= 1e-4, size
 
 
-@pytest.mark.parametrize("target", ["coreml", "tflite"])
+@pytest.mark.parametrize(
+    "target", ["coreml", pytest.param("tflite", marks=pytest.mark.slow)]
+)  # TFLite lowering: most of a minute
 @pytest.mark.parametrize("fam", sorted(EXPORT))
 def test_fixed_size_coreml_and_tflite(fam: str, target: str, tmp_path) -> None:
     """At 10×14, not a window multiple: padding, masks and crop are inside the artifact."""
