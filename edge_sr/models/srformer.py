@@ -64,7 +64,7 @@ from edge_sr.models.swin_common import (
     window_partition,
     window_reverse,
 )
-from edge_sr.models.swinir import PatchEmbed, init_weights, resi_conv
+from edge_sr.models.swinir import RSTB, PatchEmbed, init_weights, resi_conv
 
 __all__ = ["SRFormer", "min_tile_size", "permuted_window_mask", "srformer", "srformer_light"]
 
@@ -212,33 +212,6 @@ class PSABlock(nn.Module):
         return x + self.mlp(self.norm2(x), hw)
 
 
-class BasicLayer(nn.Module):
-    """PSA blocks alternating plain and shifted windows (key ``blocks``)."""
-
-    def __init__(self, *, blocks: list[PSABlock]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: Tensor, hw: tuple[int, int], mask: Tensor | None) -> Tensor:
-        for blk in self.blocks:
-            x = blk(x, hw, mask)
-        return x
-
-
-class PSAGroup(nn.Module):
-    """Residual group: PSA blocks -> image -> conv -> tokens, plus the group input (official ``PSA_Group``)."""
-
-    def __init__(self, *, dim: int, blocks: list[PSABlock], resi_connection: str) -> None:
-        super().__init__()
-        self.residual_group = BasicLayer(blocks=blocks)
-        self.conv = resi_conv(dim, resi_connection)
-
-    def forward(self, x: Tensor, hw: tuple[int, int], mask: Tensor | None) -> Tensor:
-        b, _, c = x.shape
-        y = self.residual_group(x, hw, mask).transpose(1, 2).reshape(b, c, hw[0], hw[1])
-        return self.conv(y).flatten(2).transpose(1, 2) + x
-
-
 class SRFormer(nn.Module):
     """SRFormer for SR. (N, 3, H, W) in [0, 1] -> (N, 3, H·scale, W·scale).
 
@@ -322,7 +295,7 @@ class SRFormer(nn.Module):
             ]
 
         self.layers = nn.ModuleList(
-            PSAGroup(dim=embed_dim, blocks=blocks(d, h), resi_connection=resi_connection)
+            RSTB(dim=embed_dim, blocks=blocks(d, h), resi_connection=resi_connection)  # official PSA_Group
             for d, h in zip(depths, num_heads)
         )
         self.norm = nn.LayerNorm(embed_dim)

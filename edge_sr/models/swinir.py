@@ -119,9 +119,10 @@ class SwinBlock(nn.Module):
 
 
 class BasicLayer(nn.Module):
-    """A stack of Swin blocks alternating plain and shifted windows (key ``blocks``)."""
+    """A stack of window-attention blocks alternating plain and shifted windows (key ``blocks``); SwinFIR
+    and SRFormer stack theirs with it too."""
 
-    def __init__(self, *, blocks: list[SwinBlock]) -> None:
+    def __init__(self, *, blocks: Sequence[nn.Module]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
@@ -132,9 +133,10 @@ class BasicLayer(nn.Module):
 
 
 class RSTB(nn.Module):
-    """Residual Swin Transformer Block: tokens -> Swin blocks -> image -> conv -> tokens, plus the input."""
+    """Residual Swin Transformer Block: tokens -> Swin blocks -> image -> conv -> tokens, plus the input
+    (SRFormer's ``PSA_Group`` is the same group around its permuted-attention blocks)."""
 
-    def __init__(self, *, dim: int, blocks: list[SwinBlock], resi_connection: str) -> None:
+    def __init__(self, *, dim: int, blocks: Sequence[nn.Module], resi_connection: str) -> None:
         super().__init__()
         self.residual_group = BasicLayer(blocks=blocks)
         self.conv = resi_conv(dim, resi_connection)
