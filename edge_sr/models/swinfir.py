@@ -57,7 +57,7 @@ from edge_sr.models.swin_common import (
     shifted_window_mask,
     swin_body_args,
 )
-from edge_sr.models.swinir import BasicLayer, PatchEmbed, SwinBlock, init_weights
+from edge_sr.models.swinir import RSTB, PatchEmbed, SwinBlock, init_weights
 
 __all__ = ["SwinFIR", "min_tile_size", "swinfir", "swinfir_t", "use_fourier"]
 
@@ -200,21 +200,6 @@ class SFB(nn.Module):
         return self.fusion(torch.cat([self.S(x), self.F(x)], dim=1))
 
 
-class RSTB(nn.Module):
-    """Residual Swin transformer block closed by an SFB: tokens -> Swin blocks -> image -> SFB -> tokens,
-    plus the input."""
-
-    def __init__(self, *, dim: int, blocks: list[SwinBlock], red: int, fourier: Fourier) -> None:
-        super().__init__()
-        self.residual_group = BasicLayer(blocks=blocks)
-        self.conv = SFB(dim, red, fourier)
-
-    def forward(self, x: Tensor, hw: tuple[Any, Any], mask: Tensor | None) -> Tensor:
-        b, _, c = x.shape
-        y = self.residual_group(x, hw, mask).transpose(1, 2).reshape(b, c, hw[0], hw[1])
-        return self.conv(y).flatten(2).transpose(1, 2) + x
-
-
 class SwinFIR(nn.Module):
     """SwinFIR. (N, 3, H, W) in [0, 1] -> (N, 3, H·scale, W·scale).
 
@@ -301,7 +286,7 @@ class SwinFIR(nn.Module):
             ]
 
         self.layers = nn.ModuleList(
-            RSTB(dim=embed_dim, blocks=blocks(d, h), red=red, fourier=fourier)
+            RSTB(dim=embed_dim, blocks=blocks(d, h), conv=SFB(embed_dim, red, fourier))  # closed by an SFB
             for d, h in zip(depths, num_heads)
         )
         self.norm = nn.LayerNorm(embed_dim)

@@ -134,12 +134,20 @@ class BasicLayer(nn.Module):
 
 class RSTB(nn.Module):
     """Residual Swin Transformer Block: tokens -> Swin blocks -> image -> conv -> tokens, plus the input
-    (SRFormer's ``PSA_Group`` is the same group around its permuted-attention blocks)."""
+    (SRFormer's ``PSA_Group`` is the same group around its permuted-attention blocks; SwinFIR closes it with
+    its spectral block, passed as ``conv``)."""
 
-    def __init__(self, *, dim: int, blocks: Sequence[nn.Module], resi_connection: str) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        blocks: Sequence[nn.Module],
+        resi_connection: str = "1conv",
+        conv: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.residual_group = BasicLayer(blocks=blocks)
-        self.conv = resi_conv(dim, resi_connection)
+        self.conv = conv if conv is not None else resi_conv(dim, resi_connection)
 
     def forward(self, x: Tensor, hw: tuple[int, int], mask: Tensor | None) -> Tensor:
         b, _, c = x.shape
