@@ -416,6 +416,13 @@ def load_checkpoint(
         CheckpointError: Unreadable file, invalid card, no or two architectures fit, weights of another dtype,
             non-finite or of other shapes, or arguments the architecture's constructor refuses.
     """
+    return load_detected(path, model=model, scale=scale, **overrides)[0]
+
+
+def load_detected(
+    path: str | os.PathLike[str], *, model: str | None = None, scale: int | None = None, **overrides: Any
+) -> tuple[nn.Module, Detection]:
+    """:func:`load_checkpoint`, with what :func:`inspect_checkpoint` says of the file (read and detected once)."""
     p = Path(path)
     det, raw = _inspect(p, model, scale, overrides)
     arch, args, form = det.arch, dict(det.args), det.form
@@ -429,7 +436,7 @@ def load_checkpoint(
     load_into(net, state, p)
     card = card_of(net)
     dataclasses.replace(card, form=form, source=str(p)).attach(net)
-    return net.eval()
+    return net.eval(), det
 
 
 def _build(

@@ -38,7 +38,7 @@ from edge_sr.models.card import COLORS, SCALES, ModelCard, check_args, has_card
 from edge_sr.models.checkpoint import (
     check_shapes,
     inspect_checkpoint,
-    load_checkpoint,
+    load_detected,
     load_state_dict_file,
     save_checkpoint,
 )
@@ -339,8 +339,7 @@ def import_checkpoint(
     if out_p.suffix != ".safetensors":
         raise ConfigError(None, f"{out_p}: an edge-sr checkpoint is a .safetensors file")
     check_output(out_p)
-    det = inspect_checkpoint(src_p, model=model, scale=scale, **overrides)
-    net = load_checkpoint(src_p, model=model, scale=scale, **overrides)
+    net, det = load_detected(src_p, model=model, scale=scale, **overrides)
     digest = _sha256(src_p)
     extra = {
         "source_file": src_p.name,
