@@ -24,6 +24,7 @@ from edge_sr.models import (  # noqa: F401
     rcan,
     repsr,
     rlfn,
+    rrn,
     safmn,
     span,
     srcnn,

@@ -1,0 +1,1 @@
+"""The video SR evaluation protocol (placeholder)."""

@@ -1,0 +1,1 @@
+"""Upscale video files (placeholder; filled in by the video I/O work)."""
