@@ -116,10 +116,11 @@ class StreamSpec:
 def stream_spec(model: nn.Module) -> StreamSpec | None:
     """The model's :class:`StreamSpec` (its ``stream`` property, which fills in sizes known only per
     instance, else its class's ``STREAM``), or None for an image model."""
-    if not isinstance(getattr(type(model), "STREAM", None), StreamSpec):
+    base = getattr(type(model), "STREAM", None)
+    if not isinstance(base, StreamSpec):
         return None
     spec = getattr(model, "stream", None)
-    return spec if isinstance(spec, StreamSpec) else type(model).STREAM
+    return spec if isinstance(spec, StreamSpec) else base
 
 
 def is_stream_model(model: nn.Module) -> bool:
