@@ -1,6 +1,7 @@
 """Bundled pretrained weights, trained by the edge-sr recipes in ``configs/`` (see docs/MODEL_ZOO.md).
 
-Files are ``<arch>_x<scale>.safetensors`` (deploy or train form, as their metadata says).
+Files are ``<arch>_x<scale>.safetensors`` (deploy or train form, as their metadata says); the image models
+are ``DEFAULT_ARCH``'s, the streaming video models ``DEFAULT_VIDEO_ARCH``'s.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 DEFAULT_ARCH = "ecbsr_m4c16"
+DEFAULT_VIDEO_ARCH = "rrn_edge"
 
 
 def bundled_checkpoints() -> dict[str, dict[int, Path]]:
@@ -23,3 +25,8 @@ def bundled_checkpoints() -> dict[str, dict[int, Path]]:
 def bundled_checkpoint(scale: int = 4, arch: str | None = None) -> Path | None:
     """The bundled checkpoint for ``scale`` (default architecture unless ``arch``), or None."""
     return bundled_checkpoints().get(arch or DEFAULT_ARCH, {}).get(scale)
+
+
+def bundled_video_checkpoint(scale: int = 4) -> Path | None:
+    """The bundled streaming video model for ``scale`` (``rrn_edge_x<scale>.safetensors``), or None."""
+    return bundled_checkpoint(scale, DEFAULT_VIDEO_ARCH)
