@@ -29,7 +29,15 @@ from torch.nn.modules.utils import _pair
 
 from edge_sr.errors import ConfigError
 
-__all__ = ["DCNv2Pack", "ModulatedDeformConv2d", "modulated_deform_conv2d"]
+__all__ = ["DCNv2Pack", "ModulatedDeformConv2d", "modulated_deform_conv2d", "zero_init"]
+
+
+def zero_init(conv: nn.Conv2d) -> nn.Conv2d:
+    """``conv`` with zero weight and bias: an offset predictor that starts with no deformation."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
 
 
 def _taps(out: int, k: int, stride: int, pad: int, dil: int, like: Tensor) -> Tensor:
@@ -177,12 +185,11 @@ class DCNv2Pack(ModulatedDeformConv2d):
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, deform_groups, bias
         )
         kh, kw = self.kernel_size
-        self.conv_offset = nn.Conv2d(
-            in_channels, deform_groups * 3 * kh * kw, self.kernel_size, self.stride, self.padding,
-            self.dilation, bias=True,
-        )  # fmt: skip
-        nn.init.zeros_(self.conv_offset.weight)
-        nn.init.zeros_(self.conv_offset.bias)
+        out = deform_groups * 3 * kh * kw
+        # BasicSR's pack gives it the DCN's stride, padding and dilation; it starts at zero as both packs do
+        self.conv_offset = zero_init(
+            nn.Conv2d(in_channels, out, self.kernel_size, self.stride, self.padding, self.dilation)
+        )
 
     def forward(self, x: Tensor, feat: Tensor) -> Tensor:  # type: ignore[override]
         o1, o2, mask = torch.chunk(self.conv_offset(feat), 3, dim=1)
