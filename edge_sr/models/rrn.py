@@ -2,14 +2,42 @@
 
 A recurrent residual network: each step concatenates the previous and the current LR frame, the hidden
 features and the previous SR output folded back to LR resolution (space-to-depth), runs a stack of plain
-residual blocks, and emits the next hidden features (``conv_h``, ReLU) and the SR residual (``conv_o``,
-pixel-shuffled and added to the bilinear upsampling of the current frame).
+residual blocks (conv-ReLU-conv plus identity, no BN), and emits the next hidden features (``conv_h``,
+ReLU) and the SR residual (``conv_o``, pixel-shuffled and added to the bilinear upsampling of the current
+frame). No flow, no alignment: the residual blocks see both frames and learn the motion compensation.
 
-The step follows :mod:`edge_sr.models.stream`: ``forward(cur, prev, hidden, prev_sr) -> (sr, hidden_out)``.
-At the first frame ``prev`` is the frame itself and ``hidden`` / ``prev_sr`` are zeros.
+The step (:mod:`edge_sr.models.stream`)::
+
+    forward(cur, prev, hidden, prev_sr) -> (sr, hidden_out)
+    cur        (N, C, h, w)          the current LR frame, RGB in [0, 1]
+    prev       (N, C, h, w)          state: the previous LR frame          (initially: the first frame itself)
+    hidden     (N, n_c, h, w)        state: the previous ``hidden_out``    (initially: zeros)
+    prev_sr    (N, C, h·s, w·s)      state: the previous ``sr``, unclamped (initially: zeros)
+    sr         (N, C, h·s, w·s)      bilinear(cur, x s, align_corners=False) + pixel_shuffle(conv_o(...)),
+                                     in [0, 1] up to the network's overshoot (clamp it for display only)
+    hidden_out (N, n_c, h, w)        ReLU features, >= 0
+
+    conv_1 input, in this channel order: [prev (C), cur (C), hidden (n_c), pixel_unshuffle(prev_sr) (C·s²)]
+
+Checked against the official code (junpan19/RRN ``RRN/arch.py``, ``RRN/test.py``, ``RRN/load_test.py``):
+the same concatenation order (``torch.cat((f1, f2))`` with f1 the earlier frame, then h, then o), the same
+space-to-depth order (channel ``c·s² + i·s + j``, which is ``F.pixel_unshuffle``), the same bilinear base,
+the output fed back unclamped, zeros for the first hidden state and the first output. One difference: the
+official test loader prepends LR frame **1** as the "previous" frame of frame 0 (``cat(LR[:, 1:2], LR)``),
+a look-ahead a stream cannot make; here the first frame is its own predecessor. Only frame 0 differs.
+Also note the official Vid4 evaluation: the GT is reflect-padded by 2·s pixels before the BD degradation
+and cropped by the same 8 pixels after, so its "crop 8" scores the whole original frame.
+
+Configurations (parameters; GMAC per 180x320 LR frame at x4, counted per conv as
+:func:`edge_sr.profile.compute.count_macs` does): RRN-L ``rrn`` (n_c 128, n_b 10) 3,364,400, the official
+log's 12.834 MB of float32; RRN-S ``rrn_s`` (n_c 128, n_b 5) 1,888,560; ``rrn_edge`` (n_c 16, n_b 3) 33,296,
+1.91 GMAC, the phone configuration, measured beside n_b 2 (1.64), n_b 4 (2.17) and n_c 20 / n_b 2 (2.30)
+against MobileRRN's 16-channel baseline (35.7 K parameters, 2.05 GMAC).
 
 Key names are the official ones (``neuro.conv_1``, ``neuro.recon_trunk.<i>.conv1/conv2``, ``neuro.conv_h``,
 ``neuro.conv_o``); RRN's released files carry DataParallel's ``module.`` prefix, which the loader strips.
+Detection reads ``n_c`` from ``conv_1``'s outputs, ``n_b`` from the trunk's block count, and colours and
+scale from ``conv_o`` (C·s² outputs) and ``conv_1``'s inputs (C·s² + n_c + 2·C).
 """
 
 from __future__ import annotations
@@ -17,6 +45,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edge_sr.models.common import conv_shape, keys_match, nearest_name
+from edge_sr.models.detect import Detection, StateDict, indices, register_detector
 from edge_sr.models.registry import register_model
 from edge_sr.models.stream import StateTensor, StreamSpec
 
@@ -107,5 +137,30 @@ def rrn_s(**overrides) -> RRN:
 
 @register_model(family="rrn", kind="video")
 def rrn_edge(**overrides) -> RRN:
-    """The phone configuration: 16 channels, 3 blocks (about 2 GMAC per 180x320 frame at x4)."""
+    """The phone configuration: 16 channels, 3 blocks (33,296 parameters, 1.91 GMAC per 180x320 frame at x4)."""
     return RRN(**{"n_c": 16, "n_b": 3, **overrides})
+
+
+_KEY = r"neuro\.(conv_1|conv_h|conv_o|recon_trunk\.\d+\.conv[12])\.(weight|bias)"
+_NAMES: dict[tuple[int, ...], str] = {(128, 10): "rrn", (128, 5): "rrn_s", (16, 3): "rrn_edge"}
+
+
+@register_detector("rrn")
+def _detect(state: StateDict) -> Detection | None:
+    """The official ``neuro.*`` keys: n_c, n_b, colours and scale from the shapes (see the module docstring)."""
+    if not keys_match(state, _KEY) or not all(
+        f"neuro.{k}.weight" in state for k in ("conv_1", "conv_h", "conv_o")
+    ):
+        return None
+    n_c, c_in, _, _ = conv_shape(state, "neuro.conv_1.weight")
+    c_out = conv_shape(state, "neuro.conv_o.weight")[0]
+    two_colors = c_in - n_c - c_out  # conv_1 takes C·s² + n_c + 2·C, conv_o gives C·s²
+    if two_colors <= 0 or two_colors % 2 or c_out % (two_colors // 2):
+        return None
+    colors = two_colors // 2
+    scale = round((c_out // colors) ** 0.5)
+    if scale * scale * colors != c_out:
+        return None
+    n_b = len(indices(state, "neuro.recon_trunk."))
+    args = {"scale": scale, "colors": colors, "n_c": n_c, "n_b": n_b}
+    return Detection(nearest_name(_NAMES, (n_c, n_b)), args, form="deploy")

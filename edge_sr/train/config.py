@@ -27,6 +27,41 @@ class ModelConfig:
 
 
 @dataclass
+class MotionConfig:
+    """The synthetic camera path's ranges per frame (LR pixels; :class:`edge_sr.data.clips.Motion`)."""
+
+    speed: float = 1.5  # velocity magnitude drawn in [0, speed]
+    accel: float = 0.1  # standard deviation of the acceleration
+    rotation: float = 0.5  # degrees per frame, drawn in [-rotation, rotation]
+    zoom: float = 0.01  # relative zoom per frame, drawn in [-zoom, zoom]
+    affine: float = 1.0  # share of clips rotated / zoomed (interpolated); others move by whole HR pixels
+
+
+@dataclass
+class VideoConfig:
+    """Clips for a video (streaming) model; ignored for an image model.
+
+    Sources, mixed by weight: ``synthetic`` (the still images of ``data.train_folders`` moved along a random
+    camera path), ``frame_folders`` (videos as folders of frames), ``video_files`` (decoded video files).
+    Validation: synthetic sequences of the ``data.holdout`` images held out of ``data.train_folders``.
+    """
+
+    frames: int = 7  # T, frames per training clip
+    tbptt: int = 0  # detach the state every this many frames (0: back-propagate through the whole clip)
+    reverse: float = 0.5  # probability of playing a clip backwards
+    degradation: Literal["BI", "BD"] = "BI"
+    synthetic: float = 1.0  # weight of the synthetic-motion source
+    frame_folders: list[str] = field(default_factory=list)
+    frame_folders_weight: float = 0.0
+    video_files: list[str] = field(default_factory=list)
+    video_files_weight: float = 0.0
+    video_max_frames: int = 120  # frames decoded per video file (memory)
+    video_downscale: int = 1  # reduce decoded frames by this factor before use as HR
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    val_frames: int = 10  # frames per validation sequence
+
+
+@dataclass
 class DataConfig:
     train_folders: list[str] = field(default_factory=list)  # HR folders, LR made on the fly
     paired: str | None = None  # a paired LR/HR folder instead (HR + LR_bicubic/X{s}, or DIV2K layout)
@@ -38,6 +73,7 @@ class DataConfig:
     val_dir: str | None = None  # or a folder laid out like a benchmark folder (HR/ [+ LR_bicubic/X{s}/])
     val_max_size: int = 0  # crop validation HR images to at most this side (0: full images)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
 
 @dataclass

@@ -79,6 +79,20 @@ RULES: dict[str, Check] = {
         (lambda v: all(_PROB[0](x) for x in v) and v[0] <= v[1]),
         "two numbers lo <= hi in [0, 1]",
     ),
+    "data.video.frames": _int_in(1, 1024),
+    "data.video.tbptt": _int_in(0),
+    "data.video.reverse": _PROB,
+    "data.video.synthetic": _real(0.0),
+    "data.video.frame_folders_weight": _real(0.0),
+    "data.video.video_files_weight": _real(0.0),
+    "data.video.video_max_frames": _int_in(0),
+    "data.video.video_downscale": _int_in(1, 16),
+    "data.video.motion.speed": _real(0.0),
+    "data.video.motion.accel": _real(0.0),
+    "data.video.motion.rotation": _real(0.0, 45.0),
+    "data.video.motion.zoom": _real(0.0, 0.5),
+    "data.video.motion.affine": _PROB,
+    "data.video.val_frames": _int_in(1, 1024),
     "optim.lr": _real(0.0, lo_open=True),
     "optim.weight_decay": _real(0.0),
     "optim.betas": _each(_real(0.0, 1.0, hi_open=True)),
@@ -206,10 +220,19 @@ def _check_patch(
     """One training forward on ``meta`` tensors of the configured patch: (B, C, p, p) -> (B, C, p·s, p·s)."""
     import torch
 
+    from edge_sr.models.stream import initial_state, stream_spec
+
+    spec = stream_spec(model)
+
     def fits(p: int) -> bool:
         try:
             with torch.no_grad():
-                y = model.train()(torch.empty(batch, colors, p, p, device="meta"))
+                x = torch.empty(batch, colors, p, p, device="meta")
+                if spec is None:
+                    y = model.train()(x)
+                else:  # a video model: one step from the initial state
+                    state = initial_state(spec, x, colors=colors, scale=cfg.model.scale)
+                    y = model.train()(x, *(state[s.name] for s in spec.state))[0]
         except Exception:
             return False
         return tuple(y.shape[-2:]) == (p * cfg.model.scale, p * cfg.model.scale)

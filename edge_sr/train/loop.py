@@ -8,6 +8,7 @@ stopped and resumed at any saved step produces the same weights as one run strai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,15 +23,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from edge_sr.data.augment import augment_batch
+from edge_sr.data.clips import ClipDataset, FrameFolderSource, Motion, SyntheticMotionSource, VideoFileSource
 from edge_sr.data.datasets import HRFolderDataset, PairedFolderDataset, find_images
 from edge_sr.errors import ConfigError
 from edge_sr.io_utils import atomic_path
 from edge_sr.models.card import card_of
 from edge_sr.models.registry import create_model
+from edge_sr.models.stream import is_stream_model
 from edge_sr.train.config import TrainConfig, save_config, to_dict
 from edge_sr.train.config_checks import check_config
 from edge_sr.train.init import init_from
-from edge_sr.train.parts import EMA, charbonnier_loss, l1_loss, lr_factor, make_optimizer
+from edge_sr.train.parts import EMA, Unrolled, charbonnier_loss, l1_loss, lr_factor, make_optimizer
 from edge_sr.train.runlog import append_jsonl, ctrl_c_between_steps, progress_bar, truncate_metrics
 from edge_sr.train.state import (
     disk_errors,
@@ -39,7 +42,13 @@ from edge_sr.train.state import (
     save_best,
     save_training_state,
 )
-from edge_sr.train.validate import holdout_split, load_val_dir, make_val_images, validate
+from edge_sr.train.validate import (
+    holdout_split,
+    load_val_dir,
+    make_val_images,
+    make_val_sequences,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +85,10 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _build_data(cfg: TrainConfig):  # type: ignore[no-untyped-def]
+def _build_data(cfg: TrainConfig, *, video: bool = False):  # type: ignore[no-untyped-def]
     d, scale = cfg.data, cfg.model.scale
+    if video:
+        return _build_video_data(cfg)
     common: dict[str, Any] = {
         "scale": scale,
         "patch_size": d.patch_size,
@@ -98,6 +109,70 @@ def _build_data(cfg: TrainConfig):  # type: ignore[no-untyped-def]
         val = load_val_dir(d.val_dir, scale, d.val_max_size)
     else:
         val = make_val_images(held, scale, d.val_max_size)
+    return dataset, val
+
+
+def _build_video_data(cfg: TrainConfig):  # type: ignore[no-untyped-def]
+    """Clips from the weighted sources of ``data.video``; validation on synthetic sequences of held-out stills."""
+    d, v, scale = cfg.data, cfg.data.video, cfg.model.scale
+    batch_level = {k: getattr(d.augment, k) for k in ("mixup", "cutmix", "cutmixup", "blend", "rgb_shuffle")}
+    used = [k for k, p in batch_level.items() if p]
+    if used:
+        raise ConfigError(None, f"data.augment.{used[0]} is not applied to video clips; set it to 0")
+    if d.paired:
+        raise ConfigError(None, "data.paired is for image models; a video model takes data.video sources")
+    motion = Motion(**dataclasses.asdict(v.motion))
+    hp = d.patch_size * scale
+    files = [f for folder in d.train_folders for f in find_images(folder)]
+    train_files, held = holdout_split(files, d.holdout) if files else ([], [])
+    sources: list[Any] = []
+    weights: list[float] = []
+    if v.synthetic > 0:
+        if not train_files:
+            raise ConfigError(None, "data.video.synthetic > 0 needs still images in data.train_folders")
+        sources.append(SyntheticMotionSource([], min_size=hp, scale=scale, motion=motion, files=train_files))
+        weights.append(v.synthetic)
+    if v.frame_folders_weight > 0:
+        if not v.frame_folders:
+            raise ConfigError(None, "data.video.frame_folders_weight > 0 needs data.video.frame_folders")
+        sources.append(FrameFolderSource(v.frame_folders, min_size=hp, scale=scale))
+        weights.append(v.frame_folders_weight)
+    if v.video_files_weight > 0:
+        if not v.video_files:
+            raise ConfigError(None, "data.video.video_files_weight > 0 needs data.video.video_files")
+        sources.append(
+            VideoFileSource(
+                v.video_files,
+                min_size=hp,
+                scale=scale,
+                max_frames=v.video_max_frames,
+                downscale=v.video_downscale,
+            )
+        )
+        weights.append(v.video_files_weight)
+    if not sources:
+        raise ConfigError(
+            None, "no video training source: give data.video.synthetic (or a folder / file weight) > 0"
+        )
+    dataset = ClipDataset(
+        sources,
+        weights,
+        scale=scale,
+        patch_size=d.patch_size,
+        frames=v.frames,
+        degradation=v.degradation,
+        flip=d.augment.flip,
+        rot90=d.augment.rot90,
+        reverse=v.reverse,
+        seed=cfg.seed,
+    )
+    if d.val_dir:
+        raise ConfigError(
+            None, "data.val_dir is for image models; a video model validates on data.holdout stills"
+        )
+    val = make_val_sequences(
+        held, scale, frames=v.val_frames, max_size=d.val_max_size, degradation=v.degradation, motion=motion
+    )
     return dataset, val
 
 
@@ -128,9 +203,13 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model.name, scale=cfg.model.scale, **cfg.model.args)  # validates the name first
-    dataset, val_images = _build_data(cfg)  # every data error is raised before training starts
+    video = is_stream_model(model)
+    dataset, val_images = _build_data(cfg, video=video)  # every data error is raised before training starts
     run = _start_run(cfg, model, rank, resume=resume, init=init)
-    net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # a video model trains on whole clips: the unrolled recurrence is the module DDP wraps
+    net: nn.Module = Unrolled(model, tbptt=cfg.data.video.tbptt) if video else model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(net)
     stop = min(cfg.iters, until) if until else cfg.iters
     loader = DataLoader(
         dataset,
@@ -283,8 +362,9 @@ def _train_step(
         _freeze_bn(model)
     for group in optimizer.param_groups:
         group["lr"] = cfg.optim.lr * lr_factor(step, cfg.iters, cfg.optim)
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    lr, hr = augment_batch(lr, hr, cfg.model.scale, cfg.data.augment, g)
+    if lr.dim() == 4:  # image batches; clips (N, T, C, h, w) are augmented per clip by the dataset
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        lr, hr = augment_batch(lr, hr, cfg.model.scale, cfg.data.augment, g)
     lr, hr = lr.to(run.device, non_blocking=True), hr.to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, dtype=torch.float16, enabled=scaler is not None):
         loss = loss_fn(net(lr), hr)

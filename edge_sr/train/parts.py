@@ -58,3 +58,42 @@ class EMA:
                 ema_sd[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
             else:
                 ema_sd[k].copy_(v)
+
+
+class Unrolled(nn.Module):
+    """A streaming (video) model run over whole clips: ``(N, T, C, h, w) -> (N, T, C, h·s, w·s)``.
+
+    Starts from the model's initial state (:func:`edge_sr.models.stream.initial_state`), feeds each step's
+    state outputs to the next step, and detaches the state every ``tbptt`` frames (truncated
+    back-propagation through time; 0: through the whole clip). One forward per optimizer step, so DDP
+    sees the recurrent model as one module call.
+    """
+
+    def __init__(self, model: nn.Module, *, tbptt: int = 0) -> None:
+        super().__init__()
+        from edge_sr.models.card import card_of
+        from edge_sr.models.stream import stream_spec
+
+        spec = stream_spec(model)
+        if spec is None:
+            raise TypeError(f"{type(model).__name__} is not a streaming (video) model")
+        card = card_of(model)
+        self.model, self.spec, self.tbptt = model, spec, tbptt
+        self.scale, self.colors = card.scale, card.colors
+
+    def forward(self, clip: Tensor) -> Tensor:
+        from edge_sr.models.stream import advance, initial_state
+
+        spec = self.spec
+        state = initial_state(spec, clip[:, 0], colors=self.colors, scale=self.scale)
+        outs = []
+        for t in range(clip.shape[1]):
+            if self.tbptt and t and t % self.tbptt == 0:
+                state = {k: v.detach() for k, v in state.items()}
+            frames = dict(zip(spec.frames, (clip[:, t],)))
+            named = dict(
+                zip(spec.output_names, self.model(*frames.values(), *(state[s.name] for s in spec.state)))
+            )
+            state = advance(spec, frames, named)
+            outs.append(named[spec.output])
+        return torch.stack(outs, dim=1)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_sr.data.clips import Degradation, Motion, synthetic_sequences
 from edge_sr.data.datasets import find_images, load_rgb_uint8, to_tensor
 from edge_sr.data.imresize import imresize, modcrop
 from edge_sr.errors import InputError
@@ -67,17 +68,57 @@ def load_val_dir(folder: str | os.PathLike[str], scale: int, max_size: int = 0) 
     return out
 
 
+@dataclass
+class ValSequence:
+    """A validation sequence of a video model: LR and HR frames, uint8 (h, w, 3) / (h·s, w·s, 3)."""
+
+    name: str
+    lr: list[np.ndarray]
+    hr: list[np.ndarray]
+
+
+def make_val_sequences(
+    files: list[Path],
+    scale: int,
+    *,
+    frames: int,
+    max_size: int,
+    degradation: Degradation = "BI",
+    motion: Motion | None = None,
+) -> list[ValSequence]:
+    """Held-out still images -> fixed synthetic-motion sequences (:func:`edge_sr.data.clips.synthetic_sequences`)."""
+    seqs = synthetic_sequences(
+        files, scale=scale, frames=frames, size=max_size or 256, degradation=degradation, motion=motion
+    )
+    return [ValSequence(name, lr, hr) for name, lr, hr in seqs]
+
+
+def _to_uint8(y: torch.Tensor) -> np.ndarray:
+    return np.round(y.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy() * 255.0).astype(np.uint8)
+
+
 @torch.no_grad()
-def validate(model: nn.Module, images: list[ValImage], scale: int, device: str = "cpu") -> dict[str, float]:
-    """Mean Y-PSNR / SSIM (crop = scale) of ``model`` over ``images``."""
+def validate(
+    model: nn.Module, images: list[ValImage] | list[ValSequence], scale: int, device: str = "cpu"
+) -> dict[str, float]:
+    """Mean Y-PSNR / SSIM (crop = scale) of ``model`` over ``images``; a video model streams each
+    :class:`ValSequence` from a fresh state and is scored on every frame (mean per sequence, then of them)."""
+    from edge_sr.models.stream import Stream, is_stream_model
+
     was_training = model.training
     model.eval()
     ps, ss = [], []
-    for im in images:
-        x = to_tensor(im.lr).unsqueeze(0).to(device)
-        y = model(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-        sr = np.round(y * 255.0).astype(np.uint8)
-        ps.append(psnr(sr, im.hr, crop_border=scale))
-        ss.append(ssim(sr, im.hr, crop_border=scale))
+    for item in images:
+        if isinstance(item, ValSequence) and is_stream_model(model):
+            stream = Stream(model)
+            srs = [_to_uint8(stream.push(to_tensor(x).unsqueeze(0).to(device))) for x in item.lr]
+            ps.append(float(np.mean([psnr(a, b, crop_border=scale) for a, b in zip(srs, item.hr)])))
+            ss.append(float(np.mean([ssim(a, b, crop_border=scale) for a, b in zip(srs, item.hr)])))
+            continue
+        if isinstance(item, ValSequence):
+            raise TypeError("validation sequences need a video (streaming) model")
+        sr = _to_uint8(model(to_tensor(item.lr).unsqueeze(0).to(device)))
+        ps.append(psnr(sr, item.hr, crop_border=scale))
+        ss.append(ssim(sr, item.hr, crop_border=scale))
     model.train(was_training)
     return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
