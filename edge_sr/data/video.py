@@ -486,6 +486,7 @@ def _container_writer(
     try:
         opts = {"crf": str(crf if crf is not None else kind.crf), **dict(kind.options)}
         vs = out.add_stream(kind.codec, rate=Fraction(fps), options=opts)
+        assert isinstance(vs, av.video.stream.VideoStream)
         vs.width, vs.height, vs.pix_fmt = width + pad_w, height + pad_h, "yuv420p"
         if rotation:
             vs.set_display_rotation(rotation)
