@@ -2,8 +2,8 @@
 
 - :class:`FrameFolderSource`: videos stored as folders of frames (sorted images per folder; a root holding
   such folders, or one such folder). HR is the stored frame; LR is made by the degradation.
-- :class:`VideoFileSource`: the frames of real video files (mp4 / mov / mkv / webm), decoded once with PyAV
-  (``av``), optionally downscaled (a compressed frame is a poor HR; halving it removes most of the codec's
+- :class:`VideoFileSource`: the frames of real video files (mp4 / mov / mkv / webm), decoded once by
+  :class:`edge_sr.data.video.VideoReader` (PyAV), optionally downscaled (a compressed frame is a poor HR; halving it removes most of the codec's
   blocking) and capped in count. Real camera motion, occlusions, noise; no ground truth beyond the frame.
 - :class:`SyntheticMotionSource`: still images turned into sequences. A camera path with a random
   sub-pixel velocity, acceleration, rotation rate and zoom rate is applied to the HR image by
@@ -125,28 +125,18 @@ class FrameFolderSource:
 def decode_video_frames(
     path: str | os.PathLike[str], *, max_frames: int = 0, downscale: int = 1
 ) -> list[np.ndarray]:
-    """The first ``max_frames`` (0: all) frames of a video file as uint8 (H, W, 3) RGB, each optionally
-    reduced by ``downscale`` with MATLAB bicubic.
+    """The first ``max_frames`` (0: all) frames of a video file (or frame folder) as uint8 (H, W, 3) RGB,
+    read by :class:`edge_sr.data.video.VideoReader`, each optionally reduced by ``downscale`` (MATLAB bicubic).
 
     Raises:
-        InputError: not a readable video, or no video frames.
+        InputError: not a readable video, or no video frames (the reader's one-line errors).
     """
-    import av
+    from edge_sr.data.video import VideoReader
 
     frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(path, "has no video stream")
-            for frame in container.decode(video=0):
-                rgb = frame.to_ndarray(format="rgb24")
-                if downscale > 1:
-                    rgb = imresize(modcrop(rgb, downscale), 1 / downscale)
-                frames.append(rgb)
-                if max_frames and len(frames) >= max_frames:
-                    break
-    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-        raise InputError(path, f"cannot decode video ({e})") from None
+    with VideoReader(path, max_frames=max_frames or None) as reader:
+        for rgb in reader:
+            frames.append(imresize(modcrop(rgb, downscale), 1 / downscale) if downscale > 1 else rgb)
     if not frames:
         raise InputError(path, "has no decodable video frames")
     return frames
