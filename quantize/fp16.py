@@ -72,8 +72,11 @@ class FP16Report:
 
 
 @torch.no_grad()
-def fp16_ranges(model: nn.Module, batches: Iterable[Tensor], *, underflow_share: float = 0.01) -> FP16Report:
-    """Activation and weight ranges of every leaf module of ``model`` (float32) over ``batches``."""
+def fp16_ranges(
+    model: nn.Module, batches: Iterable[Tensor | tuple[Tensor, ...]], *, underflow_share: float = 0.01
+) -> FP16Report:
+    """Activation and weight ranges of every leaf module of ``model`` (float32) over ``batches`` (a tuple:
+    the inputs of one streaming step, state included)."""
     model = model.eval()
     rows: dict[str, LayerRange] = {}
     hooks = []
@@ -100,8 +103,10 @@ def fp16_ranges(model: nn.Module, batches: Iterable[Tensor], *, underflow_share:
     rows["<output>"] = LayerRange(name="<output>", kind="output")
     try:
         for x in batches:
-            y = model(x)
-            hook("<output>", model)(model, None, y)
+            # a tuple: the inputs of one streaming step; its outputs (SR frame and state) all count
+            ys = model(*x) if isinstance(x, tuple) else model(x)
+            for y in ys if isinstance(ys, tuple) else (ys,):
+                hook("<output>", model)(model, None, y)
     finally:
         for h in hooks:
             h.remove()

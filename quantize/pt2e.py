@@ -30,17 +30,24 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 1024
 
 
-def export_dynamic_batch(model: nn.Module, example: Tensor) -> torch.fx.GraphModule:
+def export_dynamic_batch(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> torch.fx.GraphModule:
     """``torch.export`` ``model`` with a dynamic batch dimension; returns the graph module to quantize.
 
-    ``example``: (N, C, H, W) with N >= 2 (torch.export specializes sizes 0 and 1).
+    ``example``: (N, C, H, W), or one such tensor per input of a streaming step (frames, then state), all
+    with the same N; N < 2 is repeated to 2 (torch.export specializes sizes 0 and 1).
     """
     from torch.export import Dim
 
-    if example.shape[0] < 2:
-        example = example.expand(2, *example.shape[1:]).contiguous()
+    inputs = example if isinstance(example, tuple) else (example,)
+    inputs = tuple(x.expand(2, *x.shape[1:]).contiguous() if x.shape[0] < 2 else x for x in inputs)
+    import inspect
+
     batch = Dim("batch", min=1, max=MAX_BATCH)
-    ep = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+    dims: tuple[Any, ...] = tuple({0: batch} for _ in inputs)
+    params = inspect.signature(model.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        dims = (dims,)  # forward(*inputs): torch.export sees one argument holding the tuple
+    ep = torch.export.export(model.eval(), inputs, dynamic_shapes=dims)
     return ep.module()
 
 
@@ -150,7 +157,9 @@ def check_colors(model: nn.Module, example: Tensor) -> None:
         )
 
 
-def prepare(model: nn.Module, quantizer: Any, example: Tensor, *, qat: bool = False) -> torch.fx.GraphModule:
+def prepare(
+    model: nn.Module, quantizer: Any, example: Tensor | tuple[Tensor, ...], *, qat: bool = False
+) -> torch.fx.GraphModule:
     """Export with a dynamic batch and insert observers (``prepare_pt2e``) or fake-quant (``prepare_qat_pt2e``).
 
     The exported module shares its parameters with ``model``; QAT trains them, so it works on a copy and the
@@ -163,18 +172,23 @@ def prepare(model: nn.Module, quantizer: Any, example: Tensor, *, qat: bool = Fa
 
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
-    check_colors(model, example)
+    check_colors(model, example[0] if isinstance(example, tuple) else example)
     gm = export_dynamic_batch(copy.deepcopy(model) if qat else model, example)
     return prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
 
 
 @torch.no_grad()
-def calibrate(prepared: torch.fx.GraphModule, batches: Iterable[Tensor]) -> int:
-    """Run calibration batches through the observers; returns the number of samples seen."""
+def calibrate(prepared: torch.fx.GraphModule, batches: Iterable[Tensor | tuple[Tensor, ...]]) -> int:
+    """Run calibration batches through the observers (a tuple: the inputs of one streaming step); returns
+    the number of samples seen."""
     n = 0
     for x in batches:
-        prepared(x)
-        n += int(x.shape[0])
+        if isinstance(x, tuple):
+            prepared(*x)
+            n += int(x[0].shape[0])
+        else:
+            prepared(x)
+            n += int(x.shape[0])
     return n
 
 
