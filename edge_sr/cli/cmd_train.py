@@ -1,5 +1,8 @@
 """``edge-sr train CONFIG [--set key=value ...] [--resume] [--init CKPT]``.
 
+An image model trains on patches; a video (streaming) model, e.g. ``model.name: rrn_edge``, on clips of
+``data.video.frames`` frames (``configs/rrn_edge_x4.yaml``).
+
 Under ``torchrun --nproc_per_node N -m edge_sr.cli train ...`` each rank trains its share of every global
 batch (the process group is set up by :func:`edge_sr.train.ddp.launch`).
 """
@@ -12,7 +15,7 @@ from edge_sr.cli._common import add_json_flag, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML/TOML recipe (see configs/)")
+    p = sub.add_parser("train", help="train an image or video model from a YAML/TOML recipe (see configs/)")
     p.add_argument("config", help="recipe file (.yaml, .yml or .toml)")
     p.add_argument(
         "--set",

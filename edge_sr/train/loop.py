@@ -4,6 +4,11 @@ Sample ``k`` of the whole run is ``dataset[k]`` (image, crop and flips are a fun
 ``k``), the batch augmentations of step ``t`` draw from a generator seeded with ``(seed, t)``, so a run
 stopped and resumed at any saved step produces the same weights as one run straight through. Under
 ``torchrun`` each rank takes its own slice of every global batch and DDP averages the gradients.
+
+A video (streaming) model trains on the same loop: samples are clips (:class:`edge_sr.data.clips.ClipDataset`,
+``data.video``), the model runs unrolled over each clip from its initial state
+(:class:`edge_sr.train.parts.Unrolled`, the state detached every ``data.video.tbptt`` frames), the loss
+covers every frame, and validation streams synthetic sequences of the held-out still images.
 """
 
 from __future__ import annotations
