@@ -14,9 +14,9 @@ unchanged. The model decides how a frame is upscaled:
   its recurrence stays aligned; the tiles meet as ``edge_sr.tiling`` joins them. Inside a tile, away from
   its cut edges, the result equals the untiled stream (a recurrent state widens the context with every
   frame, so near the cuts the two drift apart slowly; a larger ``tile`` keeps more of the frame untiled);
-- an image **artifact** (``.onnx``, ``.tflite``, ``.pte``, ...) runs through ``edge_sr.runtime.load(path).run``.
-  Streaming artifacts need a streaming runner in ``edge_sr.runtime``, which does not exist yet: they are
-  refused with a message naming the checkpoint to pass instead.
+- an **artifact** (``.onnx``, ``.tflite``, ``.pte``, ...) runs through ``edge_sr.runtime.load(path)``: an image
+  model's with ``run(frame)``, a video step's with ``stream().push(frame)`` (one state per tile there too),
+  tiled at the artifact's own size.
 
 Without a checkpoint the bundled video model of the scale is used (``edge_sr.weights.bundled_video_checkpoint``).
 """
@@ -149,9 +149,9 @@ def _load(
     from edge_sr import runtime
 
     runner = runtime.load(checkpoint, scale=scale)
-    if "stream" in runner.manifest:
+    if "stream" in runner.manifest and not callable(getattr(runner, "stream", None)):
         raise ConfigError(
-            checkpoint, "is a streaming artifact, and edge_sr.runtime has no streaming runner yet; "
+            checkpoint, "is a streaming artifact, and this edge_sr.runtime has no streaming runner; "
             "pass the checkpoint it was exported from",
         )  # fmt: skip
     if scale is not None and runner.scale != scale:
@@ -163,11 +163,12 @@ def _frame_fn(net: Any, *, tile: int, overlap: int, batch: int, device: str, pre
     """uint8 (H, W, 3) -> uint8 (H·s, W·s, 3) for one frame, the model's state (if any) carried."""
     from edge_sr.models import card_of
 
-    if not isinstance(net, nn.Module):  # an image artifact's runtime runner
+    if not isinstance(net, nn.Module):  # an artifact's runtime runner: tiles of its own size
+        # a video step: one StreamRunner (state per tile, edge_sr.runtime.stream) for the clip
+        push = net.stream(overlap=overlap).push if "stream" in net.manifest else net.run
 
         def run_artifact(rgb: np.ndarray) -> np.ndarray:
-            y = net.run(rgb)
-            return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+            return np.clip(np.rint(push(rgb) * 255.0), 0, 255).astype(np.uint8)
 
         return run_artifact
     scale = card_of(net).scale
@@ -242,7 +243,8 @@ def upscale_video(
         card = card_of(net)
         s, arch, kind = card.scale, card.arch, "video" if is_stream_model(net) else "image"
     else:
-        s, arch, kind = net.scale, str(net.manifest.get("arch", net.kind)), "image"
+        s, arch = net.scale, str(net.manifest.get("arch", net.kind))
+        kind = "video" if "stream" in net.manifest else "image"
     dst = Path(out) if out is not None else default_output(src, s)
     _refuse_input_as_output(src, dst)  # an image name too, before the clip is opened
     fn = _frame_fn(net, tile=tile, overlap=tile_overlap, batch=tile_batch, device=device, precision=precision)
