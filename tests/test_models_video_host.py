@@ -194,6 +194,18 @@ def test_official_layouts_load_back(tmp_path: Path, name: str, layout: str) -> N
         assert torch.equal(got[k], v), k
 
 
+def test_spynet_constants_filled_where_a_file_lacks_them(tmp_path: Path) -> None:
+    # SPyNet's mean / std are buffers registered after its weights load, so files saved from SPyNet alone
+    # lack them; a checkpoint without them still loads, with the ImageNet statistics
+    model = _tiny("basicvsr", seed=4)
+    sd = {k: v for k, v in model.state_dict().items() if k not in ("spynet.mean", "spynet.std")}
+    torch.save({"params": sd}, tmp_path / "no_buffers.pth")
+    loaded, det = load_detected(tmp_path / "no_buffers.pth")
+    assert det.layout == "basicsr"
+    torch.testing.assert_close(loaded.spynet.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    torch.testing.assert_close(loaded.spynet.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+
+
 def test_loaded_model_computes_the_same(tmp_path: Path) -> None:
     model = _tiny("basicvsrpp", seed=5)
     path = tmp_path / "bvpp.pth"

@@ -32,7 +32,14 @@ from edge_sr.models.detect import Detection, StateDict, has, indices, register_d
 from edge_sr.models.edvr import EDVRFeatureExtractor, detect_edvr_front
 from edge_sr.models.registry import register_model
 from edge_sr.models.spynet import SpyNet, flow_warp
-from edge_sr.models.vsr_common import ConvResidualBlocks, UpsampleTail, check_clip, lrelu, to_basicsr
+from edge_sr.models.vsr_common import (
+    ConvResidualBlocks,
+    UpsampleTail,
+    check_clip,
+    layout_of,
+    lrelu,
+    to_basicsr,
+)
 
 
 def clip_flows(spynet: SpyNet, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -200,11 +207,10 @@ def _detect(state: StateDict) -> Detection | None:
         arch = "iconvsr"
     else:
         arch = "basicvsr"
-    same = set(sd) == set(state)
     return Detection(
         arch,
         args,
-        layout="basicsr" if same else "mmagic",
+        layout=layout_of(state),
         assumed=assumed,
-        adapt=None if same else to_basicsr,
+        adapt=to_basicsr,
     )

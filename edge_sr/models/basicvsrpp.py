@@ -33,7 +33,7 @@ from edge_sr.models.deform import ModulatedDeformConv2d, zero_init
 from edge_sr.models.detect import Detection, StateDict, has, indices, register_detector, shape
 from edge_sr.models.registry import register_model
 from edge_sr.models.spynet import SpyNet, flow_warp
-from edge_sr.models.vsr_common import ConvResidualBlocks, UpsampleTail, check_clip, to_basicsr
+from edge_sr.models.vsr_common import ConvResidualBlocks, UpsampleTail, check_clip, layout_of, to_basicsr
 
 PASSES = ("backward_1", "forward_1", "backward_2", "forward_2")
 
@@ -100,8 +100,10 @@ class BasicVSRPlusPlus(UpsampleTail):
     def propagate(self, feats: dict[str, list[Tensor]], flows: Tensor, name: str) -> list[Tensor]:
         """One pass over the clip: the features of pass ``name`` in time order.
 
-        ``flows[:, j]`` (N, 2, h, w) warps the features of the frame processed before frame j (backward:
-        j+1, forward: j-1... indexed as the official code) to it.
+        ``flows`` (N, T-1, 2, h, w) are :func:`~edge_sr.models.basicvsr.clip_flows`' backward flows for a
+        backward pass (``flows[:, j]`` brings frame j+1 to frame j), its forward flows for a forward pass
+        (``flows[:, j]`` brings frame j to frame j+1). ``feats`` holds the spatial features and the passes
+        before this one, each a list over time.
         """
         t = len(feats["spatial"])
         backward = name.startswith("backward")
@@ -166,7 +168,6 @@ def _detect(state: StateDict) -> Detection | None:
     offsets = shape(sd, head)[0]  # type: ignore[index]
     if offsets % 27:
         return None
-    same = set(sd) == set(state)
     return Detection(
         "basicvsrpp",
         {
@@ -176,7 +177,7 @@ def _detect(state: StateDict) -> Detection | None:
             "deform_groups": offsets // 27,
             "max_residue_magnitude": 10.0,
         },
-        layout="basicsr" if same else "mmagic",
+        layout=layout_of(state),
         assumed={"max_residue_magnitude": "the weights do not store it; the paper's 10"},
-        adapt=None if same else to_basicsr,
+        adapt=to_basicsr,
     )

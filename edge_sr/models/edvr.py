@@ -34,7 +34,7 @@ from edge_sr.models.deform import DCNv2Pack
 from edge_sr.models.detect import Detection, StateDict, has, indices, register_detector, shape
 from edge_sr.models.registry import register_model
 from edge_sr.models.rrn import ResidualBlockNoBN
-from edge_sr.models.vsr_common import UpsampleTail, check_clip, lrelu, to_basicsr
+from edge_sr.models.vsr_common import UpsampleTail, check_clip, layout_of, lrelu, to_basicsr
 
 
 def _up2(x: Tensor) -> Tensor:
@@ -302,9 +302,9 @@ def _detect(state: StateDict) -> Detection | None:
     return Detection(
         arch,
         args,
-        layout="basicsr" if set(sd) == set(state) else "mmagic",
+        layout=layout_of(state),
         assumed={
             "center_frame_idx": f"the weights do not store it; the window's middle frame ({frames // 2})"
         },
-        adapt=None if set(sd) == set(state) else to_basicsr,
+        adapt=to_basicsr,
     )

@@ -21,10 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SpyNet", "flow_warp", "from_mmagic_keys"]
+__all__ = ["SpyNet", "flow_warp", "from_mmagic_keys", "spynet_constants"]
 
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
+
+
+def spynet_constants() -> dict[str, Tensor]:
+    """The ``mean`` / ``std`` buffers (ImageNet statistics, (1, 3, 1, 1)) by name."""
+    return {"mean": torch.tensor(_MEAN).view(1, 3, 1, 1), "std": torch.tensor(_STD).view(1, 3, 1, 1)}
 
 
 def flow_warp(x: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tensor:
@@ -68,8 +73,8 @@ class SpyNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.basic_module = nn.ModuleList(SpyNetBasicModule() for _ in range(self.LEVELS))
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
+        for name, value in spynet_constants().items():
+            self.register_buffer(name, value)
 
     def process(self, ref: Tensor, supp: Tensor) -> Tensor:
         """The flow of two frames whose sides are multiples of 32 (the pyramid's coarsest level is 1/32)."""

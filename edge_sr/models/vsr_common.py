@@ -19,9 +19,17 @@ from torch import Tensor, nn
 
 from edge_sr.errors import ConfigError, InputError
 from edge_sr.models.rrn import ResidualBlockNoBN
-from edge_sr.models.spynet import from_mmagic_keys
+from edge_sr.models.spynet import from_mmagic_keys, spynet_constants
 
-__all__ = ["ConvResidualBlocks", "UpsampleTail", "check_clip", "lrelu", "to_basicsr"]
+__all__ = [
+    "ConvResidualBlocks",
+    "UpsampleTail",
+    "basicsr_key",
+    "check_clip",
+    "layout_of",
+    "lrelu",
+    "to_basicsr",
+]
 
 
 def lrelu(x: Tensor) -> Tensor:
@@ -101,20 +109,36 @@ _RENAMES = [(re.compile(r"(^|\.)" + re.escape(old) + r"\."), new) for old, new i
 _CONV_MODULE = re.compile(r"\.conv\.(weight|bias)$")  # mmcv ConvModule wraps its nn.Conv2d as ``.conv``
 
 
-def to_basicsr(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The mmagic / mmedit layout of these families under BasicSR's key names.
+def basicsr_key(key: str) -> str:
+    """One mmagic / mmedit key under BasicSR's name (a BasicSR key is returned unchanged).
 
-    Drops the restorer's ``step_counter`` buffer and the ``generator.`` prefix it keeps the keys from
-    losing, unwraps the ``.conv.`` of ConvModules (SPyNet's are renumbered 0..4 -> 0, 2, 4, 6, 8), and
-    renames the modules of :data:`_MMAGIC_NAMES`. BasicSR keys pass unchanged.
+    Drops the ``generator.`` prefix, unwraps the ``.conv.`` of ConvModules (SPyNet's are renumbered
+    0..4 -> 0, 2, 4, 6, 8) and renames the modules of :data:`_MMAGIC_NAMES`.
     """
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        if key == "step_counter":
-            continue
-        k = from_mmagic_keys(key.removeprefix("generator."))
-        k = _CONV_MODULE.sub(r".\1", k)
-        for pat, new in _RENAMES:
-            k = pat.sub(rf"\g<1>{new}.", k)
-        out[k] = value
+    k = from_mmagic_keys(key.removeprefix("generator."))
+    k = _CONV_MODULE.sub(r".\1", k)
+    for pat, new in _RENAMES:
+        k = pat.sub(rf"\g<1>{new}.", k)
+    return k
+
+
+def layout_of(state: Mapping[str, Tensor]) -> str:
+    """``"basicsr"`` when every key is already BasicSR's, else ``"mmagic"``."""
+    same = "step_counter" not in state and all(basicsr_key(k) == k for k in state)
+    return "basicsr" if same else "mmagic"
+
+
+def to_basicsr(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A BasicSR or mmagic / mmedit state dict of these families under BasicSR's key names.
+
+    Every key through :func:`basicsr_key`; the mmagic restorer's ``step_counter`` buffer (beside the
+    generator, which is why the loader keeps the ``generator.`` prefix) is dropped. SPyNet's ``mean`` /
+    ``std`` constants are added where a file lacks them: they are saved with a whole model but not where
+    SPyNet was saved alone (both codebases load its weights before registering the buffers).
+    """
+    out = {basicsr_key(k): v for k, v in state.items() if k != "step_counter"}
+    for k in [k for k in out if k.endswith("spynet.basic_module.0.basic_module.0.weight")]:
+        prefix = k.removesuffix("basic_module.0.basic_module.0.weight")
+        for name, value in spynet_constants().items():
+            out.setdefault(prefix + name, value)
     return out
