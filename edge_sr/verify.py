@@ -8,6 +8,11 @@ and the max absolute difference. The verdict depends on the artifact's precision
 - fp16: PSNR against float >= 50 dB
 - int8: mean Y-PSNR against HR within 0.2 dB of the float model's
 
+A streaming (video) artifact is verified on a sequence set (:func:`verify_video`, ``--data …/Vid4``): both run
+over every frame of every clip with a fresh state per clip, scored per clip as ``edge-sr eval`` scores video
+(Y, border ``crop``, mean per clip, then mean of clips) under the same criteria, plus a drift check: whether the
+artifact's error against the float model grows along the sequence (see :func:`drift`).
+
 A 1-colour (Y-channel) artifact and its float model both run on the Y of the LR image (MATLAB
 ``rgb2ycbcr``, as ``edge-sr eval`` feeds them; a gray image straight): "vs float" and the max difference
 compare their Y outputs, and the scores against HR are on the HR's Y, as ``edge-sr eval`` measures.
@@ -42,6 +47,7 @@ class Thresholds:
     fp32_max_abs_diff: float = 1e-4
     fp16_psnr_vs_float: float = 50.0
     int8_psnr_drop: float = 0.2
+    drift_db: float = 1.0  # video: the largest fall of PSNR vs float from a clip's first half to its second
 
 
 @dataclass(frozen=True)
@@ -347,3 +353,240 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_json_safe(v) for v in obj]
     return obj
+
+
+# ---- video: a streaming artifact over sequences ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipResult(ImageResult):
+    """One clip: the :class:`ImageResult` fields as clip means (``max_abs_diff``: the clip's max), the worst
+    frame (lowest PSNR vs float) and the drift figures of :func:`drift`."""
+
+    frames: int
+    worst_frame: int
+    worst_psnr_vs_float: float
+    drift_slope: float
+    drift_halves: float
+    drift: bool
+    frame_psnr_vs_float: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VideoVerifyReport:
+    """Means of the clip means, the verdict (precision criterion and no drift) and the clip rows."""
+
+    passed: bool
+    precision: str
+    criterion: str
+    psnr: float
+    psnr_float: float
+    ssim: float
+    ssim_float: float
+    psnr_vs_float: float
+    max_abs_diff: float
+    drift: bool
+    drift_criterion: str
+    degradation: str
+    crop: int
+    clips: list[ClipResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``edge-sr verify --json`` on a sequence set)."""
+        d = asdict(self)
+        d["frames"] = sum(c.frames for c in self.clips)
+        return d
+
+
+DRIFT_WARMUP = 2  # frames left out of the drift figures: both runs start from the same initial state
+
+
+def drift(psnr_vs_float: list[float], threshold_db: float) -> tuple[float, float, bool]:
+    """Whether an artifact's error against the float model grows along a clip.
+
+    The first :data:`DRIFT_WARMUP` frames are left out: frame 0 runs from the initial state (zeros, or the
+    frame itself) in both runs, so its error is far below the steady one (20 dB above it was measured), and
+    frame 1 is the first to see a state the artifact made. On the frames after them:
+
+    Args:
+        psnr_vs_float: the per-frame PSNR against the float model, in frame order (``inf``: identical frames,
+            left out).
+        threshold_db: the fall that counts as drift.
+
+    Returns:
+        (slope in dB per frame of the least-squares line, second-half mean minus first-half mean in dB, drift).
+        Drift: the second half lies more than ``threshold_db`` below the first and the slope is negative. A
+        stable state gives an error that moves with the content but does not trend; an error that feeds back
+        through the state grows frame after frame, so both figures fall. 1 dB is the MSE against float 26 %
+        larger in the second half; the figures measured on Vid4 are in docs/VIDEO.md. Fewer than 4 frames
+        after the warm-up give no figures (0, 0, False).
+    """
+    settled = psnr_vs_float[DRIFT_WARMUP:]
+    t = np.array([i for i, v in enumerate(settled) if math.isfinite(v)], dtype=np.float64)
+    v = np.array([x for x in settled if math.isfinite(x)], dtype=np.float64)
+    if v.size < 4:
+        return 0.0, 0.0, False
+    slope = float(np.polyfit(t, v, 1)[0])
+    half = len(settled) // 2
+    first = [x for x in settled[:half] if math.isfinite(x)]
+    second = [x for x in settled[half:] if math.isfinite(x)]
+    halves = float(np.mean(second) - np.mean(first)) if first and second else 0.0
+    return slope, halves, bool(halves < -threshold_db and slope < 0)
+
+
+def _as_measured_frame(y: np.ndarray, colors: int) -> np.ndarray:
+    """(H, W, C) float output -> the uint8 frame ``edge-sr eval`` scores ((H, W, 3) RGB, or (H, W) Y)."""
+    if colors == 1:
+        return np.round(np.clip(y.reshape(y.shape[:2]).astype(np.float64), 0, 1) * 255).astype(np.uint8)
+    return _as_measured(y, False)
+
+
+def _score_clip_video(artifact: Any, reference: Any, clip: Any, crop: int, thr: Thresholds) -> ClipResult:
+    """Run both streams over a clip (fresh states) and score every frame."""
+    from edge_sr.evaluate import measure
+    from edge_sr.evaluate_video import frame_input
+
+    colors = int(reference.colors)
+    art, ref = artifact.stream(), reference.stream()
+    rows: list[tuple[float, float, float, float, float, float]] = []
+    for lr, gt in clip.pairs():
+        x = frame_input(lr, colors)
+        y_float = artifact_output(ref.push(x))
+        y = artifact_output(art.push(x))
+        if y.shape != y_float.shape:
+            raise InputError(
+                getattr(artifact, "path", None),
+                f"the artifact returned {y.shape}, the float model {y_float.shape}",
+            )
+        p, ss = measure(_as_measured_frame(y, colors), gt, crop, colors=colors)
+        pf, ssf = measure(_as_measured_frame(y_float, colors), gt, crop, colors=colors)
+        rows.append((p, pf, ss, ssf, _psnr_float(y, y_float), float(np.max(np.abs(y - y_float)))))
+    a = np.array(rows)
+    vs_float = [float(v) for v in a[:, 4]]
+    finite = [v for v in vs_float if math.isfinite(v)]
+    worst = int(np.argmin(a[:, 4]))
+    slope, halves, drifting = drift(vs_float, thr.drift_db)
+    res = ClipResult(
+        name=clip.name,
+        psnr=float(a[:, 0].mean()),
+        psnr_float=float(a[:, 1].mean()),
+        ssim=float(a[:, 2].mean()),
+        ssim_float=float(a[:, 3].mean()),
+        psnr_vs_float=float(np.mean(finite)) if finite else math.inf,
+        max_abs_diff=float(a[:, 5].max()),
+        frames=len(rows),
+        worst_frame=worst,
+        worst_psnr_vs_float=vs_float[worst],
+        drift_slope=slope,
+        drift_halves=halves,
+        drift=drifting,
+        frame_psnr_vs_float=vs_float,
+    )
+    logger.info(
+        "%s: %.2f dB (float %.2f dB), %.2f dB vs float, worst frame %d, drift %+.3f dB",
+        res.name, res.psnr, res.psnr_float, res.psnr_vs_float, worst, halves,
+    )  # fmt: skip
+    return res
+
+
+def artifact_output(out: Any) -> np.ndarray:
+    """A stream's output (a tensor or an array) as a float32 array."""
+    if isinstance(out, torch.Tensor):
+        return out.detach().float().cpu().numpy()
+    return np.asarray(out, dtype=np.float32)
+
+
+def _video_artifact(artifact: Any, check_sha256: bool) -> Any:
+    """``artifact`` as a stream runner: as it is when it has ``stream()``, else loaded by ``edge_sr.runtime``."""
+    from edge_sr.evaluate_video import EagerVideo
+    from edge_sr.models.stream import is_stream_model
+    from edge_sr.runtime import load
+
+    if isinstance(artifact, nn.Module):
+        return EagerVideo(artifact)
+    runner = (
+        artifact if callable(getattr(artifact, "stream", None)) else load(artifact, check_sha256=check_sha256)
+    )
+    if callable(getattr(runner, "stream", None)) and getattr(runner, "stream_spec", True) is not None:
+        return runner
+    model = getattr(runner.backend, "model", None)
+    if isinstance(model, nn.Module) and is_stream_model(model):
+        return EagerVideo(model)
+    raise InputError(artifact, "is not a streaming (video) artifact that this runtime can run frame by frame")
+
+
+def verify_video(
+    artifact: Any,
+    *,
+    reference: nn.Module | str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    degradation: str = "BI",
+    crop: int = 0,
+    clips: list[str] | None = None,
+    frames: int | None = None,
+    thresholds: Thresholds | None = None,
+    record: bool = True,
+    check_sha256: bool = True,
+) -> VideoVerifyReport:
+    """Run a streaming artifact and its float model over a sequence set and judge the artifact.
+
+    Args:
+        artifact: an artifact path (``edge_sr.runtime.load``), or a runner with ``stream()`` whose streams take
+            ``push((h, w, C) float32) -> (h·s, w·s, C)`` (``edge_sr.runtime``'s), or a streaming ``nn.Module``.
+        reference: the float streaming model, or its checkpoint.
+        data: a sequence root (``GT/<clip>/`` + ``<degradation>x<s>/<clip>/``).
+        degradation: ``"BI"`` or ``"BD"``.
+        crop: border pixels shaved before scoring against GT (0: the BasicVSR / mmagic protocol).
+        clips: clip names (default all); frames: the first ``frames`` of each clip (default all).
+        thresholds: pass criteria (defaults: ``Thresholds()``); ``drift_db`` bounds the drift.
+        record: write the result into the artifact's manifest (``verification``).
+        check_sha256: refuse an artifact whose bytes differ from its manifest's ``artifact_sha256``.
+
+    Returns:
+        The report: ``passed`` when the precision's criterion holds (on the clip means, as the image verify
+        does on images) and no clip drifts.
+    """
+    from edge_sr.convert.manifest import record_verification
+    from edge_sr.data.sequences import open_sequences
+    from edge_sr.evaluate_video import EagerVideo
+    from edge_sr.models.stream import is_stream_model
+
+    thr = thresholds or Thresholds()
+    ref_model = _reference_model(reference)
+    if not is_stream_model(ref_model):
+        raise ConfigError(
+            None, "the reference is an image model; verify a video artifact against its streaming float model"
+        )
+    float_video = EagerVideo(ref_model)
+    runner = _video_artifact(artifact, check_sha256)
+    if int(runner.scale) != float_video.scale or int(runner.colors) != float_video.colors:
+        raise ConfigError(
+            None,
+            f"the reference model is x{float_video.scale} with {float_video.colors} colours but the artifact "
+            f"x{runner.scale} with {runner.colors}; verify against the model the artifact was exported from",
+        )
+    seqs = open_sequences(data, scale=float_video.scale, degradation=degradation, clips=clips)
+    rows = [_score_clip_video(runner, float_video, c.head(frames), crop, thr) for c in seqs]
+    precision = str(getattr(runner, "precision", "fp32"))
+    judged = _judge(list(rows), precision, thr)  # clip means in place of images: the mean of clip means
+    drifting = any(r.drift for r in rows)
+    report = VideoVerifyReport(
+        passed=judged.passed and not drifting,
+        precision=precision,
+        criterion=judged.criterion,
+        psnr=judged.psnr,
+        psnr_float=judged.psnr_float,
+        ssim=judged.ssim,
+        ssim_float=judged.ssim_float,
+        psnr_vs_float=judged.psnr_vs_float,
+        max_abs_diff=judged.max_abs_diff,
+        drift=drifting,
+        drift_criterion=f"PSNR vs float falls by at most {thr.drift_db:g} dB from a clip's first half to its second",
+        degradation=degradation,
+        crop=crop,
+        clips=rows,
+    )
+    path = getattr(runner, "path", None)
+    if record and path is not None and getattr(runner, "kind", "torch") != "torch":
+        record_verification(path, _json_safe(report.to_dict()))
+    return report
