@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from edge_sr.errors import CheckpointError, InputError
+from edge_sr.errors import CheckpointError, ConfigError, InputError
 from edge_sr.models import create_model, load_checkpoint
 from edge_sr.models.checkpoint import load_detected
 from edge_sr.models.detect import detect, detectors
@@ -91,6 +91,22 @@ def test_x2() -> None:
     with torch.no_grad():
         y = _tiny("basicvsr", scale=2)(torch.rand(1, 2, 3, 10, 14))
     assert y.shape == (1, 2, 3, 20, 28)
+
+
+def test_same_size_forms() -> None:
+    # EDVR's deblurring form (hr_in with predeblur) and BasicVSR++'s is_low_res_input=False: scale 1
+    edvr = _tiny("edvr_m", scale=1, with_predeblur=True)
+    bvpp = _tiny("basicvsrpp", scale=1)
+    with torch.no_grad():
+        assert edvr(torch.rand(1, 3, 3, 32, 48)).shape == (1, 3, 32, 48)
+        assert bvpp(torch.rand(1, 3, 3, 16, 24)).shape == (1, 3, 3, 16, 24)
+    for model, arch in ((edvr, "edvr_m"), (bvpp, "basicvsrpp")):
+        d = detect(dict(model.state_dict()))
+        assert (d.arch, d.scale) == (arch, 1)
+    with pytest.raises(InputError, match="multiples of 16"):
+        edvr(torch.rand(1, 3, 3, 24, 48))
+    with pytest.raises(ConfigError, match="predeblur"):
+        create_model("edvr_m", scale=1)
 
 
 def test_bidirectional_each_output_sees_the_whole_clip() -> None:

@@ -26,6 +26,7 @@ groups (7.32 M parameters).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_sr.models.basicvsr import clip_flows
@@ -72,7 +73,11 @@ class SecondOrderDeformableAlignment(ModulatedDeformConv2d):
 
 
 class BasicVSRPlusPlus(UpsampleTail):
-    """(N, T, 3, H, W) clip in [0, 1] -> (N, T, 3, H·scale, W·scale)."""
+    """(N, T, 3, H, W) clip in [0, 1] -> (N, T, 3, H·scale, W·scale).
+
+    ``scale=1`` is the official same-size form (``is_low_res_input=False``, the deblurring and
+    decompression models): H and W multiples of 4, features and flows at 1/4 resolution.
+    """
 
     def __init__(
         self,
@@ -86,7 +91,17 @@ class BasicVSRPlusPlus(UpsampleTail):
         super().__init__()
         self.mid_channels = mid_channels
         self.spynet = SpyNet()
-        self.feat_extract = ConvResidualBlocks(3, mid_channels, 5)
+        self.feat_extract: nn.Module
+        if scale == 1:  # full-resolution input: two stride-2 convs down to the working resolution
+            self.feat_extract = nn.Sequential(
+                nn.Conv2d(3, mid_channels, 3, 2, 1),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(mid_channels, mid_channels, 3, 2, 1),
+                nn.LeakyReLU(0.1),
+                ConvResidualBlocks(mid_channels, mid_channels, 5),
+            )
+        else:
+            self.feat_extract = ConvResidualBlocks(3, mid_channels, 5)
         self.deform_align = nn.ModuleDict()
         self.backbone = nn.ModuleDict()
         for i, name in enumerate(PASSES):
@@ -95,7 +110,7 @@ class BasicVSRPlusPlus(UpsampleTail):
             )
             self.backbone[name] = ConvResidualBlocks((2 + i) * mid_channels, mid_channels, num_blocks)
         self.reconstruction = ConvResidualBlocks(5 * mid_channels, mid_channels, 5)
-        self._build_tail(mid_channels, scale)
+        self._build_tail(mid_channels, scale, scales=(1, 2, 4))
 
     def propagate(self, feats: dict[str, list[Tensor]], flows: Tensor, name: str) -> list[Tensor]:
         """One pass over the clip: the features of pass ``name`` in time order.
@@ -134,12 +149,19 @@ class BasicVSRPlusPlus(UpsampleTail):
         return out[::-1] if backward else out
 
     def forward(self, x: Tensor) -> Tensor:
-        check_clip(x, "BasicVSR++")
+        check_clip(x, "BasicVSR++", multiple=4 if self.scale == 1 else 1)
         n, t, c, h, w = x.shape
-        spatial = self.feat_extract(x.reshape(-1, c, h, w)).reshape(n, t, -1, h, w)
+        spatial = self.feat_extract(x.reshape(-1, c, h, w))
+        h, w = spatial.shape[-2:]  # a quarter of the input's at scale 1
+        spatial = spatial.reshape(n, t, -1, h, w)
         feats: dict[str, list[Tensor]] = {"spatial": [spatial[:, i] for i in range(t)]}
+        # the flows at the working resolution: at scale 1 from the input shrunk x4 (bicubic, as official)
+        lr = x
+        if self.scale == 1:
+            lr = F.interpolate(x.reshape(-1, *x.shape[2:]), scale_factor=0.25, mode="bicubic")
+            lr = lr.reshape(n, t, c, h, w)
         if t > 1:
-            flows_fwd, flows_bwd = clip_flows(self.spynet, x)
+            flows_fwd, flows_bwd = clip_flows(self.spynet, lr)
         else:  # one frame: nothing to align
             flows_fwd = flows_bwd = x.new_zeros(n, 0, 2, h, w)
         for name in PASSES:
@@ -162,16 +184,17 @@ def basicvsrpp(**overrides) -> BasicVSRPlusPlus:
 def _detect(state: StateDict) -> Detection | None:
     sd = to_basicsr(state)
     head = "deform_align.backward_1.conv_offset.6.weight"
-    if not has(sd, "spynet.basic_module.0.basic_module.0.weight", "feat_extract.main.0.weight", head):
+    if not has(sd, "spynet.basic_module.0.basic_module.0.weight", head):
         return None
-    mid = shape(sd, "feat_extract.main.0.weight")[0]  # type: ignore[index]
+    full_res = "feat_extract.0.weight" in sd
+    mid = shape(sd, "feat_extract.0.weight" if full_res else "feat_extract.main.0.weight")[0]  # type: ignore[index]
     offsets = shape(sd, head)[0]  # type: ignore[index]
     if offsets % 27:
         return None
     return Detection(
         "basicvsrpp",
         {
-            "scale": 4 if "upconv2.weight" in sd else 2,
+            "scale": 1 if full_res else 4 if "upconv2.weight" in sd else 2,
             "mid_channels": mid,
             "num_blocks": len(indices(sd, "backbone.backward_1.main.2.")),
             "deform_groups": offsets // 27,

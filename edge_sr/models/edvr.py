@@ -131,11 +131,15 @@ class TSAFusion(nn.Module):
 
 
 class PredeblurModule(nn.Module):
-    """EDVR's pre-deblurring front (LR input): (N, 3, h, w) -> (N, F, h, w)."""
+    """EDVR's pre-deblurring front: (N, 3, h, w) -> (N, F, h, w), or (N, F, h/4, w/4) with ``hr_in``."""
 
-    def __init__(self, num_feat: int) -> None:
+    def __init__(self, num_feat: int, hr_in: bool) -> None:
         super().__init__()
+        self.hr_in = hr_in
         self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
+        if hr_in:  # two stride-2 convs down to the working resolution
+            self.stride_conv_hr1 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
+            self.stride_conv_hr2 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
         self.stride_conv_l2 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
         self.stride_conv_l3 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
         self.resblock_l3 = ResidualBlockNoBN(num_feat)
@@ -145,6 +149,8 @@ class PredeblurModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         l1 = lrelu(self.conv_first(x))
+        if self.hr_in:
+            l1 = lrelu(self.stride_conv_hr2(lrelu(self.stride_conv_hr1(l1))))
         l2 = lrelu(self.stride_conv_l2(l1))
         l3 = _up2(self.resblock_l3(lrelu(self.stride_conv_l3(l2))))
         l2 = _up2(self.resblock_l2_2(self.resblock_l2_1(l2) + l3))
@@ -172,15 +178,20 @@ class EDVRFeatureExtractor(nn.Module):
         center_frame_idx: int | None = None,
         with_predeblur: bool = False,
         with_tsa: bool = True,
+        hr_in: bool = False,
     ) -> None:
         super().__init__()
+        if hr_in and not with_predeblur:
+            raise ConfigError(
+                None, "EDVR takes full-resolution input (scale 1) only with its predeblur module"
+            )
         center = num_frame // 2 if center_frame_idx is None else center_frame_idx
         if not 0 <= center < num_frame:
             raise ConfigError(None, f"center_frame_idx {center} is not a frame of a {num_frame}-frame window")
         self.num_frame, self.center_frame_idx, self.with_tsa = num_frame, center, with_tsa
         self.with_predeblur = with_predeblur
         if with_predeblur:
-            self.predeblur = PredeblurModule(num_feat)
+            self.predeblur = PredeblurModule(num_feat, hr_in)
             self.conv_1x1 = nn.Conv2d(num_feat, num_feat, 1, 1)
         else:
             self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
@@ -201,6 +212,7 @@ class EDVRFeatureExtractor(nn.Module):
         frames = x.reshape(-1, c, h, w)
         l1 = self.conv_1x1(self.predeblur(frames)) if self.with_predeblur else lrelu(self.conv_first(frames))
         l1 = self.feature_extraction(l1)
+        h, w = l1.shape[-2:]  # a quarter of the input's with hr_in
         l2 = lrelu(self.conv_l2_2(lrelu(self.conv_l2_1(l1))))
         l3 = lrelu(self.conv_l3_2(lrelu(self.conv_l3_1(l2))))
         pyr = [f.reshape(n, t, *f.shape[1:]) for f in (l1, l2, l3)]
@@ -213,7 +225,11 @@ class EDVRFeatureExtractor(nn.Module):
 
 class EDVR(EDVRFeatureExtractor, UpsampleTail):
     """(N, T, 3, H, W) window in [0, 1], T = ``num_frame``, H and W multiples of 4 -> the centre frame
-    (N, 3, H·scale, W·scale)."""
+    (N, 3, H·scale, W·scale).
+
+    ``scale=1`` is the official deblurring form (``hr_in``, with the predeblur module): full-resolution
+    frames, H and W multiples of 16, processed at 1/4 resolution, the centre frame restored at its size.
+    """
 
     def __init__(
         self,
@@ -236,12 +252,13 @@ class EDVR(EDVRFeatureExtractor, UpsampleTail):
             center_frame_idx=center_frame_idx,
             with_predeblur=with_predeblur,
             with_tsa=with_tsa,
+            hr_in=scale == 1,
         )
         self.reconstruction = _blocks(num_feat, num_reconstruct_block)
-        self._build_tail(num_feat, scale)
+        self._build_tail(num_feat, scale, scales=(1, 2, 4))
 
     def forward(self, x: Tensor) -> Tensor:
-        check_clip(x, "EDVR", min_frames=self.num_frame, multiple=4)
+        check_clip(x, "EDVR", min_frames=self.num_frame, multiple=16 if self.scale == 1 else 4)
         if x.shape[1] != self.num_frame:
             raise InputError(
                 None, f"EDVR takes a window of exactly {self.num_frame} frames, not {x.shape[1]}"
@@ -294,7 +311,7 @@ def _detect(state: StateDict) -> Detection | None:
     args = detect_edvr_front(sd)
     if args is None:
         return None
-    scale = 4 if "upconv2.weight" in sd else 2
+    scale = 1 if "predeblur.stride_conv_hr1.weight" in sd else 4 if "upconv2.weight" in sd else 2
     blocks = len(indices(sd, "reconstruction."))
     frames = int(args["num_frame"])  # type: ignore[call-overload]
     args.update(scale=scale, num_reconstruct_block=blocks, center_frame_idx=frames // 2)

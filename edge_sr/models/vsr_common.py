@@ -53,28 +53,36 @@ class ConvResidualBlocks(nn.Module):
 
 
 class UpsampleTail(nn.Module):
-    """A base class whose model owns ``upconv1`` (``upconv2`` at x4), ``conv_hr`` and ``conv_last``."""
+    """A base class whose model owns ``upconv1`` (``upconv2`` at x4 and x1), ``conv_hr`` and ``conv_last``.
+
+    Scale 1 is the official same-size form (EDVR's ``hr_in`` deblurring models, BasicVSR++ with
+    ``is_low_res_input=False``): the front works at 1/4 resolution, the tail is the x4 one, and the input
+    frame itself is the base.
+    """
 
     scale: int
 
-    def _build_tail(self, num_feat: int, scale: int) -> None:
-        if scale not in (2, 4):
-            raise ConfigError(None, f"scale {scale} is not supported; choose 2 or 4")
+    def _build_tail(self, num_feat: int, scale: int, *, scales: tuple[int, ...] = (2, 4)) -> None:
+        if scale not in scales:
+            raise ConfigError(None, f"scale {scale} is not supported; choose {' or '.join(map(str, scales))}")
         self.scale = scale
-        # (N, F, h, w) -> conv -> (N, 4F, h, w) -> pixel_shuffle -> (N, F, 2h, 2w), twice at x4
-        self.upconv1 = nn.Conv2d(num_feat, (num_feat if scale == 4 else 64) * 4, 3, 1, 1)
-        if scale == 4:
+        two = scale != 2
+        # (N, F, h, w) -> conv -> (N, 4F, h, w) -> pixel_shuffle -> (N, F, 2h, 2w), twice at x4 (and x1)
+        self.upconv1 = nn.Conv2d(num_feat, (num_feat if two else 64) * 4, 3, 1, 1)
+        if two:
             self.upconv2 = nn.Conv2d(num_feat, 64 * 4, 3, 1, 1)
         self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
 
-    def _tail(self, feat: Tensor, lr: Tensor) -> Tensor:
-        """(N, F, h, w) features and their (N, 3, h, w) frame -> (N, 3, h·s, w·s)."""
+    def _tail(self, feat: Tensor, frame: Tensor) -> Tensor:
+        """(N, F, h, w) features and their (N, 3, H, W) input frame -> (N, 3, H·s, W·s)."""
         out = lrelu(F.pixel_shuffle(self.upconv1(feat), 2))
-        if self.scale == 4:
+        if self.scale != 2:
             out = lrelu(F.pixel_shuffle(self.upconv2(out), 2))
         out = self.conv_last(lrelu(self.conv_hr(out)))
-        return out + F.interpolate(lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        if self.scale == 1:
+            return out + frame
+        return out + F.interpolate(frame, scale_factor=self.scale, mode="bilinear", align_corners=False)
 
 
 def check_clip(x: Tensor, name: str, *, min_frames: int = 1, multiple: int = 1) -> None:
