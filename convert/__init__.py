@@ -9,6 +9,13 @@ and one line here.
     artifact = export(model, "onnx", "out/", ExportSpec(input_size=(180, 320), precision="fp16"))
     artifact.path, artifact.manifest_path, artifact.manifest
     export(model, "onnx", "out/", options=target_module("onnx").Options(opset=20))
+
+A video model (``edge_sr.models.stream``: ``forward(*frames, *state) -> (sr, *state_outputs)``) exports its
+**step**: every frame and state tensor is an input and every output an output, named as its ``StreamSpec``
+names them, at one fixed LR frame size (``ExportSpec.input_size``; the state shapes follow from it), FP32 or
+FP16, NCHW or NHWC (every 4-D tensor). The manifest's ``stream`` entry says what feeds what, the initial
+values and each tensor's name, dtype, layout and shape in the artifact (``edge_sr.convert.manifest``);
+``edge_sr.runtime.load(path).stream()`` carries the state from frame to frame.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import os
 import re
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from edge_sr.convert.manifest import (
@@ -29,25 +36,31 @@ from edge_sr.convert.manifest import (
     read_manifest,
     sha256_path,
     size_bytes,
+    stream_entry,
     write_manifest,
 )
 from edge_sr.convert.spec import PRECISIONS, Artifact, ExportSpec
-from edge_sr.convert.target import Target
+from edge_sr.convert.target import GraphIO, Target
 from torch import Tensor, nn
 
 from edge_sr.errors import ConfigError, ConversionError, EdgeSRError
 from edge_sr.io_utils import atomic_path
+
+if TYPE_CHECKING:
+    from edge_sr.models.stream import StreamSpec
 
 __all__ = [
     "PRECISIONS",
     "TARGETS",
     "Artifact",
     "ExportSpec",
+    "GraphIO",
     "Target",
     "export",
     "manifest_path",
     "prepare_model",
     "read_manifest",
+    "step_spec",
     "target_for_path",
     "target_module",
 ]
@@ -88,9 +101,10 @@ def quantizable_targets() -> list[str]:
 
 
 class _IOWrapper(nn.Module):
-    """Adapts a model's I/O: NHWC layout and/or float32 I/O around an fp16 model.
+    """Adapts a model's I/O: NHWC layout and/or float32 I/O around an fp16 model, for every tensor.
 
-    (N, H, W, C) -> permute -> (N, C, H, W) -> model -> (N, C, sH, sW) -> permute -> (N, sH, sW, C)
+    (N, H, W, C) -> permute -> (N, C, H, W) -> model -> (N, C, sH, sW) -> permute -> (N, sH, sW, C); a model
+    with several inputs / outputs (a video step) has each 4-D one adapted the same way.
     """
 
     def __init__(self, model: nn.Module, *, nhwc: bool, half: bool) -> None:
@@ -99,18 +113,69 @@ class _IOWrapper(nn.Module):
         self.nhwc = nhwc
         self.fp16 = half
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.nhwc:
-            x = x.permute(0, 3, 1, 2)
-        if self.fp16:
-            x = x.half()
-        y = self.model(x)
+    def forward(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:
+        ins = []
+        for x in xs:
+            if self.nhwc and x.ndim == 4:
+                x = x.permute(0, 3, 1, 2)
+            ins.append(x.half() if self.fp16 else x)
+        ys = self.model(*ins)
+        outs = tuple(self._out(y) for y in (ys if isinstance(ys, tuple | list) else (ys,)))
+        return outs if isinstance(ys, tuple | list) else outs[0]
+
+    def _out(self, y: Tensor) -> Tensor:
         if self.fp16:
             y = y.float()
-        return y.permute(0, 2, 3, 1) if self.nhwc else y
+        return y.permute(0, 2, 3, 1) if self.nhwc and y.ndim == 4 else y
 
 
-def prepare_model(model: nn.Module, spec: ExportSpec, example: Tensor) -> tuple[nn.Module, dict[str, Any]]:
+def step_spec(model: nn.Module) -> StreamSpec | None:
+    """The streaming step contract of ``model`` (``edge_sr.models.stream``), or None for an image model.
+
+    A module that is no longer the model's class (a PT2E-converted ``GraphModule``, a mixed-precision
+    wrapper) but carries the card of a video architecture has that architecture's contract (built on the
+    meta device, no weights).
+    """
+    from edge_sr.models import card_of, create_model, get_entry, has_card
+    from edge_sr.models.stream import stream_spec
+
+    spec = stream_spec(model)
+    if spec is not None or not has_card(model):
+        return spec
+    card = card_of(model)
+    try:
+        if get_entry(card.arch).kind != "video":
+            return None
+    except EdgeSRError:  # not a zoo architecture
+        return None
+    with torch.device("meta"):
+        return stream_spec(create_model(card.arch, **card.args))
+
+
+def graph_io(
+    model: nn.Module, spec: ExportSpec, *, colors: int, scale: int
+) -> tuple[GraphIO, StreamSpec | None]:
+    """The example inputs (NCHW, reproducible, in [0, 1]) and names of the graph to export, and the model's
+    step contract: ``input`` -> ``output`` for an image model, every frame and state tensor for a step."""
+    h, w = spec.example_size
+    gen = torch.Generator().manual_seed(0)
+    sspec: StreamSpec | None = step_spec(model)
+    if sspec is None:
+        return GraphIO.single(torch.rand(1, colors, h, w, generator=gen)), None
+    if spec.dynamic is not None or spec.sizes:
+        raise ConversionError(None, "a video step exports at one fixed frame size; use --input-size HxW")
+    if spec.io == "image":
+        raise ConversionError(
+            None, "a video step has tensor I/O only (its state is no image); use io='tensor'"
+        )
+    shapes = [(1, colors, h, w)] * len(sspec.frames) + [s.shape(colors, (h, w), scale) for s in sspec.state]
+    examples = tuple(torch.rand(*shape, generator=gen) for shape in shapes)
+    return GraphIO(examples, tuple(sspec.input_names), tuple(sspec.output_names)), sspec
+
+
+def prepare_model(
+    model: nn.Module, spec: ExportSpec, example: Tensor | tuple[Tensor, ...]
+) -> tuple[nn.Module, dict[str, Any]]:
     """Deploy form + pixel-shuffle lowering of an eager model; a PT2E ``GraphModule`` passes through.
 
     Returns:
@@ -220,14 +285,15 @@ def export(
         card = card_of(model)
     arch, args, scale = card.arch, dict(card.args), card.scale
     path = _resolve_out(out, mod.SUFFIX, arch, scale, spec.precision)
-    h, w = spec.example_size
-    example = torch.rand(1, card.colors, h, w, generator=torch.Generator().manual_seed(0))
-    prepared, facts = prepare_model(model, spec, example)
+    io, sspec = graph_io(model, spec, colors=card.colors, scale=scale)
+    prepared, facts = prepare_model(model, spec, io.examples)
     half = spec.precision == "fp16" and mod.FP16_BY_CAST  # float16 graph inside float32 I/O
     net: nn.Module = prepared
     if spec.layout == "NHWC" or half:
         net = _IOWrapper(prepared.half() if half else prepared, nhwc=spec.layout == "NHWC", half=half)
-    example_io = example.permute(0, 2, 3, 1).contiguous() if spec.layout == "NHWC" else example
+    if spec.layout == "NHWC":  # every 4-D tensor in the artifact's layout
+        nhwc = tuple(t.permute(0, 2, 3, 1).contiguous() if t.ndim == 4 else t for t in io.examples)
+        io = GraphIO(nhwc, io.input_names, io.output_names)
     src = source or card.source
     source_info = (
         {"checkpoint": str(src), "sha256": sha256_path(src)} if src and Path(src).is_file() else None
@@ -251,15 +317,19 @@ def export(
         source=source_info,
         colors=card.colors,
     )
+    if sspec is not None:
+        manifest["stream"] = sspec.manifest_entry(card.colors, spec.example_size, scale)
     mpath = manifest_path(path)
     with atomic_path(mpath) as tmp_manifest, atomic_path(path) as tmp:
         try:
-            info = mod.export(net.eval(), example_io, spec, tmp, embedded_metadata(manifest), options)
+            info = mod.export(net.eval(), io, spec, tmp, embedded_metadata(manifest), options)
         except EdgeSRError:
             raise
         except Exception as e:  # converters raise anything; report one line naming the op
             raise _conversion_error(path, target, e) from e
         manifest.update(info)
+        if sspec is not None:
+            manifest["stream"] = stream_entry(manifest["stream"], manifest, spec.example_size)
         manifest["artifact_sha256"] = sha256_path(tmp)
         manifest["size_bytes"] = size_bytes(tmp)
         write_manifest(tmp_manifest, manifest)

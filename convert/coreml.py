@@ -7,7 +7,8 @@ the graph divides by 255 on the way in and multiplies by 255 on the way out). Sh
 ``rank4`` form, and the manifest says so: Core ML has no rank-6 tensors, and coremltools rewrites them into
 lower ranks only when every size is known. The manifest fields also go into ``user_defined_metadata``.
 Prediction needs macOS; elsewhere the runner executes the saved MIL program with the reference executor
-of :mod:`.coreml_mil`.
+of :mod:`.coreml_mil`. A graph with several inputs / outputs (a video step) has one feature per tensor,
+named as the graph names them, all tensors (fixed shapes).
 
 INT8, what works off macOS (coremltools 9, ExecuTorch 1.5):
 
@@ -36,7 +37,16 @@ import numpy as np
 import torch
 from edge_sr.convert.pixelshuffle import without_rank6
 from edge_sr.convert.spec import ExportSpec
-from edge_sr.convert.target import Size, Timed, Timer, fill_shape, random_input, time_calls
+from edge_sr.convert.target import (
+    GraphIO,
+    Size,
+    Timed,
+    Timer,
+    fill_shape,
+    io_entries,
+    random_input,
+    time_calls,
+)
 from torch import Tensor, nn
 
 from edge_sr.errors import ConversionError, RuntimeBackendError
@@ -122,7 +132,7 @@ def _dynamic(spec: ExportSpec) -> tuple[dict[int, Any], ...] | None:
 
 def export(
     model: nn.Module,
-    example: Tensor,
+    io: GraphIO,
     spec: ExportSpec,
     path: Path,
     metadata: dict[str, str],
@@ -130,6 +140,8 @@ def export(
 ) -> dict[str, Any]:
     """Convert ``model`` to an ``.mlpackage`` at ``path``; returns the manifest's I/O entries."""
     import coremltools as ct
+
+    example = io.example
 
     if not hasattr(ct.target, options.deployment_target):
         raise ConversionError(
@@ -147,9 +159,15 @@ def export(
             info["pixel_shuffle"] = "rank4"
             metadata = {**metadata, "edge_sr.pixel_shuffle": "rank4"}
     net = _ImageOut(model).eval() if image else model
-    ep = torch.export.export(net, (example,), dynamic_shapes=dynamic).run_decompositions({})
+    ep = torch.export.export(net, io.examples, dynamic_shapes=dynamic).run_decompositions({})
     shape = _input_shape(spec, example)
-    if image:  # a 1-colour (Y) model takes and gives a one-channel pixel buffer
+    if len(io.examples) > 1 or len(io.output_names) > 1:  # a video step: fixed tensors, named
+        inputs = [
+            ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32)
+            for n, t in zip(io.input_names, io.examples, strict=True)
+        ]
+        outputs = [ct.TensorType(name=n, dtype=np.float32) for n in io.output_names]
+    elif image:  # a 1-colour (Y) model takes and gives a one-channel pixel buffer
         layout = ct.colorlayout.GRAYSCALE if example.shape[1] == 1 else ct.colorlayout.RGB
         inputs = [ct.ImageType(name="input", shape=shape, scale=1.0 / 255.0, color_layout=layout)]
         outputs = [ct.ImageType(name="output", color_layout=layout)]
@@ -177,12 +195,19 @@ def export(
     ops = sorted(
         {op.op_type for f in mlmodel._mil_program.functions.values() for op in f.operations} - {"const"}
     )
-    vr = [0.0, 255.0] if image else [0.0, 1.0]
-    io_dtype = "image" if image else "float32"
+    with torch.no_grad():
+        outs = net(*io.examples)
+    outs = outs if isinstance(outs, tuple | list) else (outs,)
+    entries = {
+        "inputs": io_entries(io.input_names, io.examples, spec, ["float32"] * len(io.examples)),
+        "outputs": io_entries(io.output_names, outs, spec, ["float32"] * len(outs)),
+    }
+    if image:
+        for e in (*entries["inputs"], *entries["outputs"]):
+            e.update(dtype="image", value_range=[0.0, 255.0])
     return {
         **info,
-        "inputs": [{"name": "input", "dtype": io_dtype, "layout": spec.layout, "value_range": vr}],
-        "outputs": [{"name": "output", "dtype": io_dtype, "layout": spec.layout, "value_range": vr}],
+        **entries,
         "target_info": {"deployment_target": options.deployment_target, "ops": ops},
     }
 
@@ -401,6 +426,11 @@ class Runner:
             arr = np.asarray(out, dtype=np.float32)
             out = (arr[..., None] if arr.ndim == 2 else arr).transpose(2, 0, 1)[None]
         return np.asarray(out)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for tensor inputs by name."""
+        outs = self.mil.run(feeds) if self.mil is not None else self.model.predict(feeds)
+        return {n: np.asarray(outs[n]) for n in self.output_names}
 
 
 # ---------------------------------------------------------------- profiling (macOS only)

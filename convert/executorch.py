@@ -4,6 +4,8 @@ torch.export -> ``to_edge_transform_and_lower(partitioner=[...])`` -> ``to_execu
 range goes through :mod:`.dynamic` (window attention's shape assumptions proven for every size). FP16 artifacts
 compute in float16 inside and keep float32 I/O. The CoreML delegate lowers on Linux but runs only on Apple
 hardware. ExecuTorch has no free-form metadata section: the manifest beside the file is the only record.
+A method's tensors have no names, only an order: a graph with several inputs / outputs (a video step) takes
+and gives them in the order of the manifest's ``inputs`` / ``outputs``, which the runner reads back.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from edge_sr.convert.manifest import io_names
 from edge_sr.convert.spec import ExportSpec
 from edge_sr.convert.target import (
     OPS_RUNS,
+    GraphIO,
     OpTime,
     Size,
     Timed,
     Timer,
     fill_shape,
+    io_entries,
     random_input,
     time_calls,
 )
-from torch import Tensor, nn
+from torch import nn
 
 from edge_sr.errors import ConfigError, ConversionError, RuntimeBackendError
 
@@ -88,23 +93,23 @@ def partitioners(spec: ExportSpec, options: Options) -> list[Any]:
 
 def export(
     model: nn.Module,
-    example: Tensor,
+    io: GraphIO,
     spec: ExportSpec,
     path: Path,
     metadata: dict[str, str],
     options: Options,
 ) -> dict[str, Any]:
-    """Export, lower and serialize ``model`` to ``path``; returns the manifest's I/O entries."""
+    """Export, lower and serialize ``model`` to ``path``; returns the manifest's I/O entries (method order)."""
     import contextlib
 
     from edge_sr.convert.dynamic import export_proven, lowering_without_asserts
     from executorch.exir import to_edge_transform_and_lower
 
     if spec.dynamic is None:
-        ep = torch.export.export(model, (example,), dynamic_shapes=None)
+        ep = torch.export.export(model, io.examples, dynamic_shapes=None)
         lowering: Any = contextlib.nullcontext()
     else:  # shape assumptions (window padding) proven for the whole range, then dropped: see .dynamic
-        ep = export_proven(model, example, spec.dynamic_shapes(), axes=spec.hw_axes)
+        ep = export_proven(model, io.example, spec.dynamic_shapes(), axes=spec.hw_axes)
         lowering = lowering_without_asserts()
     parts = partitioners(spec, options)
     with lowering:
@@ -116,12 +121,12 @@ def export(
     )
     program = edge.to_executorch()
     path.write_bytes(program.buffer)
-    dtype = str(example.dtype).replace("torch.", "")
     with torch.no_grad():
-        out_dtype = str(model(example).dtype).replace("torch.", "")
+        outs = model(*io.examples)
+    outs = outs if isinstance(outs, tuple | list) else (outs,)
     return {
-        "inputs": [{"name": "input", "dtype": dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
-        "outputs": [{"name": "output", "dtype": out_dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
+        "inputs": io_entries(io.input_names, io.examples, spec),
+        "outputs": io_entries(io.output_names, outs, spec),
         "target_info": {"delegate": options.delegate, "delegate_calls": delegated},
     }
 
@@ -178,12 +183,18 @@ class Runner:
             self.method = Runtime.get().load_program(os.fspath(path)).load_method("forward")
         except Exception as e:  # the runtime raises RuntimeError with a code
             raise RuntimeBackendError(path, f"executorch cannot load it ({str(e).splitlines()[0]})") from None
-        self.input_names = ["input"]
-        self.output_names = ["output"]
+        self.input_names, self.output_names = io_names(path)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x))])
         return out[0].numpy()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for inputs by name, in the method's order (the manifest's)."""
+        if set(feeds) != set(self.input_names):
+            raise RuntimeBackendError(self.path, f"the method takes {self.input_names}, not {sorted(feeds)}")
+        xs = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        return {n: y.numpy() for n, y in zip(self.output_names, self.method.execute(xs), strict=True)}
 
 
 # ---------------------------------------------------------------- profiling

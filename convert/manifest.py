@@ -5,6 +5,29 @@ colour channels and the colour conversion around the model (``color``, see :func
 precision and quantization (with int8 I/O scale / zero point), accepted input sizes, layout, value range,
 I/O dtypes, checksums of the source checkpoint and of the artifact, library versions, and the verification
 verdict once verified. The same fields go inside the artifact where the format has room for them.
+
+A video model's step (``edge_sr.models.stream``) has a ``stream`` entry: its ``StreamSpec`` for the export's
+LR frame size, and how each tensor appears in the artifact::
+
+    "stream": {
+      "frames": ["cur"], "output": "sr", "state_outputs": ["hidden_out"],
+      "state": [                                   # in call order, after the frames
+        {"name": "prev", "next": "cur", "shape": [1, 3, 180, 320], "resolution": "lr", "init": "frame"},
+        {"name": "hidden", "next": "hidden_out", "shape": [1, 16, 180, 320], "resolution": "lr", "init": "zeros"},
+        {"name": "prev_sr", "next": "sr", "shape": [1, 3, 720, 1280], "resolution": "hr", "init": "zeros"}],
+      "size": [180, 320],                          # the LR frame (H, W) every shape above is for
+      "frame": {"value_range": [0.0, 1.0], "colors": 3},   # what a frame holds (``color`` says which channels)
+      "tensors": [                                 # every input, then every output, as the artifact has them
+        {"name": "cur", "io": "input", "index": 0, "dtype": "float32", "layout": "NHWC",
+         "shape": [1, 180, 320, 3], "quant": null}, ...]}
+
+``state[].shape`` is NCHW (the model's contract); ``tensors[].shape`` is in the artifact's ``layout`` (NHWC
+permutes every 4-D tensor). ``next`` names the output (or frame input) whose value the state takes at the
+next frame, fed back unchanged; ``init`` is ``zeros`` or ``frame`` (a copy of the first frame). ``index`` is
+the tensor's position among the artifact's inputs / outputs: ExecuTorch methods and PT2 programs take and
+give tensors in that order, the other formats by ``name``. ``quant`` is ``{"dtype", "scale", "zero_point"}``
+for an int8 tensor (``edge_sr.quantize`` gives a state and the output feeding it the same scale and zero
+point, so an app feeds the output back as it is), else null.
 """
 
 from __future__ import annotations
@@ -167,6 +190,27 @@ def build_manifest(
     }
 
 
+def stream_entry(base: dict[str, Any], manifest: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    """The manifest's ``stream`` entry (see the module docstring) from ``StreamSpec.manifest_entry`` and the
+    artifact's ``inputs`` / ``outputs`` entries, for LR frames of ``size``."""
+    tensors = [
+        {
+            "name": e["name"],
+            "io": io[:-1],
+            "index": i,
+            "dtype": e["dtype"],
+            "layout": e.get("layout", manifest.get("layout", "NCHW")),
+            "shape": e.get("shape"),
+            "quant": e.get("quant"),
+        }
+        for io in ("inputs", "outputs")
+        for i, e in enumerate(manifest[io])
+    ]
+    colors = (manifest.get("color") or {}).get("colors", 3)
+    frame = {"value_range": [0.0, 1.0], "colors": colors}
+    return {**base, "size": [int(size[0]), int(size[1])], "frame": frame, "tensors": tensors}
+
+
 def embedded_metadata(manifest: dict[str, Any]) -> dict[str, str]:
     """String key/values to store inside the artifact (format metadata fields take strings)."""
     keep = ("arch", "scale", "form", "precision", "layout", "io", "pixel_shuffle")
@@ -176,6 +220,8 @@ def embedded_metadata(manifest: dict[str, Any]) -> dict[str, str]:
     meta["edge_sr.quantization"] = json.dumps(manifest["quantization"], sort_keys=True)
     if manifest.get("color") is not None:
         meta["edge_sr.color"] = json.dumps(manifest["color"], sort_keys=True)
+    if manifest.get("stream") is not None:
+        meta["edge_sr.stream"] = json.dumps(manifest["stream"], sort_keys=True)
     meta["edge_sr.format"] = FORMAT
     return meta
 
@@ -217,7 +263,9 @@ def check_manifest(
     ``input_shape`` a fixed ``size`` / ``dynamic`` ``min``-``max`` / ``enumerated`` ``sizes`` of positive
     ints, ``inputs`` / ``outputs`` lists of mappings whose ``dtype`` is one of ``IO_DTYPES`` and whose
     ``quant`` is null or ``{scale > 0, zero_point int}``, ``artifact_sha256`` 64 hex digits, ``color`` one of
-    the two entries :func:`color_entry` writes (and ``args.colors``, when given, the same count).
+    the two entries :func:`color_entry` writes (and ``args.colors``, when given, the same count), ``stream``
+    (when present) as the module docstring describes it, consistent with itself and with ``inputs`` /
+    ``outputs``.
 
     Raises:
         InputError: One line naming the manifest, the field, its value and what is allowed.
@@ -254,6 +302,73 @@ def check_manifest(
     if "arch" in data and data["arch"] is not None and not isinstance(data["arch"], str):
         raise bad("arch", data["arch"], "a model name")
     _check_color(data, bad)
+    if "stream" in data:
+        _check_stream(data, bad)
+
+
+_RESOLUTIONS = ("lr", "hr")
+_INITS = ("zeros", "frame")
+
+
+def _check_stream(data: dict[str, Any], bad: Any) -> None:
+    """The ``stream`` entry: names, state (next / shape / resolution / init), size, frame, tensors."""
+    from edge_sr.convert.spec import LAYOUTS
+
+    st = data["stream"]
+    if not isinstance(st, dict):
+        raise bad("stream", st, "an object {frames, output, state_outputs, state, size, frame, tensors}")
+    frames, out, souts, state = st.get("frames"), st.get("output"), st.get("state_outputs"), st.get("state")
+    if not (isinstance(frames, list) and frames and all(isinstance(f, str) for f in frames)):
+        raise bad("stream.frames", frames, "a non-empty list of input names")
+    if not isinstance(out, str):
+        raise bad("stream.output", out, "the SR output's name")
+    if not (isinstance(souts, list) and all(isinstance(n, str) for n in souts)):
+        raise bad("stream.state_outputs", souts, "a list of output names")
+    if not (isinstance(state, list) and all(isinstance(s, dict) for s in state)):
+        raise bad("stream.state", state, "a list of {name, next, shape, resolution, init}")
+    feeders = {*frames, out, *souts}
+    for i, s in enumerate(state):
+        where = f"stream.state[{i}]"
+        if not isinstance(s.get("name"), str):
+            raise bad(f"{where}.name", s.get("name"), "an input name")
+        if s.get("next") not in feeders:
+            raise bad(f"{where}.next", s.get("next"), "a frame or output name: " + ", ".join(sorted(feeders)))
+        shape = s.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 4 and all(_is_side(d) for d in shape)):
+            raise bad(f"{where}.shape", shape, f"[N, C, H, W], each an integer 1-{MAX_SIDE}")
+        if s.get("resolution") not in _RESOLUTIONS:
+            raise bad(f"{where}.resolution", s.get("resolution"), "lr or hr")
+        if s.get("init") not in _INITS:
+            raise bad(f"{where}.init", s.get("init"), "zeros or frame")
+    inputs = [*frames, *(s["name"] for s in state)]
+    outputs = [out, *souts]
+    if len(set(inputs)) != len(inputs) or len(set(outputs)) != len(outputs):
+        raise bad("stream", {"inputs": inputs, "outputs": outputs}, "distinct names")
+    if not _is_hw(st.get("size")):
+        raise bad("stream.size", st.get("size"), f"[height, width], each an integer 1-{MAX_SIDE}")
+    frame = st.get("frame")
+    vr = frame.get("value_range") if isinstance(frame, dict) else None
+    ok = isinstance(vr, list) and len(vr) == 2 and all(_is_num(v) for v in vr) and vr[0] < vr[1]
+    if not (ok and isinstance(frame, dict) and frame.get("colors") in COLORS):
+        raise bad("stream.frame", frame, "{value_range: [low, high], colors: 1 or 3}")
+    tensors = st.get("tensors")
+    if not (isinstance(tensors, list) and all(isinstance(t, dict) for t in tensors)):
+        raise bad("stream.tensors", tensors, "a list of {name, io, index, dtype, layout, shape, quant}")
+    _check_io("stream.tensors", tensors, bad)
+    for io, names in (("input", inputs), ("output", outputs)):
+        mine = [t for t in tensors if t.get("io") == io]
+        if sorted(t.get("name") or "" for t in mine) != sorted(names):
+            raise bad("stream.tensors", [t.get("name") for t in mine], f"the {io}s " + ", ".join(names))
+        if sorted(t.get("index", -1) for t in mine if _is_int(t.get("index"))) != list(range(len(names))):
+            raise bad("stream.tensors", [t.get("index") for t in mine], f"{io} indices 0-{len(names) - 1}")
+    for i, t in enumerate(tensors):
+        if t.get("io") not in ("input", "output"):
+            raise bad(f"stream.tensors[{i}].io", t.get("io"), "input or output")
+        if t.get("layout") not in LAYOUTS:
+            raise bad(f"stream.tensors[{i}].layout", t.get("layout"), "one of " + ", ".join(LAYOUTS))
+        shape = t.get("shape")
+        if shape is not None and not (isinstance(shape, list) and all(_is_side(d) for d in shape)):
+            raise bad(f"stream.tensors[{i}].shape", shape, "null or a list of positive sizes")
 
 
 def _check_color(data: dict[str, Any], bad: Any) -> None:
@@ -356,6 +471,17 @@ def check_artifact_sha256(artifact: str | os.PathLike[str], manifest: dict[str, 
             "the artifact's sha256 does not match its manifest (modified after export?); "
             "re-export it or pass --no-check-sha256",
         )
+
+
+def io_names(artifact: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """The names of the artifact's inputs and outputs in order, from the manifest beside it (none, or one
+    without names: ``input`` -> ``output``). Formats whose tensors have no names (ExecuTorch, PT2) take
+    and give them in this order."""
+    manifest = read_manifest(artifact, required=False) or {}
+    names = [[e.get("name") for e in manifest.get(k) or []] for k in ("inputs", "outputs")]
+    if all(names) and all(isinstance(n, str) for ns in names for n in ns):
+        return names[0], names[1]
+    return ["input"], ["output"]
 
 
 def record_verification(artifact: str | os.PathLike[str], result: dict[str, Any]) -> dict[str, Any] | None:

@@ -29,15 +29,17 @@ import torch
 from edge_sr.convert.spec import ExportSpec
 from edge_sr.convert.target import (
     OPS_RUNS,
+    GraphIO,
     OpTime,
     Size,
     Timed,
     Timer,
     fill_shape,
+    io_entries,
     random_input,
     time_calls,
 )
-from torch import Tensor, nn
+from torch import nn
 
 from edge_sr.errors import ConfigError, ConversionError, RuntimeBackendError
 
@@ -82,24 +84,25 @@ def check_spec(spec: ExportSpec) -> None:
 
 def export(
     model: nn.Module,
-    example: Tensor,
+    io: GraphIO,
     spec: ExportSpec,
     path: Path,
     metadata: dict[str, str],
     options: Options,
 ) -> dict[str, Any]:
-    """Export ``model`` traced on ``example`` to ``path``; returns the manifest's I/O entries."""
+    """Export ``model`` traced on ``io.examples`` to ``path``, its inputs and outputs named as ``io`` names
+    them; returns the manifest's I/O entries."""
     import onnx
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     program = torch.onnx.export(
         model,
-        (example,),
+        io.examples,
         dynamo=True,
         opset_version=options.opset,
         dynamic_shapes=spec.dynamic_shapes(),
-        input_names=["input"],
-        output_names=["output"],
+        input_names=list(io.input_names),
+        output_names=list(io.output_names),
         verbose=False,
         report=False,
         optimize=True,
@@ -111,12 +114,19 @@ def export(
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value
     onnx.save(proto, os.fspath(path))
-    dtype = _ONNX_DTYPES.get(proto.graph.input[0].type.tensor_type.elem_type, "float32")
-    out_dtype = _ONNX_DTYPES.get(proto.graph.output[0].type.tensor_type.elem_type, "float32")
+    got_in = [i.name for i in proto.graph.input]
+    got_out = [o.name for o in proto.graph.output]
+    if got_in != list(io.input_names) or got_out != list(io.output_names):
+        raise ConversionError(path, f"the ONNX graph's I/O is {got_in} -> {got_out}, not the names given")
+    in_dtypes = [_ONNX_DTYPES.get(i.type.tensor_type.elem_type, "float32") for i in proto.graph.input]
+    out_dtypes = [_ONNX_DTYPES.get(o.type.tensor_type.elem_type, "float32") for o in proto.graph.output]
+    with torch.no_grad():
+        outs = model(*io.examples)
+    outs = outs if isinstance(outs, tuple | list) else (outs,)
     ops = sorted({n.op_type for n in proto.graph.node})
     return {
-        "inputs": [{"name": "input", "dtype": dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
-        "outputs": [{"name": "output", "dtype": out_dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
+        "inputs": io_entries(io.input_names, io.examples, spec, in_dtypes),
+        "outputs": io_entries(io.output_names, outs, spec, out_dtypes),
         "target_info": {"opset": options.opset, "ops": ops},
     }
 
@@ -154,6 +164,10 @@ class Runner:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_names[0]: x})[0]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for inputs by name."""
+        return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
 
 
 # ---------------------------------------------------------------- quantization

@@ -125,8 +125,9 @@ def without_rank6(model: nn.Module) -> tuple[nn.Module, int]:
 
 
 @torch.no_grad()
-def _shuffle_channels(model: nn.Module, example: Tensor) -> dict[int, int]:
-    """id(PixelShuffle module) -> its output channels, recorded by running ``example`` once."""
+def _shuffle_channels(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> dict[int, int]:
+    """id(PixelShuffle module) -> its output channels, recorded by running ``example`` (one input, or a
+    tuple: a video step's inputs) once."""
     seen: dict[int, int] = {}
     hooks = [
         m.register_forward_hook(lambda mod, inp, out: seen.__setitem__(id(mod), int(out.shape[1])))
@@ -134,20 +135,23 @@ def _shuffle_channels(model: nn.Module, example: Tensor) -> dict[int, int]:
         if isinstance(m, nn.PixelShuffle)
     ]
     try:
-        model.eval()(example)
+        model.eval()(*(example if isinstance(example, tuple) else (example,)))
     finally:
         for h in hooks:
             h.remove()
     return seen
 
 
-def lower_pixel_shuffle(model: nn.Module, mode: str, example: Tensor | None = None) -> tuple[nn.Module, int]:
+def lower_pixel_shuffle(
+    model: nn.Module, mode: str, example: Tensor | tuple[Tensor, ...] | None = None
+) -> tuple[nn.Module, int]:
     """A copy of ``model`` with every ``nn.PixelShuffle`` replaced by the ``mode`` lowering.
 
     Args:
         model: any module; ``nn.PixelShuffle`` submodules are replaced.
         mode: one of ``reshape``, ``rank4``, ``depth_to_space``, ``conv_transpose``.
-        example: an input batch; ``conv_transpose`` runs it once to learn each shuffle's channel count.
+        example: an input batch (a tuple for a model with several inputs); ``conv_transpose`` runs it once
+            to learn each shuffle's channel count.
 
     Returns:
         (the new model, how many modules were replaced). Functional ``F.pixel_shuffle`` calls inside a

@@ -6,7 +6,9 @@ of a dynamic H / W range (``torch.export.Dim``). Shape facts the solver cannot p
 padding smaller than the input) stay in the program as runtime assertions, and are first evaluated on every
 size of the range (:func:`.dynamic.check_asserts`): a range where one fails is refused at export. The program
 also refuses sizes outside its range when it runs. The manifest fields are also stored inside the archive as ``extra_files["edge_sr.json"]``.
-Loading uses ``torch.export.load``, whose weights are read without running pickled code.
+Loading uses ``torch.export.load``, whose weights are read without running pickled code. A program with
+several inputs / outputs (a video step) takes and gives them in the order of the manifest's ``inputs`` /
+``outputs`` (the ExecuTorch runner reads the same names).
 """
 
 from __future__ import annotations
@@ -19,17 +21,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from edge_sr.convert.manifest import io_names
 from edge_sr.convert.spec import ExportSpec
 from edge_sr.convert.target import (
+    GraphIO,
     Size,
     Timed,
     Timer,
     fill_shape,
+    io_entries,
     profile_torch,
     random_input,
     time_calls,
 )
-from torch import Tensor, nn
+from torch import nn
 
 from edge_sr.errors import ConversionError, RuntimeBackendError
 
@@ -67,7 +72,7 @@ def check_spec(spec: ExportSpec) -> None:
 
 def export(
     model: nn.Module,
-    example: Tensor,
+    io: GraphIO,
     spec: ExportSpec,
     path: Path,
     metadata: dict[str, str],
@@ -75,13 +80,13 @@ def export(
 ) -> dict[str, Any]:
     """``torch.export.export`` then ``torch.export.save`` to ``path``; returns the manifest's I/O entries."""
     if spec.dynamic is None:
-        ep = torch.export.export(model, (example,), strict=options.strict)
+        ep = torch.export.export(model, io.examples, strict=options.strict)
     else:
         from edge_sr.convert.dynamic import check_asserts
 
         ep = torch.export.export(
             model,
-            (example,),
+            io.examples,
             dynamic_shapes=spec.dynamic_shapes(),
             strict=options.strict,
             prefer_deferred_runtime_asserts_over_guards=True,
@@ -90,14 +95,14 @@ def export(
     with path.open("wb") as f:  # a file object: torch.export.save would add ".pt2" to a suffix-less path
         torch.export.save(ep, f, extra_files={METADATA_FILE: json.dumps(metadata, sort_keys=True)})
     with torch.no_grad():
-        out_dtype = str(model(example).dtype).replace("torch.", "")
+        outs = model(*io.examples)
+    outs = outs if isinstance(outs, tuple | list) else (outs,)
     ops = sorted(
         {str(n.target) for n in ep.graph.nodes if n.op == "call_function" and hasattr(n.target, "_schema")}
     )
-    dtype = str(example.dtype).replace("torch.", "")
     return {
-        "inputs": [{"name": "input", "dtype": dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
-        "outputs": [{"name": "output", "dtype": out_dtype, "layout": spec.layout, "value_range": [0.0, 1.0]}],
+        "inputs": io_entries(io.input_names, io.examples, spec),
+        "outputs": io_entries(io.output_names, outs, spec),
         "target_info": {"torch": torch.__version__, "ops": ops},
     }
 
@@ -151,8 +156,7 @@ class Runner:
             torch.set_num_threads(int(threads))
         self.program = _load(path)
         self.module = self.program.module()
-        self.input_names = ["input"]
-        self.output_names = ["output"]
+        self.input_names, self.output_names = io_names(path)
 
     @torch.no_grad()
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -164,6 +168,19 @@ class Runner:
                 self.path, f"the program refused a {tuple(x.shape)} input ({first})"
             ) from None
         return y.numpy()
+
+    @torch.no_grad()
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for inputs by name, in the program's order (the manifest's)."""
+        if set(feeds) != set(self.input_names):
+            raise RuntimeBackendError(self.path, f"the program takes {self.input_names}, not {sorted(feeds)}")
+        try:
+            ys = self.module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names))
+        except (RuntimeError, AssertionError, ValueError) as e:  # the program's own shape guards
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise RuntimeBackendError(self.path, f"the program refused its inputs ({first})") from None
+        ys = ys if isinstance(ys, tuple | list) else (ys,)
+        return {n: y.numpy() for n, y in zip(self.output_names, ys, strict=True)}
 
 
 def _input_spec(program: Any) -> tuple[list[int | None], Any]:

@@ -8,13 +8,20 @@ A module satisfies :class:`Target` structurally, the way ``typing.Protocol`` all
     QUANT_MODES, PT2E_MODES, INT8_IO, ...            what INT8 it offers (no modes: float artifacts only)
     Options                                          its typed export options (a frozen dataclass)
     check_spec(spec)                                 refuse what the format does not offer
-    export(model, example, spec, path, metadata, options) -> manifest I/O entries
+    export(model, io, spec, path, metadata, options) -> manifest I/O entries (one per named tensor)
     read_embedded(path)                              the metadata stored inside the artifact
-    Runner(path, threads=)                           load it and run arrays in its own layout
+    Runner(path, threads=)                           load it; ``forward(x)`` (one input, one output) and
+                                                     ``run({name: array}) -> {name: array}`` (every tensor)
     profile(path, ...)                               latency + per-operator table with its runtime's profiler
     quantizer(qat=, mode=)                           the PT2E quantizer it wants (None: no PT2E path)
     quant_scheme(mode), quant_options(q, mode)       the manifest's scheme line; options for a quantized export
     quantize_artifact(model, calib, mode=, ...)      only for modes outside PT2E_MODES: its own INT8 path
+
+A graph has one input and one output (an image model: ``input`` -> ``output``) or several (a video model's
+step: frame and state tensors in, SR frame and state tensors out, named by its ``StreamSpec``).
+:class:`GraphIO` carries the example tensors, already in the artifact's layout, and the names; each target
+gives those names to the artifact (ONNX input / output names, CoreML feature names, TFLite signature names)
+or, where the format has none (ExecuTorch, PT2), keeps their order, which the manifest records.
 
 The types shared by targets and the profiler (:class:`OpTime`, :class:`Timed`) live here, below both.
 """
@@ -24,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +42,56 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 Size = tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """The tensors an exported graph takes and gives.
+
+    Attributes:
+        examples: one example per input, in call order and in the artifact's layout (NHWC when asked).
+        input_names: the artifact's name of each input.
+        output_names: the artifact's name of each output, in the order the model returns them.
+    """
+
+    examples: tuple[Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.examples) != len(self.input_names) or not self.output_names:
+            raise ValueError("GraphIO needs one name per example and at least one output name")
+
+    @classmethod
+    def single(cls, example: Tensor) -> GraphIO:
+        """An image model's graph: ``input`` -> ``output``."""
+        return cls((example,), ("input",), ("output",))
+
+    @property
+    def example(self) -> Tensor:
+        """The first input's example (an image model's only one)."""
+        return self.examples[0]
+
+
+def io_entries(
+    names: Sequence[str], tensors: Sequence[Tensor], spec: ExportSpec, dtypes: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The manifest's ``inputs`` / ``outputs`` entries: name, dtype (``dtypes``, else the tensor's), layout,
+    value range ([0, 1]: the frames, and every state, which is fed back as the model computes it) and, for
+    a fixed-size export, the shape in the artifact's layout."""
+    out = []
+    for i, (name, t) in enumerate(zip(names, tensors, strict=True)):
+        dtype = dtypes[i] if dtypes is not None else str(t.dtype).replace("torch.", "")
+        entry: dict[str, Any] = {
+            "name": name,
+            "dtype": dtype,
+            "layout": spec.layout,
+            "value_range": [0.0, 1.0],
+        }
+        if spec.dynamic is None and not spec.sizes:
+            entry["shape"] = [int(d) for d in t.shape]
+        out.append(entry)
+    return out
 
 
 @dataclass
@@ -140,6 +197,8 @@ class TargetRunner(Protocol):
 
     def forward(self, x: np.ndarray) -> np.ndarray: ...
 
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
 
 class Target(Protocol):
     """A deployment target module (see the module docstring)."""
@@ -164,7 +223,7 @@ class Target(Protocol):
     def export(
         self,
         model: nn.Module,
-        example: Tensor,
+        io: GraphIO,
         spec: ExportSpec,
         path: Path,
         metadata: dict[str, str],

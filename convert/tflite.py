@@ -4,6 +4,9 @@ FP16 stores the weights as float16 (dequantized at load: the GPU delegate then c
 FP32). Several fixed sizes become several signatures (``h<H>w<W>``). The manifest fields are written into the
 flatbuffer's metadata table under ``edge_sr`` (one JSON string). litert-torch lowers ``pixel_shuffle`` to
 rank-4 reshapes and transposes itself; TFLite's ``DEPTH_TO_SPACE`` uses another channel order (DCR).
+A graph with several inputs / outputs (a video step) gets them as the signature's names (the model is
+traced with keyword inputs and a dict of outputs); a one-input graph keeps litert-torch's positional
+signature (``args_0`` -> ``output_0``), as before.
 
 INT8 goes through litert-torch's PT2E quantizer (per-channel int8 weights, static int8 activations):
 ``litert_torch.convert(gm, quant_config=QuantConfig(pt2e_quantizer=q))`` turns the quantize at the graph input
@@ -26,7 +29,16 @@ from typing import Any
 
 import numpy as np
 from edge_sr.convert.spec import ExportSpec
-from edge_sr.convert.target import OpTime, Size, Timed, Timer, fill_shape, random_input, time_calls
+from edge_sr.convert.target import (
+    GraphIO,
+    OpTime,
+    Size,
+    Timed,
+    Timer,
+    fill_shape,
+    random_input,
+    time_calls,
+)
 from torch import Tensor, nn
 
 from edge_sr.errors import ConversionError, RuntimeBackendError
@@ -76,9 +88,21 @@ def _signature_name(h: int, w: int) -> str:
     return f"h{h}w{w}"
 
 
+class _Named(nn.Module):
+    """Keyword inputs and a dict of outputs, so the signature's tensors carry the graph's names."""
+
+    def __init__(self, model: nn.Module, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.inputs, self.outputs = model, inputs, outputs
+
+    def forward(self, **feeds: Tensor) -> dict[str, Tensor]:
+        ys = self.model(*(feeds[n] for n in self.inputs))
+        return dict(zip(self.outputs, ys if isinstance(ys, tuple | list) else (ys,), strict=True))
+
+
 def export(
     model: nn.Module,
-    example: Tensor,
+    io: GraphIO,
     spec: ExportSpec,
     path: Path,
     metadata: dict[str, str],
@@ -96,6 +120,7 @@ def export(
 
         quant_config = quant_recipes.full_fp16_recipe()
     signatures: list[str] = []
+    example = io.example
     if spec.sizes:
         conv = None
         for h, w in spec.sizes:
@@ -106,6 +131,11 @@ def export(
             conv = (conv or litert_torch).signature(name, model, (ex,))
             signatures.append(name)
         edge = conv.convert(quant_config=quant_config)  # type: ignore[union-attr]
+    elif len(io.examples) > 1 or len(io.output_names) > 1:
+        named = _Named(model, io.input_names, io.output_names).eval()
+        feeds = dict(zip(io.input_names, io.examples, strict=True))
+        edge = litert_torch.convert(named, (), feeds, quant_config=quant_config)
+        signatures.append("serving_default")
     else:
         edge = litert_torch.convert(
             model, (example,), dynamic_shapes=spec.dynamic_shapes(), quant_config=quant_config
@@ -116,10 +146,19 @@ def export(
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=os.fspath(path))
-    ind, outd = it.get_input_details()[0], it.get_output_details()[0]
+    runner = it.get_signature_runner(signatures[0])
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+    if len(io.examples) > 1 or len(io.output_names) > 1:
+        if set(ins) != set(io.input_names) or set(outs) != set(io.output_names):
+            raise ConversionError(
+                path, f"the signature's I/O is {sorted(ins)} -> {sorted(outs)}, not the names given"
+            )
+        in_det, out_det = [ins[n] for n in io.input_names], [outs[n] for n in io.output_names]
+    else:
+        in_det, out_det = [it.get_input_details()[0]], [it.get_output_details()[0]]
     return {
-        "inputs": [_io_entry("input", ind, spec)],
-        "outputs": [_io_entry("output", outd, spec)],
+        "inputs": [_io_entry(n, d, spec) for n, d in zip(io.input_names, in_det, strict=True)],
+        "outputs": [_io_entry(n, d, spec) for n, d in zip(io.output_names, out_det, strict=True)],
         "target_info": {
             "signatures": signatures,
             "ops": sorted({d["op_name"] for d in it._get_ops_details()}),
@@ -134,6 +173,8 @@ def _io_entry(name: str, details: dict[str, Any], spec: ExportSpec) -> dict[str,
         "layout": spec.layout,
         "value_range": [0.0, 1.0],
     }
+    if spec.dynamic is None and not spec.sizes:
+        entry["shape"] = [int(d) for d in details["shape"]]
     scale, zp = details.get("quantization", (0.0, 0))
     if scale:
         entry["quant"] = {"dtype": entry["dtype"], "scale": float(scale), "zero_point": int(zp)}
@@ -263,6 +304,17 @@ class Runner:
         inp = next(iter(runner.get_input_details()))
         outs = runner(**{inp: x})
         return next(iter(outs.values()))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for inputs by name (the first signature; a one-input graph's positional
+        ``args_0`` / ``output_0`` answer to its only feed and give ``output``)."""
+        runner = self._runner(next(iter(self.signatures)))
+        names = list(runner.get_input_details())
+        if set(names) == set(feeds):
+            return dict(runner(**feeds))
+        if len(names) == 1 and len(feeds) == 1:
+            return {"output": next(iter(runner(**{names[0]: next(iter(feeds.values()))}).values()))}
+        raise RuntimeBackendError(self.path, f"the signature takes {sorted(names)}, not {sorted(feeds)}")
 
 
 def _quant(details: dict[str, Any]) -> tuple[float, int] | None:

@@ -1,8 +1,14 @@
-"""`edge-sr convert CKPT --target T`: export a checkpoint to a phone format, then verify it."""
+"""`edge-sr convert CKPT --target T`: export a checkpoint to a phone format, then verify it.
+
+A video checkpoint exports its step (frame and state tensors, ``--input-size`` the LR frame) and is checked by
+streaming a few synthetic moving frames through the artifact and the float model
+(``edge_sr.runtime.stream.stream_agreement``); ``--json`` reports the manifest's ``stream`` entry.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from torch import nn
 
@@ -69,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     src = model_source(args, args.checkpoint)
     model = src if isinstance(src, nn.Module) else load_checkpoint(src)
     art = export(model, args.target, args.output, spec, source=args.checkpoint, options=options)
+    if art.manifest.get("stream"):
+        return _report_stream(args, art, model)
     report = None if args.no_verify else verify(art.path, reference=model)
     obj = {
         "path": str(art.path),
@@ -85,3 +93,41 @@ def run(args: argparse.Namespace) -> int:
         text += f"{report.psnr_vs_float:.1f} dB vs float, max abs diff {report.max_abs_diff:.2e}"
     emit(args, obj, text)
     return 0 if report is None or report.passed else 1
+
+
+def _report_stream(args: argparse.Namespace, art: Any, model: nn.Module) -> int:
+    """A video step: the artifact streamed against the float model, judged by verify's thresholds."""
+    from edge_sr.runtime import from_model, load
+    from edge_sr.runtime.stream import stream_agreement
+    from edge_sr.verify import Thresholds
+
+    check = None
+    if not args.no_verify:
+        check = stream_agreement(load(art.path), from_model(model))
+        thr = Thresholds()
+        if args.precision == "fp16":
+            check["criterion"] = f"PSNR vs float >= {thr.fp16_psnr_vs_float} dB"
+            check["passed"] = check["psnr_vs_float"] >= thr.fp16_psnr_vs_float
+        else:
+            check["criterion"] = f"max abs diff <= {thr.fp32_max_abs_diff:g}"
+            check["passed"] = check["max_abs_diff"] <= thr.fp32_max_abs_diff
+    obj = {
+        "path": str(art.path),
+        "manifest": str(art.manifest_path),
+        "target": args.target,
+        "precision": args.precision,
+        "size_bytes": art.size_bytes,
+        "stream": art.manifest["stream"],
+        "verify": check,
+    }
+    st = art.manifest["stream"]
+    names = ", ".join(t["name"] for t in st["tensors"] if t["io"] == "input")
+    outs = ", ".join(t["name"] for t in st["tensors"] if t["io"] == "output")
+    text = f"wrote {art.path} ({art.size_bytes} bytes) and {art.manifest_path.name}\n"
+    text += f"video step at {st['size'][0]}x{st['size'][1]}: ({names}) -> ({outs})"
+    if check:
+        verdict = "passed" if check["passed"] else "FAILED"
+        text += f"\nverify {verdict} ({check['criterion']}) streaming {check['frames']} frames: "
+        text += f"{check['psnr_vs_float']:.1f} dB vs float, max abs diff {check['max_abs_diff']:.2e}"
+    emit(args, obj, text)
+    return 0 if check is None or check["passed"] else 1

@@ -13,6 +13,11 @@ Colour: ``Runner.run(rgb)`` takes an RGB image for every artifact. A 3-colour ar
 ``rgb2ycbcr`` computes it, its Cb / Cr are upscaled with MATLAB bicubic and ``ycbcr2rgb`` gives RGB back.
 A gray (H, W) image goes straight into a 1-colour artifact. ``Runner.forward`` and NCHW batches with the
 artifact's own channel count stay at the tensor level.
+
+Video: the artifact of a video model's step (its manifest has a ``stream`` entry) and a video checkpoint
+run frame by frame through ``Runner.stream() -> StreamRunner`` (``push(frame) -> sr``, the state carried
+between calls and per tile: :mod:`edge_sr.runtime.stream`); ``Runner.step`` is one raw call of the step.
+``run`` / ``forward`` refuse them (a step needs its state), and an image runner refuses ``stream()``.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import numpy as np
 import torch
 
 from edge_sr.errors import InputError, RuntimeBackendError
+from edge_sr.models.stream import stream_spec
 from edge_sr.runtime.backends import CHECKPOINT_SUFFIXES, TorchBackend, open_backend
+from edge_sr.runtime.stream import StreamRunner, spec_from_manifest
 
-__all__ = ["Runner", "TorchBackend", "load", "from_model", "manifest_colors"]
+__all__ = ["Runner", "StreamRunner", "TorchBackend", "load", "from_model", "manifest_colors"]
 
 DEFAULT_OVERLAP = 8
 
@@ -63,10 +70,67 @@ class Runner:
         self.input_shape = manifest.get("input_shape") or {"mode": "any"}
         self._in = (manifest.get("inputs") or [{}])[0]
         self._out = (manifest.get("outputs") or [{}])[0]
+        model = getattr(backend, "model", None) if kind == "torch" else None
+        self.stream_spec = (
+            spec_from_manifest(manifest["stream"])
+            if manifest.get("stream")
+            else (stream_spec(model) if isinstance(model, torch.nn.Module) else None)
+        )
+
+    # ---- video: a step that carries its state
+    def stream(
+        self, *, tile: int | tuple[int, int] | None = None, overlap: int = DEFAULT_OVERLAP
+    ) -> StreamRunner:
+        """A :class:`StreamRunner` (``push(frame) -> sr``) over this video step; frames of a size the
+        artifact does not take are tiled (``tile``, default its own size), one state per tile position."""
+        if self.stream_spec is None:
+            raise InputError(self.path, "an image model has no stream: upscale images with run(image)")
+        return StreamRunner(self, self.stream_spec, tile=tile, overlap=overlap)
+
+    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call of a step artifact: every input by name, NCHW float32 -> every output by name, NCHW
+        float32 (layout, dtype and int8 scale / zero point per tensor from the manifest's ``stream``)."""
+        entry = self.manifest.get("stream")
+        if self.stream_spec is None or not entry:
+            raise InputError(self.path, "not the artifact of a video step (no stream entry in its manifest)")
+        tensors = entry["tensors"]
+        want = sorted(t["name"] for t in tensors if t["io"] == "input")
+        if sorted(feeds) != want:
+            raise InputError(self.path, f"the step takes {', '.join(want)}, got {', '.join(sorted(feeds))}")
+        enc = {}
+        for t in (t for t in tensors if t["io"] == "input"):
+            a = np.asarray(feeds[t["name"]], dtype=np.float32)
+            nhwc = t["layout"] == "NHWC" and a.ndim == 4
+            if nhwc:
+                a = a.transpose(0, 2, 3, 1)
+            if t.get("shape") is not None and list(a.shape) != t["shape"]:
+                shown = _nchw(t["shape"]) if nhwc else t["shape"]
+                raise InputError(
+                    self.path,
+                    f"step input {t['name']!r} has shape {_nchw(list(a.shape)) if nhwc else list(a.shape)}; "
+                    f"the artifact takes {shown} (NCHW)",
+                )
+            enc[t["name"]] = _encode(np.ascontiguousarray(a), t, None)
+        outs = self.backend.run(enc)
+        got = {}
+        for t in (t for t in tensors if t["io"] == "output"):
+            y = _decode(np.asarray(outs[t["name"]]), t, None)
+            got[t["name"]] = np.ascontiguousarray(
+                y.transpose(0, 3, 1, 2) if t["layout"] == "NHWC" and y.ndim == 4 else y
+            )
+        return got
+
+    def _refuse_step(self) -> None:
+        if self.stream_spec is not None:
+            raise InputError(
+                self.path,
+                "a video model's step needs its state: run it frame by frame with .stream().push(frame)",
+            )
 
     # ---- one call at a size the artifact accepts: (B, C, h, w) float32 [0, 1] -> (B, C, h·s, w·s)
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Run the artifact once on an NCHW float32 [0, 1] batch it accepts (no tiling); C = ``colors``."""
+        self._refuse_step()
         if x.ndim != 4 or x.shape[1] != self.colors:
             raise InputError(
                 self.path,
@@ -121,8 +185,10 @@ class Runner:
         (N, 3, H, W) likewise), and takes an (H, W) gray image straight (returns (H·s, W·s)). A batch with
         the artifact's own channel count runs as it is. Inputs of a size the artifact does not take are
         tiled (``tile``, default the artifact's own size) with ``overlap`` pixels of context per inner side;
-        uint8 images are scaled to [0, 1] first. Results are not clipped.
+        uint8 images are scaled to [0, 1] first. Results are not clipped. A video step refuses (use
+        :meth:`stream`).
         """
+        self._refuse_step()
         img = np.asarray(image)
         if img.dtype == np.uint8:
             img = img.astype(np.float32) / 255.0
@@ -175,6 +241,11 @@ class Runner:
 
         y = tiled_apply(fn, torch.from_numpy(x), scale=self.scale, tile=size, overlap=overlap, exact=exact)
         return y.numpy()
+
+
+def _nchw(shape: list[int]) -> list[int]:
+    """An NHWC shape as NCHW."""
+    return [shape[0], shape[3], shape[1], shape[2]]
 
 
 def _encode(a: np.ndarray, entry: dict[str, Any], artifact_quant: tuple[float, int] | None) -> np.ndarray:
