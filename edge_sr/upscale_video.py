@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from edge_sr.data.video import AudioMode, VideoReader, output_kind, video_writer
+from edge_sr.data.video import VIDEO_FORMATS, AudioMode, VideoReader, output_kind, video_writer
 from edge_sr.errors import CheckpointError, ConfigError, OutputError
 from edge_sr.io_utils import check_output
 from edge_sr.models.stream import Stream, is_stream_model
@@ -121,10 +121,12 @@ class TileStreams:
 
 
 def default_output(src: Path, scale: int) -> Path:
-    """Beside the input: ``clip.mp4`` -> ``clip_x4.mp4``; a frame folder ``frames/`` -> ``frames_x4/``."""
+    """Beside the input: ``clip.mp4`` -> ``clip_x4.mp4``; a frame folder ``frames/`` -> ``frames_x4/``; a clip
+    in a container this writer does not make (``.avi``, ``.gif``, ...) -> ``clip_x4.mp4``."""
     if src.is_dir():
         return src.with_name(f"{src.name}_x{scale}")
-    return src.with_name(f"{src.stem}_x{scale}{src.suffix}")
+    suffix = src.suffix if src.suffix.lower() in VIDEO_FORMATS else ".mp4"
+    return src.with_name(f"{src.stem}_x{scale}{suffix}")
 
 
 def _load(
@@ -277,7 +279,7 @@ def upscale_video(
     return VideoReport(
         input=str(src), output=str(dst), frames=sink.frames, fps_in=str(info.fps), fps_out=str(info.fps),
         size_in=[info.width, info.height],
-        size_out=[sink.width or info.width * s, sink.height or info.height * s], scale=s, model=arch,
+        size_out=[sink.width, sink.height], scale=s, model=arch,
         kind=kind, checkpoint=name, device=device, precision=precision, tile=tile,
         audio=None if ain is None else ain.codec, audio_copied=sink.audio == "copied",
         audio_packets=sink.audio_packets, seconds=round(seconds, 3),

@@ -216,3 +216,21 @@ def test_stream_artifact_upscales_like_its_checkpoint(models: dict[str, Path], t
     with VideoReader(tmp_path / "out_a") as ra, VideoReader(tmp_path / "out_c") as rc:
         for fa, fc in zip(ra, rc, strict=True):
             assert np.abs(fa.astype(int) - fc).max() <= 1
+
+
+def test_other_containers_are_probed_and_default_to_mp4(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A suffix the writer does not make (.avi) is recognised by probing, and the default output is .mp4."""
+    src = tmp_path / "old.avi"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 24, "yuv420p"
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 60 * i, np.uint8), format="rgb24")
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    code, out_text, _ = _cli(capsys, src, "--checkpoint", models["image"], "--json")
+    rep = json.loads(out_text)
+    assert code == 0 and rep["output"] == str(tmp_path / "old_x2.mp4") and rep["frames"] == 3
+    assert rep["size_out"] == [64, 48] and rep["audio"] is None and rep["fps_out"] == "25"

@@ -375,7 +375,8 @@ class VideoSink:
     """What :func:`video_writer` yields: ``write(rgb)`` per frame, in order, and what was written.
 
     Attributes:
-        width, height: the written size (after padding an odd size to even for yuv420p).
+        width, height: the written size (after padding an odd size to even for yuv420p; a frame folder's
+            frames turned upright).
         frames: frames written; audio_packets / audio_bytes: audio packets (and their payload bytes) muxed.
         audio: ``"copied"``, ``"encoded"``, or None when the output has no audio.
         padded: the output was padded by one row and / or column to an even size.
@@ -425,7 +426,7 @@ def video_writer(
     p = Path(path)
     kind = output_kind(p)
     if kind is None:
-        with _folder_writer(p, rotation) as sink:
+        with _folder_writer(p, rotation, width, height) as sink:
             if audio_from is not None and audio_from.info.audio is not None and audio != "none":
                 log.warning("%s: a frame folder has no sound; the audio of the input is not written", p)
             yield sink
@@ -443,7 +444,7 @@ def video_writer(
 
 
 @contextlib.contextmanager
-def _folder_writer(p: Path, rotation: int) -> Iterator[VideoSink]:
+def _folder_writer(p: Path, rotation: int, width: int, height: int) -> Iterator[VideoSink]:
     if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
         p.rmdir()  # an empty folder made for the frames: the finished one takes its place
     check_output(p)
@@ -458,7 +459,7 @@ def _folder_writer(p: Path, rotation: int) -> Iterator[VideoSink]:
             write_image(tmp / f"{count[0]:08d}.png", np.rot90(rgb, k) if k else rgb)
             count[0] += 1
 
-        yield VideoSink(put, 0, 0, False)
+        yield VideoSink(put, *((height, width) if k % 2 else (width, height)), False)
 
 
 @contextlib.contextmanager
