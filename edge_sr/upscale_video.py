@@ -260,6 +260,7 @@ def upscale_video(
                 height=info.height * s,
                 fps=info.fps,
                 rotation=info.rotation,
+                start=info.start,
                 crf=crf,
                 audio_from=reader,
                 audio=audio,

@@ -279,3 +279,19 @@ def test_image_name_is_not_a_clip_output(tmp_path: Path) -> None:
         output_kind(tmp_path / "out.png")
     assert output_kind(tmp_path / "out.mkv").codec == "libx264"  # type: ignore[union-attr]
     assert output_kind(tmp_path / "frames") is None
+
+
+def test_start_time_is_kept(tmp_path: Path) -> None:
+    """A clip whose first frame is at 0.4 s (frame 10 at 25 fps) keeps it through a rewrite (its audio stays in sync)."""
+    with video_writer(tmp_path / "late.mp4", width=16, height=16, fps=Fraction(25), start=0.4) as sink:
+        for i in range(3):
+            sink.write(np.full((16, 16, 3), 50 * i, np.uint8))
+    with VideoReader(tmp_path / "late.mp4") as r:
+        assert r.info.start == pytest.approx(0.4) and r.info.frames == 3
+        with video_writer(
+            tmp_path / "again.mkv", width=16, height=16, fps=r.info.fps, start=r.info.start
+        ) as sink:
+            for f in r:
+                sink.write(f)
+    with VideoReader(tmp_path / "again.mkv") as r2:
+        assert r2.info.start == pytest.approx(0.4, abs=0.002) and sum(1 for _ in r2) == 3

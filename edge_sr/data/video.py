@@ -108,6 +108,7 @@ class VideoInfo:
         codec: the video codec (``png`` ... for a folder: the first frame's format).
         audio: the first audio stream, or None.
         folder: the input is a frame folder.
+        start: the first frame's time in seconds (a writer keeps it, so the copied audio stays in sync).
     """
 
     path: Path
@@ -119,6 +120,7 @@ class VideoInfo:
     codec: str
     audio: AudioInfo | None
     folder: bool = False
+    start: float = 0.0
 
 
 def is_video_file(path: str | os.PathLike[str]) -> bool:
@@ -265,7 +267,8 @@ class VideoReader:
                 declared = min(declared, self.max_frames)
             name = v.codec_context.name
             self._first = first
-            return VideoInfo(p, int(v.width), int(v.height), Fraction(fps), declared, rotation, name, audio)
+            w, h = int(v.width), int(v.height)
+            return VideoInfo(p, w, h, Fraction(fps), declared, rotation, name, audio, start=self._t0)
         except BaseException:
             self.close()
             raise
@@ -404,6 +407,7 @@ def video_writer(
     height: int,
     fps: Fraction,
     rotation: int = 0,
+    start: float = 0.0,
     crf: int | None = None,
     audio_from: VideoReader | None = None,
     audio: AudioMode = "copy",
@@ -414,6 +418,7 @@ def video_writer(
     Args:
         rotation: the display rotation to record (counter-clockwise degrees); a frame folder gets the frames
             turned upright instead.
+        start: the first frame's time in seconds (the input's ``info.start``); frames follow at ``fps``.
         crf: the encoder's constant-quality value (lower is better; default per codec).
         audio_from: the reader of the input, whose audio packets are muxed as frames are written.
         audio: ``copy`` the packets, ``encode`` them again to the container's usual codec, or ``none``.
@@ -434,7 +439,7 @@ def video_writer(
     with atomic_path(p) as tmp:
         try:
             with _container_writer(
-                tmp, p, kind, width, height, fps, rotation, crf, audio_from, audio
+                tmp, p, kind, width, height, fps, rotation, start, crf, audio_from, audio
             ) as sink:
                 yield sink
         except OSError as e:
@@ -471,6 +476,7 @@ def _container_writer(
     height: int,
     fps: Fraction,
     rotation: int,
+    start: float,
     crf: int | None,
     audio_from: VideoReader | None,
     audio: AudioMode,
@@ -504,7 +510,8 @@ def _container_writer(
             ) from None
         sink = VideoSink(None, width + pad_w, height + pad_h, bool(pad_h or pad_w))
         sink.audio = None if astream is None else ("copied" if audio == "copy" else "encoded")
-        tb = vs.codec_context.time_base
+        tb = vs.codec_context.time_base  # 1 / fps: one tick per frame, constant rate
+        first = round(start / float(tb)) if tb else 0
         decoder = audio_in.codec_context if audio_in is not None and audio == "encode" else None
 
         def mux_audio(rest: bool = False) -> None:
@@ -527,7 +534,7 @@ def _container_writer(
             if pad_h or pad_w:
                 rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts, frame.time_base = sink.frames, tb
+            frame.pts, frame.time_base = first + sink.frames, tb
             out.mux(vs.encode(frame))
             mux_audio()
 
