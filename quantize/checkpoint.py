@@ -79,6 +79,7 @@ def quantize_checkpoint(
     int8_input_layers: bool = False,
     int8_io: bool = False,
     mode: str | None = None,
+    calib_frames: int = 8,
 ) -> tuple[Any, nn.Module]:
     """Quantize the model of ``checkpoint`` for ``target``; returns (``edge_sr.convert.Artifact``, the model).
 
@@ -96,9 +97,13 @@ def quantize_checkpoint(
         int8_input_layers: quantize the convs that read the image too (by default they stay float).
         int8_io: int8 input where the target offers it.
         mode: one of the target's quantization modes (default its first).
+        calib_frames: a video (streaming) model calibrates on ``calib_count`` clips of this many consecutive
+            frames of ``calib`` (a Vid4-layout root, a folder of LR clips, or a video file), streamed in
+            order so the state inputs see real state (:mod:`edge_sr.quantize.stream`).
     """
     from edge_sr import quantize as q
     from edge_sr.models import card_of, load_checkpoint
+    from edge_sr.models.stream import is_stream_model
 
     mode = check_request(
         target,
@@ -114,6 +119,12 @@ def quantize_checkpoint(
         model, source = checkpoint.eval(), card_of(checkpoint).source
     else:
         model, source = load_checkpoint(checkpoint), str(checkpoint)
+    if is_stream_model(model):
+        return _quantize_stream(
+            model, target, calib=calib, out=out, precision=precision, input_size=input_size,
+            clips=calib_count, frames=calib_frames, seed=seed, qat=qat, keep_float=keep_float,
+            keep_sensitive=keep_sensitive, int8_io=int8_io, mode=mode, source=source,
+        ), model  # fmt: skip
     cal = q.load_calibration(
         calib,
         count=calib_count,
@@ -148,3 +159,52 @@ def quantize_checkpoint(
     else:
         art = q.ptq(model, target, cal, spec, out=out, source=source)
     return art, model
+
+
+def _quantize_stream(
+    model: nn.Module,
+    target: str,
+    *,
+    calib: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    precision: str,
+    input_size: tuple[int, int],
+    clips: int,
+    frames: int,
+    seed: int,
+    qat: bool,
+    keep_float: Sequence[str],
+    keep_sensitive: int,
+    int8_io: bool,
+    mode: str | None,
+    source: Any,
+) -> Any:
+    """INT8 / FP16 of a video model's step, calibrated on sequences (see :mod:`edge_sr.quantize.stream`)."""
+    from edge_sr.quantize import QuantSpec
+    from edge_sr.quantize.sequences import load_sequences
+    from edge_sr.quantize.stream import stream_fp16_export, stream_ptq
+
+    from edge_sr.models import card_of
+
+    if qat:
+        raise ConfigError(
+            None, "QAT of a video step needs the video training loop's fake-quant hook; use PTQ (drop --qat)"
+        )
+    if keep_sensitive:
+        raise ConfigError(
+            None, "--keep-sensitive ranks image layers; name video-step layers with --keep-float"
+        )
+    card = card_of(model)
+    seqs = load_sequences(
+        calib,
+        input_size=input_size,
+        scale=card.scale,
+        clips=clips,
+        frames=frames,
+        seed=seed,
+        colors=card.colors,
+    )
+    if precision == "fp16":
+        return stream_fp16_export(model, target, seqs, out=out, source=source)
+    spec = QuantSpec(int8_io=int8_io, keep_float=tuple(keep_float), mode=mode)
+    return stream_ptq(model, target, seqs, spec, out=out, source=source)

@@ -41,6 +41,7 @@ __all__ = [
     "quantize_step",
     "share_state_qparams",
     "stream_fp16_check",
+    "stream_fp16_export",
     "stream_ptq",
 ]
 
@@ -323,3 +324,44 @@ def stream_fp16_check(model: nn.Module, seqs: SequenceSet, *, underflow_share: f
     deploy = deploy_form(model)
     steps = list(step_inputs(deploy, _for_model(seqs, deploy)))
     return fp16_ranges(deploy, steps, underflow_share=underflow_share)
+
+
+def stream_fp16_export(
+    model: nn.Module,
+    target: str,
+    seqs: SequenceSet,
+    *,
+    out: str | os.PathLike[str],
+    source: str | os.PathLike[str] | None = None,
+    mixed: bool = True,
+) -> Any:
+    """FP16 artifact of a streaming step after the range check over ``seqs`` (state included); offending
+    layers stay FP32 where the target computes FP16 by casting (``FP16_BY_CAST``), as for images."""
+    from edge_sr.convert import ExportSpec, export, target_module
+    from edge_sr.quantize import deploy_form
+    from edge_sr.quantize.fp16 import fp32_spans, keep_fp32
+
+    from edge_sr.models import carry_card
+
+    mod = target_module(target)
+    deploy = deploy_form(model)
+    report = stream_fp16_check(deploy, seqs)
+    fp32_layers: list[str] = []
+    net = deploy
+    if report.offenders:
+        if mixed and mod.FP16_BY_CAST:
+            fp32_layers = fp32_spans(report)
+            net = carry_card(deploy, keep_fp32(deploy, fp32_layers))
+        else:
+            logger.warning(
+                "FP16 cannot hold %s; %s has no per-layer precision here", report.offenders, target
+            )
+    quantization = {
+        "scheme": "fp16" if not fp32_layers else "fp16 mixed (listed layers fp32)",
+        "fp16_check": {"offenders": report.offenders, "calibration": seqs.manifest_entry()},
+        "fp32_layers": fp32_layers,
+    }
+    spec = ExportSpec(input_size=seqs.input_size, precision="fp16")
+    return export(
+        net, target, out, spec, source=source, quantization=quantization, options=mod.quant_options(None)
+    )

@@ -20,9 +20,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--target", required=True, choices=list(TARGETS), help="the artifact format")
     p.add_argument(
-        "--calib", required=True, metavar="DIR", help="image folder for calibration (HR unless --calib-lr)"
+        "--calib",
+        required=True,
+        metavar="DIR",
+        help="image folder for calibration (HR unless --calib-lr); for a video model a sequence root "
+        "(.../Vid4: its BIx4 clips), a folder of LR clips, or a video file",
     )
-    p.add_argument("--calib-count", type=int, default=32, metavar="N", help="calibration images (default 32)")
+    p.add_argument(
+        "--calib-count",
+        type=int,
+        default=32,
+        metavar="N",
+        help="calibration images, or clips for a video model (default 32)",
+    )
+    p.add_argument(
+        "--calib-frames",
+        type=int,
+        default=8,
+        metavar="T",
+        help="video model: consecutive frames per calibration clip, streamed in order (default 8)",
+    )
     p.add_argument("--calib-lr", action="store_true", help="the calibration images are LR already")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration crops and QAT samples")
     p.add_argument("--precision", default="int8", choices=["int8", "fp16"], help="int8 (default) or fp16")
@@ -60,7 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         + ")",
     )
     p.add_argument(
-        "--verify-data", metavar="DIR", help="benchmark folder to verify on (default: Set5 when present)"
+        "--verify-data",
+        metavar="DIR",
+        help="benchmark folder to verify on (default: Set5 when present); a video model: a sequence root "
+        "(default: --calib when it is one)",
     )
     p.add_argument("--no-verify", action="store_true", help="skip verification")
     p.add_argument("-o", "--output", required=True, help="artifact path or folder")
@@ -70,8 +90,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_sr.data.sequences import is_sequence_root
+    from edge_sr.models.stream import is_stream_model
     from edge_sr.quantize.checkpoint import quantize_checkpoint
-    from edge_sr.verify import default_set5, verify
+    from edge_sr.verify import default_set5, verify, verify_video
 
     art, model = quantize_checkpoint(
         model_source(args, args.checkpoint),
@@ -93,11 +115,20 @@ def run(args: argparse.Namespace) -> int:
         int8_input_layers=args.int8_input_layers,
         int8_io=args.int8_io,
         mode=args.mode,
+        calib_frames=args.calib_frames,
     )
     report, problem = None, None
+    video = is_stream_model(model)
     if not args.no_verify:
         try:
-            report = verify(art.path, reference=model, data=args.verify_data or default_set5())
+            if video:
+                data = args.verify_data or (args.calib if is_sequence_root(args.calib) else None)
+                if data is None:
+                    problem = "a video step is verified on a sequence root: pass --verify-data .../Vid4"
+                else:
+                    report = verify_video(art.path, reference=model, data=data)
+            else:
+                report = verify(art.path, reference=model, data=args.verify_data or default_set5())
         except RuntimeBackendError as e:  # e.g. an op the CoreML reference executor cannot run off macOS
             problem = str(e)
     obj = {
@@ -106,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         "target": args.target,
         "precision": args.precision,
         "size_bytes": art.size_bytes,
+        "stream": art.manifest.get("stream") is not None,
+        "state_quant": (art.manifest.get("quantization") or {}).get("state"),
         "verify": report.to_dict() if report else ({"passed": None, "error": problem} if problem else None),
     }
     text = f"wrote {art.path} ({art.size_bytes} bytes) and {art.manifest_path.name}"

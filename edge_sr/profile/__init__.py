@@ -8,6 +8,9 @@ eager PyTorch (:mod:`edge_sr.profile.checkpoint`). The phone path (:func:`profil
 
     report = profile("out/model.pte", runs=50, threads=1)
     report.median_ms, report.percent_of_theoretical_peak, report.ops
+
+A video step artifact (its manifest has a ``stream`` entry) is timed per frame with its state fed back
+between calls, as an app runs it (:mod:`edge_sr.profile.stream`); ``fps`` is 1000 / median.
 """
 
 from __future__ import annotations
@@ -123,6 +126,15 @@ def profile(
 
         model = model if model is not None else load_checkpoint(p)
         run: Any = functools.partial(_checkpoint.profile, model=model)
+    elif manifest and manifest.get("stream"):  # a video step: per frame, the state fed back
+        from edge_sr.profile.stream import profile_stream
+
+        def run(path: Path, *, runs: int, warmup: int, threads: int, timer: Any, **_: Any) -> Timed:
+            assert manifest is not None
+            return profile_stream(
+                path, kind, manifest, runs=runs, warmup=warmup, threads=threads, timer=timer
+            )
+
     else:
         run = target_module(kind).profile
     with PeakRSS() as mem:
@@ -152,6 +164,8 @@ def profile(
         size_bytes=size_bytes(p),
         ops=timed.ops,
         ops_note=timed.ops_note,
+        fps=1e3 / med if med else None,
+        stream=bool(manifest and manifest.get("stream")),
     )
     report.gmacs = model_gmacs(p, manifest, h, w, model=model)
     if report.gmacs is not None:

@@ -13,12 +13,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def count_macs(model: Any, height: int, width: int) -> int:
+def count_macs(model: Any, height: int, width: int, *, modules: Any = None) -> int:
     """Multiply-accumulates of one forward pass at an (height, width) input.
 
     Every Conv2d / ConvTranspose2d / Linear is counted from its weight and output shape (activations and
     pixel shuffle are free by this convention). Runs the model once on a (1, 3, height, width) input with
-    forward hooks.
+    forward hooks; ``modules`` given, ``model`` is a call without arguments that runs them (a video step).
     """
     import torch
     from torch import nn
@@ -38,12 +38,12 @@ def count_macs(model: Any, height: int, width: int) -> int:
 
     handles = [
         m.register_forward_hook(hook)
-        for m in model.modules()
+        for m in (modules if modules is not None else model).modules()
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)
     ]
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, height, width))
+            model() if modules is not None else model(torch.zeros(1, 3, height, width))
     finally:
         for h in handles:
             h.remove()
@@ -67,11 +67,14 @@ def model_gmacs(
     """
     from edge_sr.models import create_model
     from edge_sr.models.stats import macs_per_lr_pixel
+    from edge_sr.models.stream import is_stream_model
     from edge_sr.reparam import has_fusable, reparameterize
 
     if model is not None:
         from edge_sr.models import card_of
 
+        if is_stream_model(model):
+            return stream_macs(model, height, width) / 1e9
         fused = reparameterize(copy.deepcopy(model)) if has_fusable(model) else model
         return macs_per_lr_pixel(fused.eval(), card_of(model).scale) * height * width / 1e9
     if path.suffix == ".safetensors":
@@ -90,4 +93,24 @@ def model_gmacs(
         return None
     if has_fusable(model):
         model = reparameterize(model)
+    if is_stream_model(model):
+        return stream_macs(model, height, width) / 1e9
     return macs_per_lr_pixel(model, args.get("scale", 4)) * height * width / 1e9
+
+
+def stream_macs(model: nn.Module, height: int, width: int) -> int:
+    """Multiply-accumulates of one step of a video model for an (height, width) LR frame, its state at the
+    initial values (convs cost the same whatever the state holds)."""
+    import torch
+
+    from edge_sr.models.card import card_of
+    from edge_sr.models.stream import initial_state, stream_spec
+
+    spec = stream_spec(model)
+    assert spec is not None
+    card = card_of(model)
+    frame = torch.zeros(1, card.colors, height, width)
+    state = initial_state(spec, frame, colors=card.colors, scale=card.scale)
+    return count_macs(
+        lambda: model(*(frame for _ in spec.frames), *state.values()), height, width, modules=model
+    )

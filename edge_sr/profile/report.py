@@ -44,6 +44,8 @@ class ProfileReport:
     percent_of_theoretical_peak: float | None = None
     percent_of_measured_peak: float | None = None
     peak_note: str | None = None
+    fps: float | None = None  # 1000 / median: frames (or images) per second
+    stream: bool = False  # a video step timed per frame with its state fed back
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,7 +58,9 @@ class ProfileReport:
             f"{self.artifact} ({self.kind}, {self.precision or '?'}, {self.device}, input "
             f"{'x'.join(map(str, self.input_shape))}, {self.threads} threads)",
             f"latency  min {self.min_ms:.2f} ms  median {med} ms  p90 {p90} ms  ({self.runs} runs after "
-            f"{self.warmup} warm-up)",
+            f"{self.warmup} warm-up)"
+            + (f"  {self.fps:.1f} fps" if self.fps else "")
+            + (" per frame, state fed back" if self.stream else ""),
             f"size     {self.size_bytes / 1e6:.3f} MB"
             + (f"   peak RSS {self.peak_rss_mb:.0f} MB" if self.peak_rss_mb is not None else "")
             + (f" (+{self.model_rss_mb:.0f} MB for the model)" if self.model_rss_mb is not None else ""),
