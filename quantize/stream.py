@@ -128,7 +128,7 @@ def make_state_output_quantizer(inner: Any, outputs: Sequence[int]) -> Any:
             for i in outputs:
                 node = _output_node(model, i)
                 while node.op == "call_function" and node.target in _PASS - {torch.ops.aten.cat.default}:
-                    node = node.args[0]
+                    node = node.args[0]  # type: ignore[assignment]
                 ann = node.meta.get("quantization_annotation")
                 if ann is None:
                     node.meta["quantization_annotation"] = QuantizationAnnotation(
@@ -211,7 +211,8 @@ def share_state_qparams(gm: torch.fx.GraphModule, spec: Any) -> list[dict[str, A
         scale_t = torch.tensor([scale], dtype=torch.float32)
         zp_t = torch.tensor([zp], dtype=torch.int32)
         for i in ids:
-            mods[i].calculate_qparams = lambda s=scale_t, z=zp_t: (s.clone(), z.clone())  # type: ignore[method-assign]
+            # convert_pt2e asks each observer / fake-quant for its parameters: all answer the group's
+            mods[i].calculate_qparams = lambda s=scale_t, z=zp_t: (s.clone(), z.clone())  # type: ignore[assignment]
         names = sorted({n for i in ids for n in members[i]})
         entries.append({"tensors": names, "scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax})
     return entries

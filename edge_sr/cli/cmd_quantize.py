@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source, parse_hw
 from edge_sr.convert import TARGETS, quantizable_targets, target_module
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         calib_frames=args.calib_frames,
     )
-    report, problem = None, None
+    report: Any = None
+    problem: str | None = None
     video = is_stream_model(model)
     if not args.no_verify:
         try:
