@@ -12,8 +12,10 @@ and one line here.
 
 A video model (``edge_sr.models.stream``: ``forward(*frames, *state) -> (sr, *state_outputs)``) exports its
 **step**: every frame and state tensor is an input and every output an output, named as its ``StreamSpec``
-names them, at one fixed LR frame size (``ExportSpec.input_size``; the state shapes follow from it), FP32 or
-FP16, NCHW or NHWC (every 4-D tensor). The manifest's ``stream`` entry says what feeds what, the initial
+names them, at one fixed LR frame size (``ExportSpec.input_size``; the state shapes follow from it) or, on
+ONNX, ExecuTorch and PT2, for every frame size of a ``dynamic`` range (the HR state's sizes are the scale
+times the frame's), FP32 or FP16, NCHW or NHWC (every 4-D tensor). CoreML and TFLite take the step at one
+fixed size. The manifest's ``stream`` entry says what feeds what, the initial
 values and each tensor's name, dtype, layout and shape in the artifact (``edge_sr.convert.manifest``);
 ``edge_sr.runtime.load(path).stream()`` carries the state from frame to frame.
 """
@@ -155,22 +157,33 @@ def step_spec(model: nn.Module) -> StreamSpec | None:
 def graph_io(
     model: nn.Module, spec: ExportSpec, *, colors: int, scale: int
 ) -> tuple[GraphIO, StreamSpec | None]:
-    """The example inputs (NCHW, reproducible, in [0, 1]) and names of the graph to export, and the model's
-    step contract: ``input`` -> ``output`` for an image model, every frame and state tensor for a step."""
+    """The example inputs (NCHW, reproducible, in [0, 1]), names and dynamic shapes of the graph to export,
+    and the model's step contract: ``input`` -> ``output`` for an image model, every frame and state tensor
+    for a step (its HR states' sizes follow the frame's: ``scale`` times its H / W dims)."""
     h, w = spec.example_size
     gen = torch.Generator().manual_seed(0)
     sspec: StreamSpec | None = step_spec(model)
     if sspec is None:
-        return GraphIO.single(torch.rand(1, colors, h, w, generator=gen)), None
-    if spec.dynamic is not None or spec.sizes:
-        raise ConversionError(None, "a video step exports at one fixed frame size; use --input-size HxW")
+        example = torch.rand(1, colors, h, w, generator=gen)
+        return GraphIO.single(example, spec.dynamic_shapes()), None
+    if spec.sizes:
+        raise ConversionError(
+            None, "a video step has no enumerated sizes; use --input-size HxW or --dynamic MIN:MAX"
+        )
     if spec.io == "image":
         raise ConversionError(
             None, "a video step has tensor I/O only (its state is no image); use io='tensor'"
         )
     shapes = [(1, colors, h, w)] * len(sspec.frames) + [s.shape(colors, (h, w), scale) for s in sspec.state]
     examples = tuple(torch.rand(*shape, generator=gen) for shape in shapes)
-    return GraphIO(examples, tuple(sspec.input_names), tuple(sspec.output_names)), sspec
+    dynamic = None
+    frame_dims = spec.dynamic_shapes()
+    if frame_dims is not None:
+        lr = frame_dims[0]
+        hr = {axis: dim * scale for axis, dim in lr.items()}
+        dynamic = (lr,) * len(sspec.frames) + tuple(hr if s.resolution == "hr" else lr for s in sspec.state)
+    names = (tuple(sspec.input_names), tuple(sspec.output_names))
+    return GraphIO(examples, *names, dynamic), sspec
 
 
 def prepare_model(
@@ -293,7 +306,7 @@ def export(
         net = _IOWrapper(prepared.half() if half else prepared, nhwc=spec.layout == "NHWC", half=half)
     if spec.layout == "NHWC":  # every 4-D tensor in the artifact's layout
         nhwc = tuple(t.permute(0, 2, 3, 1).contiguous() if t.ndim == 4 else t for t in io.examples)
-        io = GraphIO(nhwc, io.input_names, io.output_names)
+        io = GraphIO(nhwc, io.input_names, io.output_names, io.dynamic_shapes)
     src = source or card.source
     source_info = (
         {"checkpoint": str(src), "sha256": sha256_path(src)} if src and Path(src).is_file() else None

@@ -142,6 +142,8 @@ def export(
     import coremltools as ct
 
     example = io.example
+    if len(io.examples) > 1 and (spec.dynamic is not None or spec.sizes):
+        raise ConversionError(None, "coreml takes a video step at one fixed frame size; use --input-size HxW")
 
     if not hasattr(ct.target, options.deployment_target):
         raise ConversionError(

@@ -108,6 +108,9 @@ def export(
     if spec.dynamic is None:
         ep = torch.export.export(model, io.examples, dynamic_shapes=None)
         lowering: Any = contextlib.nullcontext()
+    elif len(io.examples) > 1:  # a video step: plain convs and resamplings, no shape assumptions to prove
+        ep = torch.export.export(model, io.examples, dynamic_shapes=io.dynamic_shapes)
+        lowering = contextlib.nullcontext()
     else:  # shape assumptions (window padding) proven for the whole range, then dropped: see .dynamic
         ep = export_proven(model, io.example, spec.dynamic_shapes(), axes=spec.hw_axes)
         lowering = lowering_without_asserts()

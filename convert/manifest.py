@@ -15,14 +15,16 @@ LR frame size, and how each tensor appears in the artifact::
         {"name": "prev", "next": "cur", "shape": [1, 3, 180, 320], "resolution": "lr", "init": "frame"},
         {"name": "hidden", "next": "hidden_out", "shape": [1, 16, 180, 320], "resolution": "lr", "init": "zeros"},
         {"name": "prev_sr", "next": "sr", "shape": [1, 3, 720, 1280], "resolution": "hr", "init": "zeros"}],
-      "size": [180, 320],                          # the LR frame (H, W) every shape above is for
+      "size": [180, 320],                          # the LR frame (H, W) the shapes are for (*)
       "frame": {"value_range": [0.0, 1.0], "colors": 3},   # what a frame holds (``color`` says which channels)
       "tensors": [                                 # every input, then every output, as the artifact has them
         {"name": "cur", "io": "input", "index": 0, "dtype": "float32", "layout": "NHWC",
          "shape": [1, 180, 320, 3], "quant": null}, ...]}
 
 ``state[].shape`` is NCHW (the model's contract); ``tensors[].shape`` is in the artifact's ``layout`` (NHWC
-permutes every 4-D tensor). ``next`` names the output (or frame input) whose value the state takes at the
+permutes every 4-D tensor). (*) A dynamic step (``input_shape`` mode ``dynamic``) takes any frame size of its
+range: ``size`` and ``state[].shape`` are then those of the traced example (the state's H / W follow the
+frame's, times the scale for an ``hr`` state) and ``tensors[].shape`` is null. ``next`` names the output (or frame input) whose value the state takes at the
 next frame, fed back unchanged; ``init`` is ``zeros`` or ``frame`` (a copy of the first frame). ``index`` is
 the tensor's position among the artifact's inputs / outputs: ExecuTorch methods and PT2 programs take and
 give tensors in that order, the other formats by ``name``. ``quant`` is ``{"dtype", "scale", "zero_point"}``

@@ -100,7 +100,7 @@ def export(
         io.examples,
         dynamo=True,
         opset_version=options.opset,
-        dynamic_shapes=spec.dynamic_shapes(),
+        dynamic_shapes=io.dynamic_shapes,
         input_names=list(io.input_names),
         output_names=list(io.output_names),
         verbose=False,

@@ -87,7 +87,7 @@ def export(
         ep = torch.export.export(
             model,
             io.examples,
-            dynamic_shapes=spec.dynamic_shapes(),
+            dynamic_shapes=io.dynamic_shapes,
             strict=options.strict,
             prefer_deferred_runtime_asserts_over_guards=True,
         )

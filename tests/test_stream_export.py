@@ -153,9 +153,27 @@ def test_manifest_names_every_tensor_as_the_artifact_does(artifacts, rrn, case) 
         assert json.loads(meta["edge_sr.stream"])["frames"] == ["cur"]
 
 
-def test_a_step_exports_at_one_fixed_size_only(rrn, tmp_path) -> None:
+@pytest.mark.parametrize("target", ["onnx", "executorch", "pt2"])
+def test_a_dynamic_step_streams_every_size_of_its_range(rrn, tmp_path, target) -> None:
+    art = export(rrn, target, tmp_path / "dyn", ExportSpec(dynamic=(8, 40)))
+    assert art.manifest["input_shape"] == {"mode": "dynamic", "min": 8, "max": 40}
+    assert all(t["shape"] is None for t in art.manifest["stream"]["tensors"])
+    runner = load(art.path)
+    for hw in ((12, 16), (20, 40)):
+        frames = moving_frames(*hw, n=3, seed=hw[0])
+        stream = runner.stream()
+        got = [stream.push(f) for f in frames]
+        assert stream.tiles == 1  # in range: whole frames, no tiles
+        assert max(float(np.abs(a - b).max()) for a, b in zip(got, eager(rrn, frames))) <= 1e-4
+
+
+def test_fixed_size_targets_refuse_a_dynamic_step(rrn, tmp_path) -> None:
     with pytest.raises(ConversionError, match="one fixed frame size"):
-        export(rrn, "onnx", tmp_path / "d.onnx", ExportSpec(dynamic=(8, 32)))
+        export(rrn, "coreml", tmp_path / "d.mlpackage", ExportSpec(dynamic=(8, 32)))
+    with pytest.raises(ConversionError, match="fixed shapes"):
+        export(rrn, "tflite", tmp_path / "d.tflite", ExportSpec(dynamic=(8, 32)))
+    with pytest.raises(ConversionError, match="no enumerated sizes"):
+        export(rrn, "coreml", tmp_path / "e.mlpackage", ExportSpec(sizes=((12, 16), (16, 16))))
     with pytest.raises(ConversionError, match="tensor I/O"):
         export(rrn, "coreml", tmp_path / "i.mlpackage", ExportSpec(input_size=HW, io="image"))
     assert not list(tmp_path.iterdir())  # nothing half-written
