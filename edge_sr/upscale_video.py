@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -151,11 +152,6 @@ def _load(
     from edge_sr import runtime
 
     runner = runtime.load(checkpoint, scale=scale)
-    if "stream" in runner.manifest and not callable(getattr(runner, "stream", None)):
-        raise ConfigError(
-            checkpoint, "is a streaming artifact, and this edge_sr.runtime has no streaming runner; "
-            "pass the checkpoint it was exported from",
-        )  # fmt: skip
     if scale is not None and runner.scale != scale:
         raise CheckpointError(checkpoint, f"is a x{runner.scale} artifact and cannot upscale x{scale}")
     return runner, str(checkpoint)
@@ -167,7 +163,11 @@ def _frame_fn(net: Any, *, tile: int, overlap: int, batch: int, device: str, pre
 
     if not isinstance(net, nn.Module):  # an artifact's runtime runner: tiles of its own size
         # a video step: one StreamRunner (state per tile, edge_sr.runtime.stream) for the clip
-        push = net.stream(overlap=overlap).push if "stream" in net.manifest else net.run
+        push = (
+            net.stream(overlap=overlap).push
+            if "stream" in net.manifest
+            else partial(net.run, overlap=overlap)
+        )
 
         def run_artifact(rgb: np.ndarray) -> np.ndarray:
             return np.clip(np.rint(push(rgb) * 255.0), 0, 255).astype(np.uint8)

@@ -197,22 +197,23 @@ def test_output_that_is_the_input_is_refused(clip: Path, models: dict[str, Path]
         assert c.streams.video[0].frames == 36
 
 
-def test_stream_artifact_upscales_like_its_checkpoint(models: dict[str, Path], tmp_path: Path) -> None:
-    """An ONNX export of the video step (runtime.load(...).stream(), one state per tile of its own size)
-    gives the frames the checkpoint gives when tiled the same way."""
+@pytest.mark.parametrize("which", ["video", "image"])
+def test_artifact_upscales_like_its_checkpoint(models: dict[str, Path], tmp_path: Path, which: str) -> None:
+    """An ONNX export (a video step through runtime.load(...).stream(), one state per tile of its own size;
+    an image model through run()) gives the frames its checkpoint gives when tiled the same way."""
     from edge_sr.convert import ExportSpec, export
 
     from edge_sr.models import load_checkpoint
 
-    art = export(load_checkpoint(models["video"]), "onnx", tmp_path / "a", ExportSpec(input_size=(16, 16)))
+    art = export(load_checkpoint(models[which]), "onnx", tmp_path / "a", ExportSpec(input_size=(16, 16)))
     rng = np.random.default_rng(2)
     with video_writer(tmp_path / "in", width=32, height=24, fps=Fraction(25)) as sink:
         for _ in range(3):
             sink.write(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
     kw = dict(tile=16, tile_overlap=4, progress=False)
     a = upscale_video(tmp_path / "in", tmp_path / "out_a", checkpoint=art.path, **kw)  # type: ignore[arg-type]
-    c = upscale_video(tmp_path / "in", tmp_path / "out_c", checkpoint=models["video"], **kw)  # type: ignore[arg-type]
-    assert a.kind == c.kind == "video" and a.frames == c.frames == 3 and a.size_out == [64, 48]
+    c = upscale_video(tmp_path / "in", tmp_path / "out_c", checkpoint=models[which], **kw)  # type: ignore[arg-type]
+    assert a.kind == c.kind == which and a.frames == c.frames == 3 and a.size_out == [64, 48]
     with VideoReader(tmp_path / "out_a") as ra, VideoReader(tmp_path / "out_c") as rc:
         for fa, fc in zip(ra, rc, strict=True):
             assert np.abs(fa.astype(int) - fc).max() <= 1
