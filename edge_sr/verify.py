@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from torch import nn
 from edge_sr.data.io import BT601_LUMA
 from edge_sr.data.paths import data_path
 from edge_sr.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from edge_sr.data.sequences import Clip
 
 logger = logging.getLogger(__name__)
 
@@ -441,7 +444,7 @@ def _as_measured_frame(y: np.ndarray, colors: int) -> np.ndarray:
     return _as_measured(y, False)
 
 
-def _score_clip_video(artifact: Any, reference: Any, clip: Any, crop: int, thr: Thresholds) -> ClipResult:
+def _score_clip_video(artifact: Any, reference: Any, clip: Clip, crop: int, thr: Thresholds) -> ClipResult:
     """Run both streams over a clip (fresh states) and score every frame."""
     from edge_sr.evaluate import measure
     from edge_sr.evaluate_video import frame_input
@@ -451,8 +454,8 @@ def _score_clip_video(artifact: Any, reference: Any, clip: Any, crop: int, thr: 
     rows: list[tuple[float, float, float, float, float, float]] = []
     for lr, gt in clip.pairs():
         x = frame_input(lr, colors)
-        y_float = artifact_output(ref.push(x))
-        y = artifact_output(art.push(x))
+        y_float = _as_array(ref.push(x))
+        y = _as_array(art.push(x))
         if y.shape != y_float.shape:
             raise InputError(
                 getattr(artifact, "path", None),
@@ -489,7 +492,7 @@ def _score_clip_video(artifact: Any, reference: Any, clip: Any, crop: int, thr: 
     return res
 
 
-def artifact_output(out: Any) -> np.ndarray:
+def _as_array(out: Any) -> np.ndarray:
     """A stream's output (a tensor or an array) as a float32 array."""
     if isinstance(out, torch.Tensor):
         return out.detach().float().cpu().numpy()

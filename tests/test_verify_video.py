@@ -188,3 +188,15 @@ def test_image_reference_refused(tmp_path: Path, model: torch.nn.Module) -> None
     image_model = create_model("espcn", scale=4)
     with pytest.raises(ConfigError, match="image model"):
         verify_video(EagerVideo(model), reference=image_model, data=root, record=False)
+
+
+def test_cli_default_data_is_vid4(data_root: Path, tmp_path: Path, model: torch.nn.Module, capsys) -> None:  # noqa: ANN001
+    ckpt = tmp_path / "rrn.safetensors"
+    save_checkpoint(model, ckpt)
+    rc = main(["verify", str(ckpt), "--reference", str(ckpt), "--clips", "walk", "--frames", "2", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert (
+        rc == 0
+        and [(c["name"], c["frames"]) for c in d["clips"]] == [("walk", 2)]
+        and d["degradation"] == "BI"
+    )

@@ -8,7 +8,7 @@ worst frame and the drift of the error along the clip.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
 from edge_sr.errors import ConfigError
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         help="benchmark folder with HR/ and LR_bicubic/X{s}/ (default: built-in images), or a sequence set with "
-        "GT/<clip>/ for a video artifact",
+        "GT/<clip>/ for a video artifact (default: $EDGE_SR_DATA/video/Vid4)",
     )
     p.add_argument("--limit", type=int, help="use at most this many images")
     v = p.add_argument_group("video artifacts on a sequence set (DIR/GT/<clip>/)")
@@ -63,18 +63,20 @@ def run(args: argparse.Namespace) -> int:
     from edge_sr.verify import Thresholds, verify
 
     thr = Thresholds(args.fp32_max_abs_diff, args.fp16_min_psnr, args.int8_max_drop, args.drift_db)
-    video = args.data is not None and is_sequence_root(args.data)
-    if video:
+    source = model_source(args, args.reference)
+    if args.data is None:
+        source = _default_video_data(args, source)
+    if args.data is not None and is_sequence_root(args.data):
         if args.limit is not None:
             raise ConfigError(
                 args.data, "--limit counts images; on a sequence set use --frames N and --clips"
             )
-        return _run_video(args, thr)
+        return _run_video(args, source, thr)
     given = [f"--{k}" for k in ("degradation", "crop", "clips", "frames") if getattr(args, k) is not None]
     if given:
         raise ConfigError(args.data, f"{given[0]} is for a sequence set (--data DIR with GT/<clip>/)")
     report = verify(
-        args.artifact, reference=model_source(args, args.reference), data=args.data, thresholds=thr, limit=args.limit,
+        args.artifact, reference=source, data=args.data, thresholds=thr, limit=args.limit,
         check_sha256=args.check_sha256,
     )  # fmt: skip
     lines = [f"{'image':<14} {'PSNR':>7} {'float':>7} {'vs float':>9} {'max diff':>9}"]
@@ -90,11 +92,26 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-def _run_video(args: argparse.Namespace, thr: Thresholds) -> int:
+def _default_video_data(args: argparse.Namespace, source: Any) -> Any:
+    """Without --data, a streaming reference is verified on $EDGE_SR_DATA/video/Vid4 (sets ``args.data``);
+    returns the reference, loaded when it had to be read to tell."""
+    from torch import nn
+
+    from edge_sr.data.paths import data_path
+    from edge_sr.models import load_checkpoint
+    from edge_sr.models.stream import is_stream_model
+
+    ref = source if isinstance(source, nn.Module) else load_checkpoint(source)
+    if is_stream_model(ref):
+        args.data = str(data_path("video", "Vid4"))
+    return ref
+
+
+def _run_video(args: argparse.Namespace, source: Any, thr: Thresholds) -> int:
     from edge_sr.verify import verify_video
 
     report = verify_video(
-        args.artifact, reference=model_source(args, args.reference), data=args.data,
+        args.artifact, reference=source, data=args.data,
         degradation=args.degradation or "BI", crop=args.crop or 0, clips=args.clips, frames=args.frames,
         thresholds=thr, check_sha256=args.check_sha256,
     )  # fmt: skip
