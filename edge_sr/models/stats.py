@@ -27,11 +27,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _count_macs(model: nn.Module, x: torch.Tensor) -> int:
+def _count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
+        model(*inputs)
     return counter.get_total_flops() // 2  # the counter reports 2 FLOPs per multiply-accumulate
 
 
@@ -39,7 +39,8 @@ def macs_per_lr_pixel(model: nn.Module, scale: int | None = None, size: tuple[in
     """Multiply-accumulates per input (LR) pixel, measured on a ``size`` input in eval mode.
 
     Args:
-        model: an SR model, (N, 3, H, W) -> (N, 3, sH, sW). Its device and dtype are used.
+        model: an SR model, (N, C, H, W) -> (N, C, sH, sW), or a video model (per SR frame, see
+            :func:`_probe_inputs`). Its device and dtype are used.
         scale: unused for the count (the model knows its scale); accepted for call-site clarity.
         size: input height and width; a multiple of common window sizes (8, 16) keeps windowed
             transformers free of padding.
@@ -50,10 +51,43 @@ def macs_per_lr_pixel(model: nn.Module, scale: int | None = None, size: tuple[in
     was_training = model.training
     model.eval()
     try:
-        macs = _count_macs(model, torch.zeros(1, 3, *size, device=device, dtype=dtype))
+        inputs, frames_out = _probe_inputs(model, size, device, dtype)
+        macs = _count_macs(model, *inputs)
     finally:
         model.train(was_training)
-    return macs / (size[0] * size[1])
+    return macs / (size[0] * size[1] * frames_out)
+
+
+# a whole-clip video model (BasicVSR-class) is counted over this many frames; its cost per frame hardly
+# depends on the clip length (one flow per neighbour pair and direction)
+CLIP_FRAMES = 7
+
+
+def _probe_inputs(
+    model: nn.Module, size: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> tuple[tuple[torch.Tensor, ...], int]:
+    """The inputs of one counted call and the SR frames it makes.
+
+    An image model takes one (1, C, H, W) frame. A streaming step (``edge_sr.models.stream``) takes the frame
+    and its initial state, and makes one frame. A sliding-window model with ``num_frame`` takes a
+    (1, T, C, H, W) window and makes its centre frame; any other video model takes a clip of
+    :data:`CLIP_FRAMES` frames and makes as many.
+    """
+    from edge_sr.models.card import card_of, has_card
+    from edge_sr.models.registry import get_entry
+    from edge_sr.models.stream import initial_state, stream_spec
+
+    colors = card_of(model).colors if has_card(model) else 3
+    frame = torch.zeros(1, colors, *size, device=device, dtype=dtype)
+    spec = stream_spec(model)
+    if spec is not None:
+        state = initial_state(spec, frame, colors=colors, scale=card_of(model).scale)
+        return (frame, *(state[s.name] for s in spec.state)), 1
+    if not has_card(model) or get_entry(card_of(model).arch).kind != "video":
+        return (frame,), 1
+    window = getattr(model, "num_frame", None)
+    t = int(window) if isinstance(window, int) else CLIP_FRAMES
+    return (frame.unsqueeze(1).expand(1, t, colors, *size).contiguous(),), 1 if isinstance(window, int) else t
 
 
 def _build(name: str, scale: int, meta: bool) -> nn.Module:
@@ -90,7 +124,8 @@ def model_summary(name: str, scale: int = 4) -> dict[str, Any]:
     for meta in (True, False):  # the meta device first; some models compute values at build time
         try:
             model = _build(name, scale, meta)
-            macs = macs_per_lr_pixel(model)
+            # flow estimators (SPyNet) work on frames of at least 64 pixels
+            macs = macs_per_lr_pixel(model, size=(64, 64) if entry.kind == "video" else (32, 32))
             break
         except Exception as e:  # noqa: BLE001 - fall back to a real CPU run
             log.debug("meta-device count of %s failed (%s); running on the CPU", name, e)
