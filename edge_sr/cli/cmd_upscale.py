@@ -57,7 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--fps", type=_fraction, help="frame rate of a frame folder (default 25; 30000/1001 works)"
     )
-    v.add_argument("--frames", type=int, dest="max_frames", help="only the first N frames (a preview)")
+    v.add_argument(
+        "--frames", type=int, dest="max_frames", metavar="N", help="only the first N frames (a preview)"
+    )
     add_model_flags(p, scale=False)
     add_json_flag(p)
     p.set_defaults(func=run)
