@@ -19,6 +19,14 @@ DATA_ROOT = Path(os.environ.get("EDGE_SR_DATA") or Path(__file__).resolve().pare
 if not os.environ.get("EDGE_SR_DATA") and DATA_ROOT.is_dir():
     os.environ["EDGE_SR_DATA"] = str(DATA_ROOT)
 
+# Under pytest-xdist the workers share the cores: torch's intra-op pool in every worker sized for the whole
+# machine oversubscribes it, and its spinning threads then wait on each other (a small conv measured 100x
+# slower with 2 workers x 2 threads on 2 cores). Each worker gets its share; tests that time threads set
+# their own count.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
