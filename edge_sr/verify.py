@@ -551,8 +551,8 @@ def verify_video(
     """
     from edge_sr.convert.manifest import record_verification
     from edge_sr.data.sequences import open_sequences
-    from edge_sr.evaluate_video import EagerVideo
     from edge_sr.models.stream import is_stream_model
+    from edge_sr.runtime import from_model
 
     thr = thresholds or Thresholds()
     ref_model = _reference_model(reference)
@@ -560,8 +560,11 @@ def verify_video(
         raise ConfigError(
             None, "the reference is an image model; verify a video artifact against its streaming float model"
         )
-    float_video = EagerVideo(ref_model)
     runner = _video_artifact(artifact, check_sha256)
+    float_video = from_model(ref_model)
+    # the float model streams through the same tiles (and padding) as the artifact, each tile position with its
+    # own state: "vs float" measures the conversion error only, as the image verify does
+    float_video.input_shape = dict(getattr(runner, "input_shape", None) or {"mode": "any"})
     if int(runner.scale) != float_video.scale or int(runner.colors) != float_video.colors:
         raise ConfigError(
             None,

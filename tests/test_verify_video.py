@@ -200,3 +200,32 @@ def test_cli_default_data_is_vid4(data_root: Path, tmp_path: Path, model: torch.
         and [(c["name"], c["frames"]) for c in d["clips"]] == [("walk", 2)]
         and d["degradation"] == "BI"
     )
+
+
+def test_onnx_step_artifact_end_to_end(tmp_path: Path, model: torch.nn.Module, capsys) -> None:  # noqa: ANN001
+    """A real artifact: the step exported to ONNX at alpha's LR size (12x16); beta's 10x14 frames are padded to
+    it, and the float model streams through the same padding, so fp32 passes on both clips."""
+    from edge_sr.convert import read_manifest
+
+    root = make_sequence_set(tmp_path / "seq")
+    ckpt = tmp_path / "rrn.safetensors"
+    save_checkpoint(model, ckpt)
+    argv = [
+        "convert",
+        str(ckpt),
+        "--target",
+        "onnx",
+        "--input-size",
+        "12x16",
+        "--no-verify",
+        "-o",
+        str(tmp_path),
+    ]
+    assert main([*argv, "--json"]) == 0
+    art = json.loads(capsys.readouterr().out)["path"]
+    rc = main(["verify", art, "--reference", str(ckpt), "--data", str(root), "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and d["passed"] and d["precision"] == "fp32" and d["max_abs_diff"] <= 1e-4
+    assert [(c["name"], c["frames"]) for c in d["clips"]] == [("alpha", 5), ("beta", 3)]
+    recorded = read_manifest(art)["verification"]
+    assert recorded["passed"] and [c["name"] for c in recorded["clips"]] == ["alpha", "beta"]
