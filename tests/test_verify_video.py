@@ -229,3 +229,12 @@ def test_onnx_step_artifact_end_to_end(tmp_path: Path, model: torch.nn.Module, c
     assert [(c["name"], c["frames"]) for c in d["clips"]] == [("alpha", 5), ("beta", 3)]
     recorded = read_manifest(art)["verification"]
     assert recorded["passed"] and [c["name"] for c in recorded["clips"]] == ["alpha", "beta"]
+    # the artifact evaluated with the video protocol scores as its checkpoint does (fp32, same padding)
+    scores = []
+    for source in (art, str(ckpt)):
+        assert main(["eval", "--data", str(root), "--scale", "4", "--checkpoint", source, "--json"]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    assert scores[0]["model"].endswith(".onnx") and scores[0]["frames"] == 8
+    np.testing.assert_allclose(
+        scores[0]["clips"][0]["frame_psnr"], scores[1]["clips"][0]["frame_psnr"], atol=1e-3
+    )

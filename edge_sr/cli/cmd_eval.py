@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
     p.add_argument(
         "--checkpoint",
-        help="a checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected)",
+        help="a checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected); "
+        "on a sequence set also an artifact (.onnx, .tflite, .pte, .mlpackage, .pt2 with its manifest)",
     )
     p.add_argument(
         "--model",
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint or args.model_arg or args.module:
             raise ConfigError(None, "--model bicubic is the baseline: it takes no checkpoint or model flags")
         source = "bicubic"
+    elif video and _is_artifact(args):
+        source = args.checkpoint  # a video artifact streams through edge_sr.runtime
     else:
         source = model_source(args, args.checkpoint)
     if video:
@@ -84,6 +87,17 @@ def run(args: argparse.Namespace) -> int:
     )
     emit(args, res.to_dict(), "\n".join(lines))
     return 0
+
+
+def _is_artifact(args: argparse.Namespace) -> bool:
+    """--checkpoint names an exported artifact (not a checkpoint) and no flag asks to build a model."""
+    from pathlib import Path
+
+    from edge_sr.models.checkpoint import CHECKPOINT_SUFFIXES
+
+    if not args.checkpoint or args.model or args.model_arg or args.module:
+        return False
+    return Path(args.checkpoint).suffix.lower() not in CHECKPOINT_SUFFIXES
 
 
 def _run_video(args: argparse.Namespace, source: object) -> int:
