@@ -103,10 +103,9 @@ def quantizable_targets() -> list[str]:
 
 
 class _IOWrapper(nn.Module):
-    """Adapts a model's I/O: NHWC layout and/or float32 I/O around an fp16 model, for every tensor.
+    """Adapts a model's I/O: NHWC layout and/or float32 I/O around an fp16 model.
 
-    (N, H, W, C) -> permute -> (N, C, H, W) -> model -> (N, C, sH, sW) -> permute -> (N, sH, sW, C); a model
-    with several inputs / outputs (a video step) has each 4-D one adapted the same way.
+    (N, H, W, C) -> permute -> (N, C, H, W) -> model -> (N, C, sH, sW) -> permute -> (N, sH, sW, C)
     """
 
     def __init__(self, model: nn.Module, *, nhwc: bool, half: bool) -> None:
@@ -115,7 +114,13 @@ class _IOWrapper(nn.Module):
         self.nhwc = nhwc
         self.fp16 = half
 
-    def forward(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._call(x)
+        assert isinstance(y, Tensor)
+        return y
+
+    def _call(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """Every 4-D input from the artifact's layout (and float32) to the model's, every output back."""
         ins = []
         for x in xs:
             if self.nhwc and x.ndim == 4:
@@ -129,6 +134,16 @@ class _IOWrapper(nn.Module):
         if self.fp16:
             y = y.float()
         return y.permute(0, 2, 3, 1) if self.nhwc and y.ndim == 4 else y
+
+
+class _StepIOWrapper(_IOWrapper):
+    """:class:`_IOWrapper` for a model with several inputs and outputs (a video step): each 4-D tensor adapted.
+
+    Its inputs are one ``*xs`` argument, so torch.export takes their dynamic shapes as one tuple.
+    """
+
+    def forward(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:  # type: ignore[override]
+        return self._call(*xs)
 
 
 def step_spec(model: nn.Module) -> StreamSpec | None:
@@ -303,10 +318,15 @@ def export(
     half = spec.precision == "fp16" and mod.FP16_BY_CAST  # float16 graph inside float32 I/O
     net: nn.Module = prepared
     if spec.layout == "NHWC" or half:
-        net = _IOWrapper(prepared.half() if half else prepared, nhwc=spec.layout == "NHWC", half=half)
-    if spec.layout == "NHWC":  # every 4-D tensor in the artifact's layout
-        nhwc = tuple(t.permute(0, 2, 3, 1).contiguous() if t.ndim == 4 else t for t in io.examples)
-        io = GraphIO(nhwc, io.input_names, io.output_names, io.dynamic_shapes)
+        wrapper = _IOWrapper if sspec is None else _StepIOWrapper
+        net = wrapper(prepared.half() if half else prepared, nhwc=spec.layout == "NHWC", half=half)
+        examples = io.examples
+        if spec.layout == "NHWC":  # every 4-D tensor in the artifact's layout
+            examples = tuple(t.permute(0, 2, 3, 1).contiguous() if t.ndim == 4 else t for t in examples)
+        dynamic = io.dynamic_shapes
+        if sspec is not None and dynamic is not None:  # the step wrapper's inputs are one *xs argument
+            dynamic = (dynamic,)
+        io = GraphIO(examples, io.input_names, io.output_names, dynamic)
     src = source or card.source
     source_info = (
         {"checkpoint": str(src), "sha256": sha256_path(src)} if src and Path(src).is_file() else None

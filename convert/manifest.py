@@ -333,7 +333,7 @@ def _check_stream(data: dict[str, Any], bad: Any) -> None:
         where = f"stream.state[{i}]"
         if not isinstance(s.get("name"), str):
             raise bad(f"{where}.name", s.get("name"), "an input name")
-        if s.get("next") not in feeders:
+        if not isinstance(s.get("next"), str) or s["next"] not in feeders:
             raise bad(f"{where}.next", s.get("next"), "a frame or output name: " + ", ".join(sorted(feeders)))
         shape = s.get("shape")
         if not (isinstance(shape, list) and len(shape) == 4 and all(_is_side(d) for d in shape)):
@@ -357,9 +357,12 @@ def _check_stream(data: dict[str, Any], bad: Any) -> None:
     if not (isinstance(tensors, list) and all(isinstance(t, dict) for t in tensors)):
         raise bad("stream.tensors", tensors, "a list of {name, io, index, dtype, layout, shape, quant}")
     _check_io("stream.tensors", tensors, bad)
+    for i, t in enumerate(tensors):
+        if not isinstance(t.get("name"), str):
+            raise bad(f"stream.tensors[{i}].name", t.get("name"), "a tensor name")
     for io, names in (("input", inputs), ("output", outputs)):
         mine = [t for t in tensors if t.get("io") == io]
-        if sorted(t.get("name") or "" for t in mine) != sorted(names):
+        if sorted(t["name"] for t in mine) != sorted(names):
             raise bad("stream.tensors", [t.get("name") for t in mine], f"the {io}s " + ", ".join(names))
         if sorted(t.get("index", -1) for t in mine if _is_int(t.get("index"))) != list(range(len(names))):
             raise bad("stream.tensors", [t.get("index") for t in mine], f"{io} indices 0-{len(names) - 1}")

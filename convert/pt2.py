@@ -92,6 +92,9 @@ def export(
             prefer_deferred_runtime_asserts_over_guards=True,
         )
         check_asserts(ep, spec.hw_axes)  # kept in the program: torch checks them on every call
+    # torch.export keeps the example inputs and would save them in the archive (11 MB for a video step's
+    # 720p state): the program does not need them
+    ep._example_inputs = None
     with path.open("wb") as f:  # a file object: torch.export.save would add ".pt2" to a suffix-less path
         torch.export.save(ep, f, extra_files={METADATA_FILE: json.dumps(metadata, sort_keys=True)})
     with torch.no_grad():
