@@ -188,3 +188,18 @@ def test_a_damaged_stream_entry_is_refused_in_one_line(converted, tmp_path, capf
     assert main(["profile", str(art), "--runs", "1", "--warmup", "0"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and field in err[0]
+
+
+def test_a_manifest_that_does_not_fit_the_artifact_is_one_line(converted, tmp_path) -> None:
+    """A consistent stream entry whose names are not the artifact's: the runtime's refusal, one line."""
+    from edge_sr.errors import RuntimeBackendError
+
+    art = tmp_path / "m.onnx"
+    shutil.copy(converted[2], art)
+    m = json.loads(open(converted[2] + ".json").read())
+    m["stream"]["state"][1]["name"] = "hid"
+    next(t for t in m["stream"]["tensors"] if t["name"] == "hidden")["name"] = "hid"
+    (tmp_path / "m.onnx.json").write_text(json.dumps(m))
+    with pytest.raises(RuntimeBackendError, match="refused the step") as e:
+        load(art, check_sha256=False).stream().push(np.zeros((*HW, 3), np.float32))
+    assert "\n" not in str(e.value)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_sr.errors import InputError, RuntimeBackendError
+from edge_sr.errors import EdgeSRError, InputError, RuntimeBackendError
 from edge_sr.models.stream import stream_spec
 from edge_sr.runtime.backends import CHECKPOINT_SUFFIXES, TorchBackend, open_backend
 from edge_sr.runtime.stream import StreamRunner, spec_from_manifest
@@ -111,7 +111,15 @@ class Runner:
                     f"the artifact takes {shown} (NCHW)",
                 )
             enc[t["name"]] = _encode(np.ascontiguousarray(a), t, None)
-        outs = self.backend.run(enc)
+        try:
+            outs = self.backend.run(enc)
+        except EdgeSRError:
+            raise
+        except Exception as e:  # each runtime raises its own types (a manifest that does not fit the file)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise RuntimeBackendError(
+                self.path, f"the {self.kind} runtime refused the step ({first})"
+            ) from None
         got = {}
         for t in (t for t in tensors if t["io"] == "output"):
             y = _decode(np.asarray(outs[t["name"]]), t, None)
