@@ -139,3 +139,14 @@ def test_published_parameter_counts_and_edge_cost() -> None:
 
     macs = count_macs(FirstStep(create_model("rrn_edge", scale=4)), 180, 320)
     assert 1.8e9 < macs <= 2.05e9  # within MobileRRN's 2.05 GMAC per 180x320 frame
+
+
+def test_official_initialisation() -> None:
+    torch.manual_seed(0)
+    m = create_model("rrn", scale=4)
+    for name, conv in m.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            assert conv.bias is not None and not conv.bias.any(), name
+            fan_in = conv.weight[0].numel()
+            want = 0.1 * (2.0 / fan_in) ** 0.5  # Kaiming normal (ReLU gain, fan in), scaled by 0.1
+            assert abs(conv.weight.std().item() / want - 1) < 0.15, name

@@ -79,6 +79,20 @@ class RRNCell(nn.Module):
         return F.relu(self.conv_h(x)), self.conv_o(x)
 
 
+def init_weights(model: nn.Module, scale: float = 0.1) -> None:
+    """The official initialisation: every conv Kaiming-normal (fan in) times ``scale``, biases zero.
+
+    Not cosmetic: from PyTorch's default initialisation, Adam at lr 2e-3 drove ``conv_1``'s biases negative
+    within a few hundred steps of a short run here, its ReLU went dead (0.4 % of outputs positive) and the
+    network output only the bilinear base."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            m.weight.data.mul_(scale)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def torch_cat(*ts: Tensor) -> Tensor:
     import torch
 
@@ -103,6 +117,7 @@ class RRN(nn.Module):
         super().__init__()
         self.scale, self.colors, self.n_c = scale, colors, n_c
         self.neuro = RRNCell(n_c=n_c, n_b=n_b, scale=scale, colors=colors)
+        init_weights(self)
 
     @property
     def stream(self) -> StreamSpec:
