@@ -6,6 +6,9 @@
     report = fp16_check(model, calib)                                    # overflow / underflow per layer
     ranks = sensitivity(model, "executorch", calib)                      # per-layer SQNR, most sensitive first
 
+    seqs = load_sequences(".../Vid4", input_size=(180, 320), scale=4)    # a video model: clips, in order
+    art = stream_ptq(model, "tflite", seqs, out="out/")                  # state pairs share scale / zero point
+
 This package holds what every target shares; what a format wants is its target module's business
 (``edge_sr.convert.<target>``: its quantizer, its modes, its export options). Every mode a target lists in
 ``PT2E_MODES`` is one PT2E flow (:mod:`edge_sr.quantize.pt2e`) with the quantizer the target owns, lowered by
@@ -45,6 +48,8 @@ from edge_sr.quantize.pt2e import (
 )
 from edge_sr.quantize.sensitivity import SensitivityReport, most_sensitive
 from edge_sr.quantize.sensitivity import sensitivity as _sensitivity
+from edge_sr.quantize.sequences import SequenceSet, load_sequences, synthetic_sequences
+from edge_sr.quantize.stream import stream_fp16_check, stream_fp16_export, stream_ptq
 from torch import nn
 
 from edge_sr.errors import ConfigError
@@ -54,15 +59,21 @@ __all__ = [
     "FP16Report",
     "QuantSpec",
     "SensitivityReport",
+    "SequenceSet",
     "deploy_form",
     "fp16_check",
     "fp16_export",
     "from_tensors",
     "load_calibration",
+    "load_sequences",
     "most_sensitive",
     "ptq",
     "qat",
     "sensitivity",
+    "stream_fp16_check",
+    "stream_fp16_export",
+    "stream_ptq",
+    "synthetic_sequences",
 ]
 
 logger = logging.getLogger(__name__)

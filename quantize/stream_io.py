@@ -8,7 +8,9 @@ quantize of a float input / the last dequantize of a float output), or None wher
 - ``.pte``: the XNNPACK delegate's serialized graph (``XNNGraph`` flatbuffer, decoded by ExecuTorch's
   ``flatc``): the ``XNNConvert`` nodes next to each external tensor (through transposes / reshapes);
 - ``.tflite``: the interpreter's tensor details and its ``QUANTIZE`` / ``DEQUANTIZE`` nodes;
-- ``.onnx``: the ``QuantizeLinear`` reading a graph input, the ``DequantizeLinear`` writing a graph output.
+- ``.onnx``: the ``QuantizeLinear`` reading a graph input, the ``DequantizeLinear`` writing a graph output;
+- ``.mlpackage``: the MIL program read back from disk (off macOS too): its ``quantize`` after each input
+  (through concatenations and reshapes), the ``dequantize`` giving each output.
 
 Tensors are named from the manifest's ``stream`` entry (its ``index`` for ExecuTorch and TFLite, whose
 files keep positional names).
@@ -48,7 +50,7 @@ def artifact_qparams(path: str | os.PathLike[str]) -> dict[str, QParams]:
     """``{tensor name: (scale, zero_point) or None}`` for every input and output of a step artifact."""
     p = Path(path)
     ins, outs = _stream_names(p)
-    readers = {".pte": _pte, ".tflite": _tflite, ".onnx": _onnx}
+    readers = {".pte": _pte, ".tflite": _tflite, ".onnx": _onnx, ".mlpackage": _coreml}
     if p.suffix not in readers:
         raise InputError(p, f"reads {', '.join(readers)} step artifacts")
     qin, qout = readers[p.suffix](p)
@@ -190,6 +192,55 @@ def _onnx(path: Path) -> tuple[list[QParams], list[QParams]]:
         return None
 
     return [of_input(i.name) for i in g.input], [of_output(o.name) for o in g.output]
+
+
+# ---------------------------------------------------------------- CoreML (MIL program)
+
+_MIL_MOVES = (
+    "concat",
+    "reshape",
+    "transpose",
+    "pixel_unshuffle",
+    "pixel_shuffle",
+    "space_to_depth",
+    "identity",
+)
+
+
+def _mil_qp(op: Any) -> QParams:
+    zp = op.inputs.get("zero_point")
+    return float(np.asarray(op.inputs["scale"].val).reshape(-1)[0]), int(
+        np.asarray(zp.val).reshape(-1)[0] if zp is not None else 0
+    )
+
+
+def _coreml(path: Path) -> tuple[list[QParams], list[QParams]]:
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load
+
+    spec = ct.utils.load_spec(os.fspath(path))
+    weights = path / "Data" / "com.apple.CoreML" / "weights"
+    main = load(spec, specification_version=spec.specificationVersion, file_weights_dir=os.fspath(weights))
+    fn = main.functions["main"]
+
+    def of_input(var: Any) -> QParams:
+        todo = [var]
+        while todo:
+            for op in todo.pop().child_ops:
+                if op.op_type == "quantize":
+                    return _mil_qp(op)
+                if op.op_type in _MIL_MOVES:
+                    todo.append(op.outputs[0])
+        return None
+
+    def of_output(var: Any) -> QParams:
+        op = var.op
+        while op is not None and op.op_type in _MIL_MOVES:
+            first = next(iter(op.inputs.values()))
+            op = (first[0] if isinstance(first, tuple | list) else first).op
+        return _mil_qp(op) if op is not None and op.op_type == "dequantize" else None
+
+    return [of_input(v) for v in fn.inputs.values()], [of_output(v) for v in fn.outputs]
 
 
 # ---------------------------------------------------------------- onnxruntime QDQ of a step

@@ -1,8 +1,9 @@
 """INT8 / FP16 of a video step: calibration sequences, one scale / zero point per state pair read back from
-each artifact (ONNX, TFLite, ExecuTorch), the INT8 stream against the float stream, FP16 over sequences, and
+each artifact (ONNX, TFLite, ExecuTorch, CoreML), the INT8 stream against the float stream, FP16 over sequences, and
 ``edge-sr quantize`` of a video checkpoint.
 
-One tiny RRN (4 channels, 1 block) at 16x24 LR frames; one INT8 artifact per target serves the module.
+One tiny RRN (4 channels, 1 block) at 16x24 LR frames; one INT8 artifact per target serves the module (the
+CoreML one is read back, not run: that needs macOS).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from edge_sr.models import save_checkpoint
 from edge_sr.models.stream import stream_spec
 
 HW = (16, 24)
-TARGETS = ("onnx", "tflite", "executorch")
+TARGETS = ("onnx", "tflite", "executorch")  # run here; CoreML programs are read, not run, off macOS
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def seqs():
 @pytest.fixture(scope="module")
 def int8(rrn, seqs, tmp_path_factory) -> dict[str, object]:
     out = tmp_path_factory.mktemp("int8")
-    return {t: stream_ptq(rrn, t, seqs, out=out / t) for t in TARGETS}
+    return {t: stream_ptq(rrn, t, seqs, out=out / t) for t in (*TARGETS, "coreml")}
 
 
 def _frames(n: int, seed: int = 5) -> list[np.ndarray]:
@@ -83,7 +84,7 @@ def test_step_inputs_carry_real_state(rrn, seqs):
 # ---------------------------------------------------------------- shared scale / zero point, from the file
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", (*TARGETS, "coreml"))
 def test_state_pairs_share_scale_in_artifact(int8, rrn, target):
     art = int8[target]
     qp = artifact_qparams(art.path)
