@@ -37,6 +37,9 @@ from edge_sr.errors import ConfigError
 
 __all__ = [
     "ClampFrames",
+    "QATStep",
+    "finish_stream_qat",
+    "prepare_stream_qat",
     "make_state_output_quantizer",
     "quantize_step",
     "share_state_qparams",
@@ -366,3 +369,105 @@ def stream_fp16_export(
     return export(
         net, target, out, spec, source=source, quantization=quantization, options=mod.quant_options(None)
     )
+
+
+class QATStep(nn.Module):
+    """A fake-quant (``prepare_qat_pt2e``) graph of a step that still reads as a streaming model: its class
+    carries the step's ``STREAM`` and the model's card, so a video training loop (``Unrolled``) runs it over
+    clips exactly as it runs the float step. Built by :func:`prepare_stream_qat`."""
+
+    STREAM: Any = None
+
+    def __init__(self, graph: torch.fx.GraphModule, frames: int, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.graph, self.frames, self.meta = graph, frames, meta
+
+    def forward(self, *inputs: Tensor) -> Any:
+        return self.graph(*inputs)
+
+    def train(self, mode: bool = True) -> QATStep:
+        # an exported graph refuses nn.Module.train(): PT2E switches its fake-quant / dropout itself
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+        (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
+        self.training = mode
+        return self
+
+
+def prepare_stream_qat(model: nn.Module, target: str, seqs: SequenceSet, spec: Any = None) -> QATStep:
+    """The QAT half that a video training loop drives: the step's fake-quant graph for ``target`` (the
+    target's QAT quantizer; every state output annotated), its observers calibrated on ``seqs`` in stream
+    order. Train it like the float step (it shares nothing with ``model``), call
+    :func:`torchao.quantization.pt2e.disable_observer` on it for the last steps, then
+    :func:`finish_stream_qat`.
+    """
+    import dataclasses
+
+    from edge_sr.quantize import QuantSpec, deploy_form, target_and_mode
+    from edge_sr.quantize.pt2e import calibrate, check_layers, make_keep_float_quantizer, prepare
+
+    from edge_sr.models import carry_card
+    from edge_sr.models.stream import stream_spec
+
+    spec = spec or QuantSpec()
+    mod, mode = target_and_mode(target, spec)
+    if mode not in mod.PT2E_MODES:
+        raise ConfigError(None, f"{target} {mode} cannot take QAT (it runs through PT2E)")
+    deploy = deploy_form(model)
+    sspec = stream_spec(deploy)
+    if sspec is None:
+        raise ConfigError(None, f"{type(model).__name__} is not a streaming (video) model")
+    seqs = _for_model(seqs, deploy)
+    steps = list(step_inputs(deploy, seqs))
+    net: nn.Module = deploy
+    keep = tuple(spec.keep_float)
+    if mod.FLOAT_IO_CLAMP and not spec.int8_io:
+        net, keep = ClampFrames(deploy, len(sspec.frames)), tuple(f"model.{k}" for k in keep)
+    q = mod.quantizer(qat=True, mode=mode)
+    annotate = q
+    if keep:
+        check_layers(net, keep)
+        annotate = make_keep_float_quantizer(q, keep)
+    sources = [sspec.output_names.index(s.next) for s in sspec.state if s.next in sspec.output_names]
+    prepared = prepare(net, make_state_output_quantizer(annotate, sources), steps[-1], qat=True)
+    calibrate(prepared, steps)
+    cls = type("QATStep", (QATStep,), {"STREAM": sspec})  # stream_spec reads the class
+    meta = {"target": target, "mode": mode, "quantizer": q, "calibration": seqs.manifest_entry()}
+    meta["spec"] = dataclasses.replace(spec)
+    return carry_card(deploy, cls(prepared, len(sspec.frames), meta))  # type: ignore[return-value]
+
+
+def finish_stream_qat(
+    step: QATStep,
+    *,
+    out: str | os.PathLike[str],
+    source: str | os.PathLike[str] | None = None,
+    qat: dict[str, Any] | None = None,
+) -> Any:
+    """Share the state pairs' parameters, convert the trained fake-quant step and export it (INT8 at the
+    calibration size); ``qat`` (iterations, losses, data) goes into the manifest's quantization entry."""
+    from edge_sr.convert import ExportSpec, export, target_module
+    from edge_sr.quantize.pt2e import convert
+
+    from edge_sr.models import carry_card
+
+    meta, sspec = step.meta, type(step).STREAM
+    mod = target_module(meta["target"])
+    groups = share_state_qparams(step.graph, sspec)
+    gm = carry_card(step, convert(step.graph, fold_quantize=mod.FOLD_QUANTIZE))
+    spec = meta["spec"]
+    entry = {
+        "scheme": mod.quant_scheme(meta["mode"]),
+        "mode": meta["mode"],
+        "method": "qat",
+        "calibration": meta["calibration"],
+        "keep_float": list(spec.keep_float),
+        "float_input_layers": [],
+        "int8_io": spec.int8_io,
+        "state": groups,
+        "qat": qat or {},
+    }
+    size = tuple(meta["calibration"]["input_size"])
+    espec = ExportSpec(input_size=(int(size[0]), int(size[1])), precision="int8")
+    options = mod.quant_options(meta["quantizer"], meta["mode"])
+    return export(gm, meta["target"], out, espec, source=source, quantization=entry, options=options)

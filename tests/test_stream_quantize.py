@@ -199,3 +199,39 @@ def test_cli_quantize_video_checkpoint(rrn, data_root, tmp_path):
         quantize_checkpoint(
             rrn, "tflite", calib=str(data_root / "video" / "Vid4"), out=tmp_path, qat=True, data=["x"]
         )
+
+
+# ---------------------------------------------------------------- QAT: the quantize half a video loop drives
+
+
+def test_stream_qat_through_unrolled_clips(rrn, seqs, tmp_path):
+    """The fake-quant step runs in the training loop's ``Unrolled`` (truncated BPTT over clips) like the float
+    step, trains, and exports with its state pairs sharing one scale / zero point."""
+    import torch.nn.functional as F
+    from edge_sr.quantize.stream import finish_stream_qat, prepare_stream_qat
+    from torchao.quantization.pt2e import disable_observer
+
+    from edge_sr.train.parts import Unrolled
+
+    step = prepare_stream_qat(rrn, "executorch", seqs)
+    net = Unrolled(step, tbptt=2).train()
+    hr = synthetic_sequences(count=2, frames=4, input_size=(HW[0] * 4, HW[1] * 4), seed=3).clips
+    lr = F.interpolate(hr.flatten(0, 1), scale_factor=0.25, mode="area").unflatten(0, (2, 4))
+    before = [p.detach().clone() for p in step.parameters()]
+    opt = torch.optim.Adam([p for p in step.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for i in range(6):
+        if i == 4:
+            step.apply(disable_observer)
+        loss = (net(lr) - hr).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.parameters(), strict=True))
+    art = finish_stream_qat(step.eval(), out=tmp_path, qat={"iters": 6, "loss_first": losses[0]})
+    q = art.manifest["quantization"]
+    assert q["method"] == "qat" and q["qat"]["iters"] == 6
+    qp = artifact_qparams(art.path)
+    assert qp["hidden"] == qp["hidden_out"] and qp["prev_sr"] == qp["sr"]
