@@ -52,21 +52,22 @@ class GraphIO:
         examples: one example per input, in call order and in the artifact's layout (NHWC when asked).
         input_names: the artifact's name of each input.
         output_names: the artifact's name of each output, in the order the model returns them.
-        dynamic_shapes: ``torch.export`` dynamic shapes, one dict per input (None: fixed shapes). A video
-            step's LR tensors share the H / W dims and its HR tensors take them times the scale.
+        dynamic_shapes: ``torch.export`` dynamic shapes of the exported module's arguments (None: fixed
+            shapes): one ``{axis: Dim}`` per input, nested in one tuple when the module takes ``*xs``. A
+            video step's LR tensors share the H / W dims and its HR tensors take them times the scale.
     """
 
     examples: tuple[Tensor, ...]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
-    dynamic_shapes: tuple[dict[int, Any], ...] | None = None
+    dynamic_shapes: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.examples) != len(self.input_names) or not self.output_names:
             raise ValueError("GraphIO needs one name per example and at least one output name")
 
     @classmethod
-    def single(cls, example: Tensor, dynamic_shapes: tuple[dict[int, Any], ...] | None = None) -> GraphIO:
+    def single(cls, example: Tensor, dynamic_shapes: tuple[Any, ...] | None = None) -> GraphIO:
         """An image model's graph: ``input`` -> ``output``."""
         return cls((example,), ("input",), ("output",), dynamic_shapes)
 
