@@ -1,9 +1,11 @@
 """INT8 and FP16 for a streaming (video) step, with one scale / zero point per state pair.
 
     seqs = load_sequences(".../Vid4", input_size=(180, 320), scale=4)     # or synthetic_sequences(...)
-    gm, entry = quantize_step(model, "tflite", seqs)     # PT2E graph + the manifest's quantization entry
+    gm, entry, q = quantize_step(model, "tflite", seqs)  # PT2E graph, manifest entry, the quantizer
     art = stream_ptq(model, "executorch", seqs, out="out/")              # -> edge_sr.convert.Artifact
     report = stream_fp16_check(model, seqs)                               # FP16 ranges, state included
+    step = prepare_stream_qat(model, "executorch", seqs)   # QAT: train Unrolled(step) over clips, then
+    art = finish_stream_qat(step, out="out/")              # shared state parameters, convert, export
 
 Calibration streams the float step over the sequences (:func:`.sequences.step_inputs`), so the state inputs
 see the values they take in use. Left alone, a quantizer gives a state input and the output that becomes it
