@@ -438,6 +438,17 @@ class Runner:
 # ---------------------------------------------------------------- profiling (macOS only)
 
 
+def check_profilable(path: Path) -> None:
+    """Refuse to time a program off macOS: the runner there is the MIL reference executor, whose speed says
+    nothing about Core ML's (``RuntimeBackendError``)."""
+    if not can_predict():
+        raise RuntimeBackendError(
+            path,
+            "CoreML latency needs macOS (coremltools cannot run a model on this OS); profile it on a Mac, "
+            "or profile the ExecuTorch / TFLite / ONNX artifact here",
+        )
+
+
 def profile(
     path: Path,
     *,
@@ -450,12 +461,7 @@ def profile(
     timer: Timer = time_calls,
 ) -> Timed:
     """Latency of ``MLModel.predict`` on macOS; CoreML gives no per-operator times through coremltools."""
-    if not can_predict():
-        raise RuntimeBackendError(
-            path,
-            "CoreML latency needs macOS (coremltools cannot run a model on this OS); profile it on a Mac, "
-            "or profile the ExecuTorch / TFLite / ONNX artifact here",
-        )
+    check_profilable(path)
     import coremltools as ct
 
     model = ct.models.MLModel(str(path))

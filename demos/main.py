@@ -5,6 +5,9 @@
    -> every target (CoreML, TFLite, ExecuTorch, ONNX, PT2) -> verify each on Set5 -> profile each.
 3. One table (target, precision, size, Set5 PSNR, loss against float, latency) and a side-by-side image
    (bicubic | float | each artifact) of a Set5 crop, all under out/demo/.
+4. Video (demos/video.py): the bundled streaming x4 model upscales a real clip (audio kept), is scored on Vid4
+   against bicubic and the image model, and its step goes to every target in FP32 / FP16 / INT8, each artifact
+   verified frame by frame and timed per frame; a side-by-side video frame.
 
 Steps that this build cannot run are listed with the reason, never silently dropped.
 Usage: python demos/main.py [--out out/demo] [--data DIR] [--input-size 180x320]
@@ -254,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--input-size", default="180x320", help="artifact input size (default 180x320)")
     ap.add_argument("--runs", type=int, default=10, help="timed runs per artifact (default 10)")
+    ap.add_argument("--no-video", action="store_true", help="skip the video step (demos/video.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     warnings.filterwarnings("ignore")
@@ -283,11 +287,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tool_output_to(log):
             _chain_and_report(ckpt, out, set5, args)
+            if not args.no_video:
+                say("\n== video ==")
+                _video_module().video_step(out, DATA_ROOT, runs=args.runs)
     except EdgeSRError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
     say(f"\ndone in {time.perf_counter() - t_start:.0f} s; outputs in {out}/")
     return 0
+
+
+def _video_module() -> Any:
+    """demos/video.py, loaded by path (the demos are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edge_sr_demo_video", Path(__file__).with_name("video.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _chain_and_report(ckpt: Path, out: Path, set5: Path | None, args: argparse.Namespace) -> None:

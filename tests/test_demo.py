@@ -60,3 +60,49 @@ def test_demo_chain_on_a_tiny_model(demo, tmp_path: Path, monkeypatch: pytest.Mo
     assert "executorch" in table and "fp16" in table and "Set5 PSNR" in table
     pic = demo.comparison_image(rows, deploy, data, out, scale=2, image="img0", crop=8)
     assert pic is not None and pic.read_bytes()[:8] == PNG
+
+
+VIDEO_DEMO = DEMO.with_name("video.py")
+
+
+def test_demo_video_step_on_a_tiny_model(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The video step end to end on a tiny random RRN: the clip upscaled with its audio, the Vid4 table, the
+    step exported (FP32 / FP16 / INT8), verified frame by frame and timed, the side-by-side frame."""
+    import torch
+
+    from edge_sr.models import create_model, save_checkpoint
+
+    if not (data_root / "video" / "Vid4" / "GT").is_dir():
+        pytest.skip("no video data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "rrn_tiny_x4.safetensors"
+    save_checkpoint(create_model("rrn_edge", scale=4, n_c=4, n_b=1), ckpt)
+    spec = importlib.util.spec_from_file_location("edge_sr_demo_video", VIDEO_DEMO)
+    video = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(video)
+    out = tmp_path / "demo"
+    out.mkdir()
+    rows = video.video_step(
+        out,
+        data_root,
+        checkpoint=ckpt,
+        input_size=(24, 32),
+        frames=3,
+        runs=2,
+        targets=("onnx",),
+        eval_frames=2,
+        clip_frames=3,
+        calib_clips=1,
+    )
+    by = {r["precision"]: r for r in rows}
+    assert set(by) == {"fp32", "fp16", "int8"}
+    # the FP32 step equals the float stream; FP16 / INT8 stay within their precision's rule, without drift
+    assert by["fp32"]["passed"] is True and by["fp32"]["psnr_vs_float"] > 60
+    assert by["int8"]["passed"] is True and not by["int8"]["drift"]
+    assert all(r["fps"] > 0 for r in rows)
+    assert (out / "realshort_x4.mp4").stat().st_size > 0
+    assert (out / "video_side_by_side.png").read_bytes()[:8] == PNG
+    assert "onnx" in video.results_table(rows, 3)

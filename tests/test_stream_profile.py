@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -90,3 +91,20 @@ def test_int8_state_starts_at_its_zero_point():
     }
     feeds = initial_feeds(entry, {"cur": np.zeros((1, 3, 2, 2), np.float32)})
     assert feeds["h"].dtype == np.int8 and (feeds["h"] == -7).all()
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts on macOS")
+def test_coreml_step_is_not_timed_off_macos(tmp_path):
+    # off macOS the CoreML runner is the MIL reference executor: its time would be reported as Core ML's
+    from edge_sr.errors import RuntimeBackendError
+
+    with pytest.raises(RuntimeBackendError, match="needs macOS"):
+        profile_stream(
+            tmp_path / "step.mlpackage",
+            "coreml",
+            {"stream": {"tensors": []}},
+            runs=1,
+            warmup=0,
+            threads=1,
+            timer=time_calls,
+        )

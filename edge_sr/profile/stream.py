@@ -62,7 +62,12 @@ def profile_stream(
     """Per-frame times of ``runs`` consecutive steps (after ``warmup``), the state fed back between them."""
     entry = manifest["stream"]
     tensors = {t["name"]: t for t in entry["tensors"] if t["io"] == "input"}
-    runner = target_module(kind).Runner(path, threads=threads)
+    mod = target_module(kind)
+    # a target whose runner here is not its runtime (CoreML off macOS: the MIL reference executor) refuses
+    check = getattr(mod, "check_profilable", None)
+    if callable(check):
+        check(path)
+    runner = mod.Runner(path, threads=threads)
     frames = random_frames(entry)
     cycle = itertools.cycle(frames)
     feeds = initial_feeds(entry, next(cycle))
