@@ -139,10 +139,11 @@ def run(args: argparse.Namespace) -> int:
         "target": args.target,
         "precision": args.precision,
         "size_bytes": art.size_bytes,
-        "stream": art.manifest.get("stream") is not None,
-        "state_quant": (art.manifest.get("quantization") or {}).get("state"),
         "verify": report.to_dict() if report else ({"passed": None, "error": problem} if problem else None),
     }
+    if video:  # a step: its stream entry and the scale / zero point each state pair shares
+        obj["stream"] = True
+        obj["state_quant"] = (art.manifest.get("quantization") or {}).get("state")
     text = f"wrote {art.path} ({art.size_bytes} bytes) and {art.manifest_path.name}"
     if problem:
         text += f"\nnot verified: {problem}"

@@ -63,6 +63,17 @@ def macs_per_lr_pixel(model: nn.Module, scale: int | None = None, size: tuple[in
 CLIP_FRAMES = 7
 
 
+def _registry_kind(arch: str) -> str | None:
+    """The registry kind of ``arch``; None for a user's own class (``module:Class``), which is not registered."""
+    from edge_sr.errors import ConfigError
+    from edge_sr.models.registry import get_entry
+
+    try:
+        return get_entry(arch).kind
+    except ConfigError:
+        return None
+
+
 def _probe_inputs(
     model: nn.Module, size: tuple[int, int], device: torch.device, dtype: torch.dtype
 ) -> tuple[tuple[torch.Tensor, ...], int]:
@@ -74,7 +85,6 @@ def _probe_inputs(
     :data:`CLIP_FRAMES` frames and makes as many.
     """
     from edge_sr.models.card import card_of, has_card
-    from edge_sr.models.registry import get_entry
     from edge_sr.models.stream import initial_state, stream_spec
 
     colors = card_of(model).colors if has_card(model) else 3
@@ -83,7 +93,7 @@ def _probe_inputs(
     if spec is not None:
         state = initial_state(spec, frame, colors=colors, scale=card_of(model).scale)
         return (frame, *(state[s.name] for s in spec.state)), 1
-    if not has_card(model) or get_entry(card_of(model).arch).kind != "video":
+    if not has_card(model) or _registry_kind(card_of(model).arch) != "video":
         return (frame,), 1
     window = getattr(model, "num_frame", None)
     t = int(window) if isinstance(window, int) else CLIP_FRAMES

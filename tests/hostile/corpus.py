@@ -361,10 +361,19 @@ def _field(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 def _flip_weight_byte(blob: bytes) -> bytes:
-    # a byte inside the stored weights (the zip keeps them uncompressed): the program still loads and runs
+    # a byte inside the largest stored weight (the zip keeps them uncompressed): the program still loads and runs
+    import io
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        info = max(
+            (i for i in z.infolist() if "/data/weights/weight_" in i.filename), key=lambda i: i.file_size
+        )
+    name_len, extra_len = struct.unpack("<HH", blob[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
     data = bytearray(blob)
-    i = blob.index(b"data/0") + 200
-    data[i] ^= 0x01
+    data[start + info.file_size // 2] ^= 0x01
     return bytes(data)
 
 
