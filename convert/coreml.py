@@ -241,7 +241,47 @@ def quantizer(*, qat: bool = False, mode: str | None = None) -> Any:
             }
         }
     )
+    _cache_pattern_graphs()
     return CoreMLQuantizer(cfg)
+
+
+def _cache_pattern_graphs() -> None:
+    """Build each of ``CoreMLQuantizer``'s pattern graphs once per process.
+
+    Its ``annotate`` exports every pattern it knows (conv / linear x batch norm x activation x in-place, the
+    binary ops: about 420 small ``torch.export`` calls, over a minute of CPU) on every call, although a
+    pattern depends only on its functions and example shapes: each is exported once and every call gets a
+    copy (the matcher rewrites the graph it is given).
+    """
+    import copy
+    import functools
+
+    from executorch.backends.apple.coreml.quantizer import _coreml_quantizer_utils as utils
+
+    build = utils._get_aten_graph_module
+    if getattr(build, "_edge_sr_cached", False):
+        return
+    graphs: dict[Any, Any] = {}
+
+    @functools.wraps(build)
+    def cached(pattern: Any, example_inputs: Any, is_cuda: bool = False) -> Any:
+        fwd = type(pattern).forward
+        try:
+            key = (
+                fwd.__code__,
+                tuple(c.cell_contents for c in fwd.__closure__ or ()),
+                tuple((tuple(t.shape), t.dtype) for t in example_inputs),
+                is_cuda,
+            )
+            hash(key)
+        except (TypeError, ValueError, AttributeError):  # an unhashable closure: build it every time
+            return build(pattern, example_inputs, is_cuda)
+        if key not in graphs:
+            graphs[key] = build(pattern, example_inputs, is_cuda)
+        return copy.deepcopy(graphs[key])
+
+    cached._edge_sr_cached = True  # type: ignore[attr-defined]
+    utils._get_aten_graph_module = cached
 
 
 def weight_transform(
