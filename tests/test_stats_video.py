@@ -34,3 +34,16 @@ def test_summary_lists_video_models_with_figures():
     assert row["kind"] == "video" and row["macs_per_lr_pixel"] > 0
     row = model_summary("edvr_m", scale=4)
     assert row["macs_per_lr_pixel"] > row["params"]  # PCD and TSA run every frame of the window
+
+
+def test_bundled_image_and_video_models_are_listed_apart():
+    # the image benchmarks and demos iterate bundled_checkpoints(): a video step must not be among them
+    from edge_sr.models.registry import get_entry
+    from edge_sr.weights import bundled_checkpoints, bundled_video_checkpoint
+
+    images, videos, both = bundled_checkpoints(), bundled_checkpoints("video"), bundled_checkpoints(None)
+    assert images and all(get_entry(a).kind != "video" for a in images)
+    assert all(get_entry(a).kind == "video" for a in videos)
+    assert set(both) == set(images) | set(videos)
+    if bundled_video_checkpoint(4) is not None:
+        assert videos["rrn_edge"][4] == bundled_video_checkpoint(4)

@@ -163,7 +163,7 @@ def zoo_rows(kind: str | None = None, scale: int = 4) -> list[dict[str, Any]]:
     from edge_sr.models.registry import get_entry, list_models
     from edge_sr.weights import bundled_checkpoints
 
-    bundled = bundled_checkpoints()
+    bundled = bundled_checkpoints(None)
     rows = []
     for name in list_models(kind=kind):  # type: ignore[arg-type]
         try:

@@ -11,20 +11,25 @@ from pathlib import Path
 WEIGHTS_DIR = Path(__file__).resolve().parent
 DEFAULT_ARCH = "ecbsr_m4c16"
 DEFAULT_VIDEO_ARCH = "rrn_edge"
+# the bundled architectures that are streaming video models (a step per frame, not an image model)
+VIDEO_ARCHS: tuple[str, ...] = (DEFAULT_VIDEO_ARCH,)
 
 
-def bundled_checkpoints() -> dict[str, dict[int, Path]]:
-    """``{arch: {scale: path}}`` for every bundled file."""
+def bundled_checkpoints(kind: str | None = "image") -> dict[str, dict[int, Path]]:
+    """``{arch: {scale: path}}`` for every bundled file of ``kind``: ``"image"`` (the default: what the image
+    benchmarks and demos iterate), ``"video"``, or None for both."""
     out: dict[str, dict[int, Path]] = {}
     for p in sorted(WEIGHTS_DIR.glob("*_x[0-9].safetensors")):
         arch, _, s = p.stem.rpartition("_x")
+        if kind is not None and (arch in VIDEO_ARCHS) != (kind == "video"):
+            continue
         out.setdefault(arch, {})[int(s)] = p
     return out
 
 
 def bundled_checkpoint(scale: int = 4, arch: str | None = None) -> Path | None:
     """The bundled checkpoint for ``scale`` (default architecture unless ``arch``), or None."""
-    return bundled_checkpoints().get(arch or DEFAULT_ARCH, {}).get(scale)
+    return bundled_checkpoints(None).get(arch or DEFAULT_ARCH, {}).get(scale)
 
 
 def bundled_video_checkpoint(scale: int = 4) -> Path | None:
