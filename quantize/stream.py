@@ -236,23 +236,25 @@ class ClampFrames(nn.Module):
         return self.model(*(x.clamp(0.0, 1.0) for x in inputs[:n]), *inputs[n:])
 
 
-def quantize_step(
-    model: nn.Module, target: str, seqs: SequenceSet, spec: Any = None
-) -> tuple[torch.fx.GraphModule, dict[str, Any], Any]:
-    """PTQ of a streaming step for a PT2E target: (converted graph, manifest entry, the quantizer).
-
-    Every conv is quantized (``float_input_layers`` does not apply: the first conv reads the state too);
-    ``keep_float`` names module paths of the model. The entry's ``state`` lists each shared group.
-    """
-    from edge_sr.quantize import QuantSpec, deploy_form, target_and_mode
-    from edge_sr.quantize.pt2e import calibrate, check_layers, convert, make_keep_float_quantizer, prepare
+def _prepare_step(
+    model: nn.Module, target: str, seqs: SequenceSet, spec: Any, *, qat: bool
+) -> tuple[torch.fx.GraphModule, nn.Module, Any, SequenceSet, Any, str, Any]:
+    """The step's PT2E graph for ``target`` (observers for PTQ, fake-quant for QAT), every state output
+    annotated, calibrated on ``seqs`` streamed in order; returns (prepared graph, the deploy form, stream spec, the sequences
+    in the model's colours, the target module, the mode, the target's quantizer)."""
+    from edge_sr.quantize import deploy_form, target_and_mode
+    from edge_sr.quantize.pt2e import calibrate, check_layers, make_keep_float_quantizer, prepare
 
     from edge_sr.models.stream import stream_spec
 
-    spec = spec or QuantSpec()
     mod, mode = target_and_mode(target, spec)
     if mode not in mod.PT2E_MODES:
-        raise ConfigError(None, f"{target} {mode} is not a PT2E mode; see edge_sr.quantize.stream_io")
+        what = (
+            "cannot take QAT (it runs through PT2E)"
+            if qat
+            else "is not a PT2E mode; see edge_sr.quantize.stream_io"
+        )
+        raise ConfigError(None, f"{target} {mode} {what}")
     deploy = deploy_form(model)
     sspec = stream_spec(deploy)
     if sspec is None:
@@ -263,14 +265,30 @@ def quantize_step(
     keep = tuple(spec.keep_float)
     if mod.FLOAT_IO_CLAMP and not spec.int8_io:
         net, keep = ClampFrames(deploy, len(sspec.frames)), tuple(f"model.{k}" for k in keep)
-    q = mod.quantizer(mode=mode)
+    q = mod.quantizer(qat=qat, mode=mode)
     annotate = q
     if keep:
         check_layers(net, keep)
         annotate = make_keep_float_quantizer(q, keep)
     sources = [sspec.output_names.index(s.next) for s in sspec.state if s.next in sspec.output_names]
-    prepared = prepare(net, make_state_output_quantizer(annotate, sources), steps[-1])
+    prepared = prepare(net, make_state_output_quantizer(annotate, sources), steps[-1], qat=qat)
     calibrate(prepared, steps)
+    return prepared, deploy, sspec, seqs, mod, mode, q
+
+
+def quantize_step(
+    model: nn.Module, target: str, seqs: SequenceSet, spec: Any = None
+) -> tuple[torch.fx.GraphModule, dict[str, Any], Any]:
+    """PTQ of a streaming step for a PT2E target: (converted graph, manifest entry, the quantizer).
+
+    Every conv is quantized (``float_input_layers`` does not apply: the first conv reads the state too);
+    ``keep_float`` names module paths of the model. The entry's ``state`` lists each shared group.
+    """
+    from edge_sr.quantize import QuantSpec
+    from edge_sr.quantize.pt2e import convert
+
+    spec = spec or QuantSpec()
+    prepared, _, sspec, seqs, mod, mode, q = _prepare_step(model, target, seqs, spec, qat=False)
     groups = share_state_qparams(prepared, sspec)
     gm = convert(prepared, fold_quantize=mod.FOLD_QUANTIZE)
     entry = {
@@ -405,34 +423,12 @@ def prepare_stream_qat(model: nn.Module, target: str, seqs: SequenceSet, spec: A
     """
     import dataclasses
 
-    from edge_sr.quantize import QuantSpec, deploy_form, target_and_mode
-    from edge_sr.quantize.pt2e import calibrate, check_layers, make_keep_float_quantizer, prepare
+    from edge_sr.quantize import QuantSpec
 
     from edge_sr.models import carry_card
-    from edge_sr.models.stream import stream_spec
 
     spec = spec or QuantSpec()
-    mod, mode = target_and_mode(target, spec)
-    if mode not in mod.PT2E_MODES:
-        raise ConfigError(None, f"{target} {mode} cannot take QAT (it runs through PT2E)")
-    deploy = deploy_form(model)
-    sspec = stream_spec(deploy)
-    if sspec is None:
-        raise ConfigError(None, f"{type(model).__name__} is not a streaming (video) model")
-    seqs = _for_model(seqs, deploy)
-    steps = list(step_inputs(deploy, seqs))
-    net: nn.Module = deploy
-    keep = tuple(spec.keep_float)
-    if mod.FLOAT_IO_CLAMP and not spec.int8_io:
-        net, keep = ClampFrames(deploy, len(sspec.frames)), tuple(f"model.{k}" for k in keep)
-    q = mod.quantizer(qat=True, mode=mode)
-    annotate = q
-    if keep:
-        check_layers(net, keep)
-        annotate = make_keep_float_quantizer(q, keep)
-    sources = [sspec.output_names.index(s.next) for s in sspec.state if s.next in sspec.output_names]
-    prepared = prepare(net, make_state_output_quantizer(annotate, sources), steps[-1], qat=True)
-    calibrate(prepared, steps)
+    prepared, deploy, sspec, seqs, mod, mode, q = _prepare_step(model, target, seqs, spec, qat=True)
     cls = type("QATStep", (QATStep,), {"STREAM": sspec})  # stream_spec reads the class
     meta = {"target": target, "mode": mode, "quantizer": q, "calibration": seqs.manifest_entry()}
     meta["spec"] = dataclasses.replace(spec)
