@@ -376,12 +376,30 @@ def fp16_export(
     mixed: bool = True,
 ) -> Any:
     """FP16 artifact after the range check; offending layers stay FP32 where the target allows it."""
-    from edge_sr.convert import ExportSpec, export, target_module
-
-    mod = target_module(target)
     calib = _for_model(calib, model)
     deploy = deploy_form(model)
     report = fp16_ranges(deploy, calib.batches())
+    return export_fp16_checked(
+        deploy, target, report, calib.manifest_entry(), calib.input_size, out=out, source=source, mixed=mixed
+    )
+
+
+def export_fp16_checked(
+    deploy: nn.Module,
+    target: str,
+    report: FP16Report,
+    calibration: dict[str, Any],
+    input_size: tuple[int, int],
+    *,
+    out: str | os.PathLike[str],
+    source: str | os.PathLike[str] | None = None,
+    mixed: bool = True,
+) -> Any:
+    """Export the deploy form in FP16 given its range check ``report`` (images or a stream): the offending
+    layers stay FP32 where the target computes FP16 by casting (``FP16_BY_CAST``), else a warning."""
+    from edge_sr.convert import ExportSpec, export, target_module
+
+    mod = target_module(target)
     fp32_layers: list[str] = []
     net = deploy
     if report.offenders:
@@ -395,10 +413,10 @@ def fp16_export(
             )
     quantization = {
         "scheme": "fp16" if not fp32_layers else "fp16 mixed (listed layers fp32)",
-        "fp16_check": {"offenders": report.offenders, "calibration": calib.manifest_entry()},
+        "fp16_check": {"offenders": report.offenders, "calibration": calibration},
         "fp32_layers": fp32_layers,
     }
-    spec = ExportSpec(input_size=calib.input_size, precision="fp16")
+    spec = ExportSpec(input_size=input_size, precision="fp16")
     return export(
         net, target, out, spec, source=source, quantization=quantization, options=mod.quant_options(None)
     )

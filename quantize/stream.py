@@ -361,33 +361,12 @@ def stream_fp16_export(
 ) -> Any:
     """FP16 artifact of a streaming step after the range check over ``seqs`` (state included); offending
     layers stay FP32 where the target computes FP16 by casting (``FP16_BY_CAST``), as for images."""
-    from edge_sr.convert import ExportSpec, export, target_module
-    from edge_sr.quantize import deploy_form
-    from edge_sr.quantize.fp16 import fp32_spans, keep_fp32
+    from edge_sr.quantize import deploy_form, export_fp16_checked
 
-    from edge_sr.models import carry_card
-
-    mod = target_module(target)
     deploy = deploy_form(model)
     report = stream_fp16_check(deploy, seqs)
-    fp32_layers: list[str] = []
-    net = deploy
-    if report.offenders:
-        if mixed and mod.FP16_BY_CAST:
-            fp32_layers = fp32_spans(report)
-            net = carry_card(deploy, keep_fp32(deploy, fp32_layers))
-        else:
-            logger.warning(
-                "FP16 cannot hold %s; %s has no per-layer precision here", report.offenders, target
-            )
-    quantization = {
-        "scheme": "fp16" if not fp32_layers else "fp16 mixed (listed layers fp32)",
-        "fp16_check": {"offenders": report.offenders, "calibration": seqs.manifest_entry()},
-        "fp32_layers": fp32_layers,
-    }
-    spec = ExportSpec(input_size=seqs.input_size, precision="fp16")
-    return export(
-        net, target, out, spec, source=source, quantization=quantization, options=mod.quant_options(None)
+    return export_fp16_checked(
+        deploy, target, report, seqs.manifest_entry(), seqs.input_size, out=out, source=source, mixed=mixed
     )
 
 
