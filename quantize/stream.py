@@ -26,7 +26,6 @@ ONNX's INT8 (onnxruntime QDQ, not PT2E) gets the same parameters through its ``T
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -50,7 +49,6 @@ __all__ = [
     "stream_ptq",
 ]
 
-logger = logging.getLogger(__name__)
 
 # ops that move values without changing them: a quantized tensor's parameters pass through them
 _PASS = {
