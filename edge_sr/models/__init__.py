@@ -24,6 +24,7 @@ from edge_sr.models import (  # noqa: F401
     hat,
     imdn,
     lbnet,
+    liif,
     pan,
     rcan,
     repsr,
