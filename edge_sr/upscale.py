@@ -71,7 +71,7 @@ class FileResult:
 class UpscaleReport:
     """What ``upscale_files`` did; ``exit_code`` is 0 (all written), 1 (some failed) or 2 (none written)."""
 
-    scale: int
+    scale: float  # an arbitrary-scale model (LIIF) upscales by any factor; the others by their card's
     checkpoint: str
     device: str
     precision: str
@@ -259,35 +259,81 @@ def upscale_array(
     return out, a_out
 
 
+def is_arbitrary_scale(net: object) -> bool:
+    """Whether ``net`` upscales by any factor (``model(x, scale=2.5)``: LIIF / UltraSR)."""
+    return bool(getattr(net, "arbitrary_scale", False))
+
+
+def checkpoint_is_arbitrary_scale(path: str | os.PathLike[str], model: str | None = None) -> bool:
+    """Whether the checkpoint at ``path`` (detected, or of the zoo entry ``model``) is an arbitrary-scale model;
+    False when it cannot be read (loading it later says why)."""
+    from edge_sr.models import create_model
+    from edge_sr.models.checkpoint import inspect_checkpoint
+
+    try:
+        det = inspect_checkpoint(path, model=model)
+        with torch.device("meta"):
+            return is_arbitrary_scale(create_model(det.arch, **det.args))
+    except EdgeSRError:
+        return False
+
+
+def _not_arbitrary(net: nn.Module, scale: float, source: object) -> CheckpointError:
+    from edge_sr.models import card_of
+
+    card = card_of(net)
+    return CheckpointError(
+        source if isinstance(source, str | os.PathLike) else None,
+        f"{card.arch} upscales x{card.scale} only and cannot upscale x{scale:g}; a non-integer factor needs "
+        "an arbitrary-scale model (liif_edsr, ultrasr_edsr, liif_edge)",
+    )
+
+
 def load_model(
     checkpoint: str | os.PathLike[str] | nn.Module | None,
     *,
     model: str | None = None,
-    scale: int | None = None,
+    scale: float | None = None,
 ) -> tuple[nn.Module, Path | str]:
     """The model to upscale with and what to call it: a loaded model (with its card), a checkpoint
-    (edge-sr, or foreign with ``model``), else the bundled one."""
+    (edge-sr, or foreign with ``model``), else the bundled one. ``scale`` may be any factor for an
+    arbitrary-scale model (:func:`is_arbitrary_scale`); another model refuses a factor it does not have."""
     from edge_sr.models import card_of, load_checkpoint
     from edge_sr.models.checkpoint import read_metadata
     from edge_sr.weights import bundled_checkpoint
 
+    whole = scale is None or float(scale).is_integer()
     if isinstance(checkpoint, nn.Module):
         card = card_of(checkpoint)  # ConfigError for a module without a model card
+        if scale is not None and scale != card.scale and is_arbitrary_scale(checkpoint):
+            return checkpoint, card.source or card.arch
+        if not whole:
+            raise _not_arbitrary(checkpoint, float(scale), card.source)  # type: ignore[arg-type]
         if scale is not None and scale != card.scale:
             raise CheckpointError(
                 card.source, f"is a x{card.scale} model and cannot upscale x{scale}; pass a x{scale} model"
             )
         return checkpoint, card.source or card.arch
     if checkpoint is None:
-        path = bundled_checkpoint(scale or 4)
+        if not whole:
+            raise ConfigError(None, f"x{scale:g} needs an arbitrary-scale model (LIIF); pass --checkpoint P")
+        path = bundled_checkpoint(int(scale or 4))
         if path is None:
             raise CheckpointError(None, f"no bundled x{scale or 4} model in this build; pass --checkpoint P")
     else:
         path = Path(checkpoint)
     if model is not None:  # foreign weights: the architecture and scale come from the command line
-        return load_checkpoint(path, model=model, scale=scale or 4), path
+        net = load_checkpoint(path, model=model, scale=int(scale) if whole and scale else 4)
+        if not whole and not is_arbitrary_scale(net):
+            raise _not_arbitrary(net, float(scale), path)  # type: ignore[arg-type]
+        return net, path
     have = read_metadata(path)["scale"]
     if scale is not None and scale != have:
+        net = load_checkpoint(path)
+        if is_arbitrary_scale(net):
+            return net, path
+        if not whole:
+            raise _not_arbitrary(net, float(scale), path)
         raise CheckpointError(
             path, f"is a x{have} model and cannot upscale x{scale}; pass a x{scale} checkpoint"
         )
@@ -340,16 +386,16 @@ def _bar(enabled: bool, **kw: Any) -> Any:
     return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kw)
 
 
-def _without_earlier_outputs(files: list[Path], scale: int) -> list[Path]:
+def _without_earlier_outputs(files: list[Path], scale: float) -> list[Path]:
     """Drop ``name_x<scale>.ext`` when ``name.ext`` is an input too: the result of an earlier run beside it,
     which a re-run over the same folder would otherwise upscale again."""
-    tag = f"_x{scale}"
+    tag = f"_x{scale:g}"
     given = {f.resolve() for f in files}
     keep = []
     for f in files:
         src = f.with_name(f.stem.removesuffix(tag) + f.suffix)
         if f.stem.endswith(tag) and src.resolve() in given:
-            log.info("skipped %s: the x%d output of %s from an earlier run", f, scale, src.name)
+            log.info("skipped %s: the x%g output of %s from an earlier run", f, scale, src.name)
             continue
         keep.append(f)
     return keep
@@ -361,7 +407,7 @@ def upscale_files(
     *,
     checkpoint: str | os.PathLike[str] | nn.Module | None = None,
     model: str | None = None,
-    scale: int | None = None,
+    scale: float | None = None,
     tile: int = 256,
     tile_overlap: int = 16,
     device: str = "cpu",
@@ -398,11 +444,14 @@ def upscale_files(
     from edge_sr.models import card_of
 
     net, ckpt = load_model(checkpoint, model=model, scale=scale)
-    s = card_of(net).scale
+    s: float = card_of(net).scale
+    any_scale = is_arbitrary_scale(net) and scale is not None and scale != s
+    if any_scale:
+        s = float(scale)  # type: ignore[arg-type]
     if beside:
         files = _without_earlier_outputs(files, s)
     dsts = [
-        src.with_name(f"{src.stem}_x{s}{src.suffix}") if beside else _output_path(src, out, single)
+        src.with_name(f"{src.stem}_x{s:g}{src.suffix}") if beside else _output_path(src, out, single)
         for src in files
     ]
     _refuse_overwriting_inputs(files, dsts)
@@ -422,6 +471,12 @@ def upscale_files(
                         src, f"has the same name as {targets[dst.resolve()]}; its output would overwrite it"
                     )
                 targets[dst.resolve()] = str(src)
+                if any_scale:
+                    res.tiles = _upscale_any_scale(src, dst, runner, s, tile, tile_overlap)
+                    res.ok, res.output = True, str(dst)
+                    res.seconds = round(time.perf_counter() - t0, 3)
+                    fbar.update(1)
+                    continue
                 tile = _upscale_one(
                     src, dst, runner, report, res, tile, tile_overlap, tile_batch, alpha_mode, show
                 )
@@ -435,6 +490,32 @@ def upscale_files(
             fbar.update(1)
     report.tile = tile
     return report
+
+
+def _upscale_any_scale(
+    src: Path, dst: Path, runner: TileRunner, scale: float, tile: int, overlap: int
+) -> int:
+    """Upscale one file by any factor with an arbitrary-scale model (LIIF): LR tiles with the model's own
+    overlap (at least its reach, so tiles meet exactly), output size ``round(h·scale)`` x ``round(w·scale)``;
+    alpha by bicubic, gray kept gray. Returns the number of tiles."""
+    from edge_sr.data.io import write_image
+
+    img = read_image(src)
+    h, w = img.size
+    net: Any = runner.model
+    ov = max(overlap, int(net.radius))
+    tile = max(tile, 2 * ov + 1)
+    x = torch.from_numpy(np.ascontiguousarray(img.rgb)).permute(2, 0, 1)[None].to(runner.device)
+    with torch.no_grad():
+        y = net.upscale(x, scale=scale, tile=tile, overlap=ov).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+    alpha = None
+    if img.alpha is not None:
+        a = torch.from_numpy(np.ascontiguousarray(img.alpha))[None, None]
+        alpha = (
+            F.interpolate(a, size=y.shape[:2], mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy()
+        )
+    write_image(dst, y, alpha, bit_depth=img.bit_depth, gray=img.was_gray)
+    return count_tiles(h, w, tile, ov)
 
 
 def _upscale_one(src, dst, runner, report, res, tile, overlap, batch, alpha_mode, show) -> int:  # noqa: ANN001

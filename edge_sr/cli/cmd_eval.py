@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
+from edge_sr.cli.cmd_upscale import any_scale_args, scale_arg
 from edge_sr.errors import ConfigError
 
 
@@ -26,7 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="benchmark folder with HR/ and optionally LR_bicubic/X<s>/, or a sequence set with GT/<clip>/",
     )
-    p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
+    p.add_argument(
+        "--scale",
+        type=scale_arg,
+        required=True,
+        help="2, 3 or 4; any factor (1.5, 2.5, 3.5) for an arbitrary-scale model (LIIF) or --model bicubic",
+    )
     p.add_argument(
         "--checkpoint",
         help="a checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected); "
@@ -76,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
     elif video and _is_artifact(args):
         source = args.checkpoint  # a video artifact streams through edge_sr.runtime
     else:
-        source = model_source(args, args.checkpoint)
+        source = model_source(any_scale_args(args), args.checkpoint)
     if video:
         return _run_video(args, source)
     res = evaluate(args.data, args.scale, source, lr=args.lr, device=args.device)
     lines = [f"{'image':<14} {'PSNR':>8} {'SSIM':>7}"]
     lines += [f"{s.name:<14} {s.psnr:8.4f} {s.ssim:7.4f}" for s in res.images]
     lines.append(
-        f"{'mean':<14} {res.psnr:8.4f} {res.ssim:7.4f}   (x{res.scale}, {res.model}, LR: {res.lr_source})"
+        f"{'mean':<14} {res.psnr:8.4f} {res.ssim:7.4f}   (x{res.scale:g}, {res.model}, LR: {res.lr_source})"
     )
     emit(args, res.to_dict(), "\n".join(lines))
     return 0

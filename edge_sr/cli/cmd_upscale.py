@@ -33,7 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "bundled; for a video the bundled video model); for a video also an image model's artifact",
     )
     p.add_argument(
-        "--scale", type=int, choices=(2, 3, 4), help="pick the bundled model / check the checkpoint"
+        "--scale",
+        type=scale_arg,
+        help="2, 3 or 4: pick the bundled model / check the checkpoint; any factor (2.5) for an arbitrary-scale "
+        "model (LIIF / UltraSR), whose output is round(h*scale) x round(w*scale)",
     )
     p.add_argument("--tile", type=int, default=256, help="tile size in input pixels")
     p.add_argument("--tile-overlap", type=int, default=16, help="context pixels around each tile")
@@ -65,6 +68,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def scale_arg(text: str) -> float | int:
+    """``--scale``: a positive factor up to 8; whole numbers stay ints (2, 3, 4 for fixed-scale models)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a scale factor (2, 3, 4, or 2.5 for LIIF)"
+        ) from None
+    if not (1.0 <= value <= 8.0):
+        raise argparse.ArgumentTypeError(f"scale {text} is out of range; choose a factor from 1 to 8")
+    return int(value) if value.is_integer() else value
+
+
+def any_scale_args(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` without ``--scale`` when the checkpoint is an arbitrary-scale model (LIIF): its factor is chosen
+    per call, not checked against the card's."""
+    from edge_sr.upscale import checkpoint_is_arbitrary_scale
+
+    if (
+        args.scale is None
+        or not args.checkpoint
+        or not checkpoint_is_arbitrary_scale(args.checkpoint, args.model)
+    ):
+        return args
+    return argparse.Namespace(**{**vars(args), "scale": None})
+
+
 def _fraction(text: str) -> Fraction:
     try:
         value = Fraction(text)
@@ -82,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
     if args.video or any(is_video_file(p) for p in args.inputs):
         return _run_video(args)
 
+    source = model_source(any_scale_args(args), args.checkpoint)
     rep = upscale_files(
-        args.inputs, args.out, checkpoint=model_source(args, args.checkpoint), scale=args.scale, tile=args.tile,
+        args.inputs, args.out, checkpoint=source, scale=args.scale, tile=args.tile,
         tile_overlap=args.tile_overlap, device=args.device, precision=args.precision, tile_batch=args.tile_batch,
         alpha_mode=args.alpha_mode, progress=not (args.no_progress or args.json),
     )  # fmt: skip
