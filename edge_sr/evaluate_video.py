@@ -8,7 +8,10 @@ the clips. Every frame of every clip is used.
 
 The model runs in clip order with a fresh state per clip: a streaming (video) model through its
 :class:`~edge_sr.models.stream.Stream`, an image model frame by frame as ``edge-sr eval`` runs it, ``"bicubic"``
-as MATLAB ``imresize`` (:func:`bicubic_frames`, equal to it value for value).
+as MATLAB ``imresize`` (:func:`bicubic_frames`, equal to it value for value). A whole-clip model (BasicVSR,
+IconVSR, BasicVSR++) sees the whole clip at once by default, as the papers test it (``chunk`` bounds the
+memory: :func:`edge_sr.runtime.clip.run_clip`), a window model (EDVR) one window per frame with BasicSR's
+``reflection_circle`` padding; an artifact runner with ``clip_fn()`` runs the same way (:class:`ClipVideo`).
 Anything with ``stream()`` returning an object with ``push(frame) -> sr`` runs the same way, as
 ``edge_sr.runtime``'s streaming runners do: ``frame`` is an (h, w, C) float32 array in [0, 1], ``sr`` its
 (h·s, w·s, C) output, unclipped.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,11 +34,13 @@ from edge_sr.data.imresize import contributions, imresize
 from edge_sr.data.sequences import Clip, open_sequences
 from edge_sr.errors import CheckpointError, ConfigError
 from edge_sr.evaluate import measure, resolve_model_colors, super_resolve, super_resolve_y, y_input
+from edge_sr.runtime.clip import ClipFn, clip_fn, is_clip_model, run_clip
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ClipScore",
+    "ClipVideo",
     "EagerVideo",
     "ImageFrames",
     "VideoEvalResult",
@@ -95,6 +100,45 @@ class EagerVideo:
         return _EagerStream(self.model, self.device)
 
 
+class ClipVideo:
+    """A whole-clip or window model (:class:`~edge_sr.runtime.clip.ClipFn`: an eager model's, or an artifact
+    runner's ``clip_fn()``) behind the evaluation: :meth:`frames` gives a clip's SR frames in order.
+
+    Attributes:
+        clip: the model's call; ``scale`` its; ``colors``: 3 (these models are RGB); ``chunk`` / ``overlap`` /
+        ``tile`` / ``tile_overlap``: as :func:`~edge_sr.runtime.clip.run_clip` takes them.
+    """
+
+    def __init__(
+        self,
+        clip: ClipFn,
+        *,
+        chunk: int | None = 0,
+        overlap: int | None = None,
+        tile: int = 0,
+        tile_overlap: int = 0,
+    ) -> None:
+        self.clip, self.scale, self.colors = clip, clip.scale, 3
+        self.chunk, self.overlap, self.tile, self.tile_overlap = chunk, overlap, tile, tile_overlap
+
+    def stream(self) -> FrameStream:
+        raise ConfigError(
+            None,
+            f"{self.clip.name or 'this model'} is a {self.clip.kind} model: run it with frames(), not frame by frame",
+        )
+
+    def frames(self, lr: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """(h, w, 3) uint8 / float32 LR frames -> float32 (h·s, w·s, 3) SR frames, in order, one per frame."""
+        return run_clip(
+            self.clip,
+            lr,
+            chunk=self.chunk,
+            overlap=self.overlap,
+            tile=self.tile,
+            tile_overlap=self.tile_overlap,
+        )
+
+
 class ImageFrames:
     """An image model (a function (1, C, h, w) tensor -> (1, C, h·s, w·s)) as a state-less stream."""
 
@@ -115,13 +159,21 @@ def _nchw(frame: np.ndarray) -> Tensor:
     ]
 
 
-def as_video(model: Any, scale: int, device: str = "cpu") -> tuple[VideoRunner | None, str]:
-    """``model`` as a :class:`VideoRunner` (None for ``"bicubic"``) and a display name.
+def as_video(
+    model: Any,
+    scale: int,
+    device: str = "cpu",
+    *,
+    chunk: int | None = 0,
+    chunk_overlap: int | None = None,
+) -> tuple[VideoRunner | ClipVideo | None, str]:
+    """``model`` as a :class:`VideoRunner` or a :class:`ClipVideo` (None for ``"bicubic"``) and a display name.
 
     ``model``: ``"bicubic"``; None (the bundled video model of ``scale`` when there is one, else the bundled
-    image model frame by frame); a checkpoint or an artifact path (``edge_sr.runtime.load``); an ``nn.Module`` carrying its card (a streaming model or an
-    image model); an ``edge_sr.runtime.Runner``; anything with ``stream()``; a function as ``edge-sr eval``
-    takes one.
+    image model frame by frame); a checkpoint or an artifact path (``edge_sr.runtime.load``); an ``nn.Module``
+    carrying its card (a streaming, whole-clip, window or image model); an ``edge_sr.runtime.Runner`` (one with
+    ``clip_fn()`` runs as a :class:`ClipVideo`); anything with ``stream()``; a function as ``edge-sr eval``
+    takes one. ``chunk`` / ``chunk_overlap``: a whole-clip model's temporal chunks (0: the whole clip).
 
     Raises:
         CheckpointError: a model of another scale.
@@ -142,6 +194,15 @@ def as_video(model: Any, scale: int, device: str = "cpu") -> tuple[VideoRunner |
         name = p.name
         model = load_checkpoint(p) if p.suffix.lower() in CHECKPOINT_SUFFIXES else load(p)
     runtime_model = getattr(getattr(model, "backend", None), "model", None)
+    if isinstance(runtime_model, nn.Module) and is_clip_model(runtime_model):
+        model = runtime_model  # an eager runtime runner over a whole-clip / window checkpoint
+    clip = _clip_of(model, device)
+    if clip is not None:
+        if clip.scale != scale:
+            raise ConfigError(
+                None, f"{name or clip.name} is x{clip.scale}; --scale {scale} needs a x{scale} one"
+            )
+        return ClipVideo(clip, chunk=chunk, overlap=chunk_overlap), name or clip.name
     if not isinstance(model, nn.Module) and callable(getattr(model, "stream", None)) and _streams(model):
         if int(model.scale) != scale:
             raise ConfigError(
@@ -175,6 +236,17 @@ def as_video(model: Any, scale: int, device: str = "cpu") -> tuple[VideoRunner |
     assert fn is not None
     colors = int(card_of(model).colors) if isinstance(model, nn.Module) and has_card(model) else colors
     return ImageFrames(fn, scale=scale, colors=colors), name or label
+
+
+def _clip_of(model: Any, device: str) -> ClipFn | None:
+    """The ClipFn of an eager whole-clip / window model or of an artifact runner with ``clip_fn()``, else None."""
+    if isinstance(model, nn.Module):
+        return clip_fn(model, device=device) if is_clip_model(model) else None
+    if isinstance(model, ClipFn):
+        return model
+    if "clip" in (getattr(model, "manifest", None) or {}) and callable(getattr(model, "clip_fn", None)):
+        return model.clip_fn()  # type: ignore[no-any-return]
+    return None
 
 
 def _streams(obj: Any) -> bool:
@@ -302,11 +374,17 @@ def bicubic_frames(lr: np.ndarray, scale: int) -> np.ndarray:
     return y.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _score_clip(clip: Clip, video: VideoRunner | None, scale: int, crop: int) -> ClipScore:
+def _score_clip(clip: Clip, video: VideoRunner | ClipVideo | None, scale: int, crop: int) -> ClipScore:
     psnrs: list[float] = []
     ssims: list[float] = []
     colors = 3 if video is None else int(video.colors)
-    if video is None:
+    if isinstance(video, ClipVideo):  # the outputs run ahead of the GT frames by up to a chunk
+        srs = video.frames(clip.read_lr(i) for i in range(len(clip)))
+        for i, sr in enumerate(srs):
+            p, s = measure(_to_uint8(sr), clip.read_gt(i), crop)
+            psnrs.append(p)
+            ssims.append(s)
+    elif video is None:
         for lr, gt in clip.pairs():  # one frame at a time: a frame's arrays stay in cache
             p, s = measure(bicubic_frames(lr[None], scale)[0], gt, crop)
             psnrs.append(p)
@@ -330,6 +408,11 @@ def _score_clip(clip: Clip, video: VideoRunner | None, scale: int, crop: int) ->
     return score
 
 
+def _to_uint8(sr: np.ndarray) -> np.ndarray:
+    """float (H, W, 3) -> uint8 as :func:`~edge_sr.evaluate.super_resolve` quantizes: clip, round."""
+    return np.round(np.clip(sr.astype(np.float64), 0, 1) * 255.0).astype(np.uint8)
+
+
 def evaluate_video(
     model_or_runner: Any,
     data: str | os.PathLike[str],
@@ -340,6 +423,8 @@ def evaluate_video(
     clips: Sequence[str] | None = None,
     frames: int | None = None,
     device: str = "cpu",
+    chunk: int | None = 0,
+    chunk_overlap: int | None = None,
 ) -> VideoEvalResult:
     """Score a model on a sequence root (``GT/<clip>/`` + ``<degradation>x<scale>/<clip>/``).
 
@@ -352,6 +437,8 @@ def evaluate_video(
         clips: clip names (default all).
         frames: use only the first ``frames`` frames of each clip.
         device: where a PyTorch model runs.
+        chunk, chunk_overlap: a whole-clip model's temporal chunks; 0 (default): the whole clip at once, as
+            the papers test (an artifact runs chunks of its fixed T).
 
     Raises:
         InputError: a folder not in the sequence layout (see ``edge_sr.data.sequences``).
@@ -366,7 +453,7 @@ def evaluate_video(
             None,
             f"--crop {crop} leaves less than 11 pixels of clip {small.name} ({small.size[1]}x{small.size[0]})",
         )
-    video, name = as_video(model_or_runner, scale, device)
+    video, name = as_video(model_or_runner, scale, device, chunk=chunk, chunk_overlap=chunk_overlap)
     scores = [_score_clip(c, video, scale, crop) for c in seqs]
     return VideoEvalResult(
         psnr=float(np.mean([c.psnr for c in scores])),

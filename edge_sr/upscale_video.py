@@ -14,9 +14,14 @@ unchanged. The model decides how a frame is upscaled:
   its recurrence stays aligned; the tiles meet as ``edge_sr.tiling`` joins them. Inside a tile, away from
   its cut edges, the result equals the untiled stream (a recurrent state widens the context with every
   frame, so near the cuts the two drift apart slowly; a larger ``tile`` keeps more of the frame untiled);
+- a **whole-clip** model (BasicVSR, IconVSR, BasicVSR++) or a **sliding-window** one (EDVR) runs through
+  :func:`edge_sr.runtime.clip.run_clip`: temporal chunks of ``chunk`` frames overlapping by ``chunk_overlap``
+  frames (the overlap outputs discarded), or one window per frame, in spatial tiles; memory follows the
+  chunk and the tile, not the clip. A CUDA out-of-memory error halves the tile (then the chunk) and says so
+  in the report's notes; an FP16 / BF16 chunk whose output is not finite is recomputed in FP32;
 - an **artifact** (``.onnx``, ``.tflite``, ``.pte``, ...) runs through ``edge_sr.runtime.load(path)``: an image
   model's with ``run(frame)``, a video step's with ``stream().push(frame)`` (one state per tile there too),
-  tiled at the artifact's own size.
+  a clip / window model's with ``clip_fn()`` through ``run_clip`` as above, tiled at the artifact's own size.
 
 Without a checkpoint the bundled video model of the scale is used (``edge_sr.weights.bundled_video_checkpoint``).
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from functools import partial
@@ -40,6 +46,7 @@ from edge_sr.data.video import VIDEO_FORMATS, AudioMode, VideoReader, output_kin
 from edge_sr.errors import CheckpointError, ConfigError, OutputError
 from edge_sr.io_utils import check_output
 from edge_sr.models.stream import Stream, is_stream_model
+from edge_sr.runtime.clip import ClipFn, chunking, clip_fn, is_clip_model, run_clip
 from edge_sr.upscale import Precision, TileRunner, check_tile, load_model, upscale_array
 
 __all__ = ["TileStreams", "VideoReport", "default_output", "upscale_video"]
@@ -75,6 +82,8 @@ class VideoReport:
     seconds: float = 0.0
     speed_fps: float = 0.0
     notes: list[str] = field(default_factory=list)
+    chunk: int | None = None
+    chunk_overlap: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,7 +179,7 @@ def _frame_fn(net: Any, *, tile: int, overlap: int, batch: int, device: str, pre
         )
 
         def run_artifact(rgb: np.ndarray) -> np.ndarray:
-            return np.clip(np.rint(push(rgb) * 255.0), 0, 255).astype(np.uint8)
+            return _to_uint8(push(rgb))
 
         return run_artifact
     scale = card_of(net).scale
@@ -186,6 +195,23 @@ def _frame_fn(net: Any, *, tile: int, overlap: int, batch: int, device: str, pre
         return run_stream
     runner = TileRunner(net, device=device, precision=precision)
     return lambda rgb: upscale_array(rgb, runner, **kw)[0]  # type: ignore[arg-type]
+
+
+def _clip_fn(net: Any, *, device: str, precision: Precision) -> ClipFn | None:
+    """The :class:`~edge_sr.runtime.clip.ClipFn` of a whole-clip / window model or artifact, else None."""
+    if isinstance(net, nn.Module):
+        return clip_fn(net, device=device, precision=precision) if is_clip_model(net) else None
+    model = getattr(getattr(net, "backend", None), "model", None)  # an eager runner over a checkpoint
+    if isinstance(model, nn.Module) and is_clip_model(model):
+        return clip_fn(model, device=device, precision=precision)
+    if "clip" in getattr(net, "manifest", {}) and callable(getattr(net, "clip_fn", None)):
+        return net.clip_fn()  # type: ignore[no-any-return]
+    return None
+
+
+def _to_uint8(sr: np.ndarray) -> np.ndarray:
+    """float (H, W, 3) in [0, 1] -> uint8, rounded."""
+    return np.clip(np.rint(sr * 255.0), 0, 255).astype(np.uint8)
 
 
 def _refuse_input_as_output(src: Path, dst: Path) -> None:
@@ -212,6 +238,8 @@ def upscale_video(
     fps: Fraction | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    chunk: int | None = None,
+    chunk_overlap: int | None = None,
 ) -> VideoReport:
     """Upscale a video file (mp4, mov, mkv, webm, ...) or a folder of frames into ``out``.
 
@@ -231,17 +259,29 @@ def upscale_video(
         fps: the frame rate of a frame folder (default 25); files keep theirs.
         max_frames: upscale only the first frames (a preview); the audio stops there too.
         progress: a progress bar over frames (frames per second) on stderr when it is a terminal.
+        chunk, chunk_overlap: a whole-clip model's temporal chunks (frames; 0: the whole clip at once) and the
+            frames of context on each side of an inner cut (default: ``edge_sr.runtime.clip``'s
+            ``DEFAULT_CHUNK`` / ``default_overlap``; an artifact's fixed T).
 
     Raises:
-        InputError: the input is not a readable clip (one line naming the file and the problem).
-        CheckpointError / ConfigError: no such model, a wrong scale, a tile too small, an unsupported artifact.
+        InputError: the input is not a readable clip, or shorter than the model's window (one line naming the
+            file and the problem).
+        CheckpointError / ConfigError: no such model, a wrong scale, a tile too small (or not fitting a
+            model's alignment), no CUDA device, an unsupported artifact.
+        RuntimeBackendError: out of device memory even at the smallest tile and chunk.
         OutputError: the output cannot be written, or is the input. Nothing is left half-written.
     """
     from edge_sr.models import card_of
 
     src = Path(src)
     net, name = _load(checkpoint, model, scale)
-    if isinstance(net, nn.Module):
+    cf = _clip_fn(net, device=device, precision=precision)
+    kind: str
+    if cf is not None:
+        s, arch, kind = cf.scale, cf.name, cf.kind
+        if isinstance(net, nn.Module):
+            arch = card_of(net).arch
+    elif isinstance(net, nn.Module):
         card = card_of(net)
         s, arch, kind = card.scale, card.arch, "video" if is_stream_model(net) else "image"
     else:
@@ -249,7 +289,25 @@ def upscale_video(
         kind = "video" if "stream" in net.manifest else "image"
     dst = Path(out) if out is not None else default_output(src, s)
     _refuse_input_as_output(src, dst)  # an image name too, before the clip is opened
-    fn = _frame_fn(net, tile=tile, overlap=tile_overlap, batch=tile_batch, device=device, precision=precision)
+    notes: list[str] = []
+    frames_of: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
+    if cf is not None:
+        chunk, chunk_overlap = chunking(cf, chunk, chunk_overlap)
+        frames_of = partial(
+            run_clip,
+            cf,
+            chunk=chunk,
+            overlap=chunk_overlap,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            notes=notes,
+        )
+    else:
+        chunk = chunk_overlap = None
+        fn = _frame_fn(
+            net, tile=tile, overlap=tile_overlap, batch=tile_batch, device=device, precision=precision
+        )
+        frames_of = partial(map, fn)
     t0 = time.perf_counter()
     with VideoReader(src, fps=fps, max_frames=max_frames) as reader:
         info = reader.info
@@ -267,11 +325,13 @@ def upscale_video(
             ) as sink,  # fmt: skip
             _bar(progress and sys.stderr.isatty(), info.frames, src.name) as bar,
         ):
-            for rgb in reader:
-                sink.write(fn(rgb))
+            for sr in frames_of(reader):
+                sink.write(sr if sr.dtype == np.uint8 else _to_uint8(sr))
                 bar.update(1)
     seconds = time.perf_counter() - t0
-    notes = []
+    fallbacks = int(getattr(cf.fn, "fallbacks", 0)) if cf is not None else 0
+    if fallbacks:
+        notes.append(f"{fallbacks} chunks recomputed in FP32 ({precision} output not finite or out of range)")
     if sink.padded:
         notes.append(
             f"{dst}: padded to an even size {sink.width}x{sink.height} (yuv420p) by repeating the edge"
@@ -285,6 +345,7 @@ def upscale_video(
         audio=None if ain is None else ain.codec, audio_copied=sink.audio == "copied",
         audio_packets=sink.audio_packets, seconds=round(seconds, 3),
         speed_fps=round(sink.frames / seconds, 3) if seconds > 0 else 0.0, notes=notes,
+        chunk=chunk, chunk_overlap=chunk_overlap,
     )  # fmt: skip
 
 

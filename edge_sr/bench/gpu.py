@@ -145,3 +145,186 @@ def to_markdown(results: list[BenchResult], command: str | None) -> str:
             f"{r.tiles_per_s:.2f} | {r.fp32_fallbacks} |"
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# whole-clip / window video models (``edge-sr bench gpu --video``)
+
+VIDEO_MODELS = ("basicvsr", "iconvsr", "basicvsrpp", "edvr_m", "edvr_l")
+VIDEO_LR = (180, 320)  # LR (h, w): x4 gives 720x1280
+VIDEO_FRAMES = 50  # more than one default chunk (30, overlap 5): the chunking's cost is in the figure
+# tiny configurations of each family (the code path proven on a CPU before a GPU session runs it)
+VIDEO_TINY: dict[str, dict[str, Any]] = {
+    "basicvsr": {"num_feat": 8, "num_block": 1},
+    "iconvsr": {"num_feat": 8, "num_block": 1, "temporal_padding": 1, "deformable_groups": 2,
+                "num_extract_block": 1, "keyframe_stride": 2},
+    "basicvsrpp": {"mid_channels": 8, "num_blocks": 1, "deform_groups": 2},
+    "edvr_m": {"num_feat": 8, "num_frame": 3, "deformable_groups": 2, "num_extract_block": 1,
+               "num_reconstruct_block": 1},
+    "edvr_l": {"num_feat": 8, "num_frame": 3, "deformable_groups": 2, "num_extract_block": 1,
+               "num_reconstruct_block": 1},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VideoBenchResult:
+    """One video model at one precision: the median of ``runs`` timed passes over the same clip."""
+
+    model: str
+    precision: str
+    frames: int
+    size_in: tuple[int, int]
+    size_out: tuple[int, int]
+    runs: int
+    seconds: float
+    fps: float
+    peak_mem_mib: float
+    fp32_fallbacks: int
+    chunk: int | None
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_video_job(
+    model: torch.nn.Module,
+    *,
+    frames: int,
+    size: tuple[int, int],
+    precision: str,
+    device: str,
+    chunk: int | None,
+    runs: int,
+    warmup: int,
+) -> VideoBenchResult:
+    """Upscale one random clip of ``frames`` LR frames through ``edge_sr.runtime.clip.run_clip`` (the path
+    ``edge-sr upscale`` takes: frames in and out through host memory); the median of ``runs`` timed passes."""
+    import numpy as np
+
+    from edge_sr.runtime.clip import chunking, clip_fn, run_clip
+
+    cf = clip_fn(model, device=device, precision=precision)
+    lr = np.random.default_rng(0).random((frames, *size, 3), dtype=np.float32)
+    cuda = torch.device(device).type == "cuda"
+    times = []
+    for i in range(warmup + runs):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        _sync(device)
+        t0 = time.perf_counter()
+        n = sum(1 for _ in run_clip(cf, iter(lr), chunk=chunk))
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    if n != frames:
+        raise RuntimeError(f"{cf.name}: {n} frames out for {frames} in")
+    seconds = float(np.median(times))
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
+    s = cf.scale
+    return VideoBenchResult(
+        cf.name, precision, frames, size, (size[0] * s, size[1] * s), runs, seconds, frames / seconds,
+        peak, int(getattr(cf.fn, "fallbacks", 0)), chunking(cf, chunk, None)[0], device,
+    )  # fmt: skip
+
+
+def bench_gpu_video(
+    models: list[str] | None = None,
+    *,
+    frames: int = VIDEO_FRAMES,
+    size: tuple[int, int] = VIDEO_LR,
+    chunk: int | None = None,
+    runs: int = 3,
+    warmup: int = 1,
+    device: str = "cuda",
+    tiny: bool = False,
+    precisions: tuple[str, ...] = ("fp32", "fp16"),
+    doc: str | os.PathLike[str] | None = None,
+    command: str | None = None,
+) -> list[VideoBenchResult]:
+    """Frames per second of the whole-clip / window video models, FP32 against FP16 autocast.
+
+    Random (untrained) weights: speed does not depend on their values; every run upscales the same random
+    ``frames``-frame clip of ``size`` LR pixels x4 with the default temporal chunk (EDVR: one window per frame).
+
+    Args:
+        models: zoo names (default :data:`VIDEO_MODELS`).
+        frames, size: the clip (default 50 frames of 180x320 -> 720x1280).
+        chunk: a whole-clip model's temporal chunk (default ``edge_sr.runtime.clip.DEFAULT_CHUNK``).
+        runs, warmup: timed passes (the median is reported) and untimed ones before them.
+        device: ``cuda``; ``cpu`` runs the same code path (with ``tiny``, a test of the benchmark itself).
+        tiny: the families' tiny configurations (:data:`VIDEO_TINY`).
+        precisions: what to time (FP16 / BF16 as autocast with the FP32 guard, as ``edge-sr upscale``).
+        doc, command: the markdown file whose ``gpu-video-bench`` section is rewritten, the command quoted.
+
+    Raises:
+        ConfigError: ``device`` is CUDA and there is none; an unknown model.
+    """
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            None, "no CUDA device; this benchmark measures GPU throughput, run it on a CUDA host"
+        )
+    names = list(models or VIDEO_MODELS)
+    unknown = [m for m in names if m not in VIDEO_TINY]
+    if unknown:
+        raise ConfigError(None, f"unknown video model {unknown[0]!r}; choose from {', '.join(VIDEO_MODELS)}")
+    results = []
+    for name in names:
+        model = create_model(name, scale=4, **(VIDEO_TINY[name] if tiny else {})).eval()
+        for precision in precisions:
+            results.append(
+                run_video_job(
+                    model,
+                    frames=frames,
+                    size=size,
+                    precision=precision,
+                    device=device,
+                    chunk=chunk,
+                    runs=runs,
+                    warmup=warmup,
+                )  # fmt: skip
+            )
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if doc is not None:
+        from edge_sr.bench.report import update_section
+
+        update_section(doc, "gpu-video-bench", video_markdown(results, command), title="edge-sr benchmarks")
+    return results
+
+
+def video_markdown(results: list[VideoBenchResult], command: str | None) -> str:
+    """The markdown section of :func:`bench_gpu_video`."""
+    from edge_sr.bench._env import environment, environment_block
+
+    dev = results[0].device if results else "cuda"
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() and dev.startswith("cuda") else dev
+    r0 = results[0] if results else None
+    clip = (
+        f"{r0.frames} frames {r0.size_in[1]}x{r0.size_in[0]} -> {r0.size_out[1]}x{r0.size_out[0]}"
+        if r0
+        else ""
+    )
+    lines = [
+        "## Video SR on the GPU host (BasicVSR, IconVSR, BasicVSR++, EDVR)",
+        "",
+        f"{clip} on {name}, random weights, through `run_clip` (frames in and out through host memory); "
+        "the median of the timed runs; peak = `torch.cuda.max_memory_allocated`.",
+        environment_block(environment(), command),
+        "",
+        "| model | precision | chunk | frames/s | s per clip | peak GPU MiB | FP32 fallbacks |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        chunk = "window" if r.chunk is None else str(r.chunk)
+        lines.append(
+            f"| {r.model} | {r.precision} | {chunk} | {r.fps:.2f} | {r.seconds:.2f} | {r.peak_mem_mib:.0f} | "
+            f"{r.fp32_fallbacks} |"
+        )
+    return "\n".join(lines)

@@ -176,16 +176,44 @@ def _run_collapse(a: argparse.Namespace, command: str) -> tuple[Any, str]:
 
 
 def _gpu(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="+", default=None, metavar="M", help="default: swinir_classical hat")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="M",
+        help="default: swinir_classical hat; with --video: basicvsr iconvsr basicvsrpp edvr_m edvr_l",
+    )
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--out", default=BENCHMARKS, help="markdown page ('' to skip)")
+    v = p.add_argument_group("video")
+    v.add_argument(
+        "--video",
+        action="store_true",
+        help="the whole-clip / window video models: frames per second at 180x320 -> 720x1280, FP32 against FP16",
+    )
+    v.add_argument(
+        "--chunk", type=int, default=None, help="temporal chunk of the whole-clip models (default 30)"
+    )
+    v.add_argument("--frames", type=int, default=50, help="frames of the timed clip")
+    v.add_argument("--runs", type=int, default=3, help="timed passes (the median is reported)")
+    # the benchmark's own test: the same code path on the CPU with the tiny configurations
+    v.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
+    v.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    v.add_argument("--lr-size", type=_size, default=(180, 320), help=argparse.SUPPRESS)
+    v.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], help=argparse.SUPPRESS)
 
 
 def _run_gpu(a: argparse.Namespace, command: str) -> tuple[Any, str]:
-    from edge_sr.bench.gpu import bench_gpu, to_markdown
+    from edge_sr.bench.gpu import bench_gpu, bench_gpu_video, to_markdown, video_markdown
 
+    if a.video:
+        rows = bench_gpu_video(
+            a.models, frames=a.frames, size=a.lr_size, chunk=a.chunk, runs=a.runs, device=a.device,
+            tiny=a.tiny, precisions=tuple(a.precisions), doc=a.out or None, command=command,
+        )  # fmt: skip
+        return {"rows": [r.to_dict() for r in rows], "out": a.out or None}, video_markdown(rows, command)
     res = bench_gpu(
         a.models, tile=a.tile, overlap=a.overlap, batch=a.batch, doc=a.out or None, command=command
     )

@@ -57,6 +57,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--clips", nargs="+", metavar="NAME", help="only these clips (default: all)")
     v.add_argument("--frames", type=int, metavar="N", help="only the first N frames of each clip")
+    v.add_argument(
+        "--chunk",
+        type=int,
+        metavar="N",
+        help="whole-clip models (BasicVSR, IconVSR, BasicVSR++): frames per temporal chunk (default 0: the whole "
+        "clip at once, as the papers test)",
+    )
+    v.add_argument(
+        "--chunk-overlap", type=int, metavar="N", help="frames of context on each side of a cut (default 5)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     add_model_flags(p, scale=False, model=False)
     add_json_flag(p)
@@ -68,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
     from edge_sr.evaluate import evaluate
 
     video = is_sequence_root(args.data)
-    given = [f"--{k}" for k in ("degradation", "crop", "clips", "frames") if getattr(args, k) is not None]
+    given = [
+        f"--{k.replace('_', '-')}"
+        for k in ("degradation", "crop", "clips", "frames", "chunk", "chunk_overlap")
+        if getattr(args, k) is not None
+    ]
     if not video and given:
         raise ConfigError(args.data, f"{given[0]} is for a sequence set (DIR/GT/<clip>/); this is not one")
     if video and args.lr != "auto":
@@ -112,6 +126,7 @@ def _run_video(args: argparse.Namespace, source: object) -> int:
     res = evaluate_video(
         source, args.data, scale=args.scale, degradation=args.degradation or "BI", crop=args.crop or 0,
         clips=args.clips, frames=args.frames, device=args.device,
+        chunk=0 if args.chunk is None else args.chunk, chunk_overlap=args.chunk_overlap,
     )  # fmt: skip
     lines = [f"{'clip':<14} {'frames':>6} {'PSNR':>8} {'SSIM':>7}"]
     lines += [f"{c.name:<14} {c.frames:>6} {c.psnr:8.4f} {c.ssim:7.4f}" for c in res.clips]

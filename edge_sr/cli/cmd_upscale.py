@@ -63,6 +63,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--frames", type=int, dest="max_frames", metavar="N", help="only the first N frames (a preview)"
     )
+    v.add_argument(
+        "--chunk",
+        type=int,
+        metavar="N",
+        help="whole-clip models (BasicVSR, IconVSR, BasicVSR++): frames per temporal chunk (default 30; 0: the "
+        "whole clip at once, memory grows with the clip)",
+    )
+    v.add_argument(
+        "--chunk-overlap",
+        type=int,
+        metavar="N",
+        help="frames of context on each side of a cut between chunks, their outputs discarded (default 5)",
+    )
     add_model_flags(p, scale=False)
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -141,7 +154,7 @@ def _run_video(args: argparse.Namespace) -> int:
         args.inputs[0], args.out, checkpoint=model_source(args, args.checkpoint), scale=args.scale,
         tile=args.tile, tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, device=args.device,
         precision=args.precision, crf=args.crf, audio=args.audio, fps=args.fps, max_frames=args.max_frames,
-        progress=not (args.no_progress or args.json),
+        progress=not (args.no_progress or args.json), chunk=args.chunk, chunk_overlap=args.chunk_overlap,
     )  # fmt: skip
     w0, h0 = rep.size_in
     w1, h1 = rep.size_out

@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "ClipFn",
     "EagerClip",
+    "chunking",
     "clip_fn",
     "default_overlap",
     "frame_indices",
@@ -250,17 +251,32 @@ def run_clip(
         plan.check_tile()
     if model.kind == "window":
         return _run_window(plan, iter(frames))
+    chunk, ov = chunking(model, chunk, overlap)
+    return _run_chunks(plan, iter(frames), chunk or _WHOLE, ov or 0)
+
+
+def chunking(model: ClipFn, chunk: int | None, overlap: int | None) -> tuple[int | None, int | None]:
+    """The (chunk, overlap) :func:`run_clip` uses for these arguments: None, None for a window model; chunk
+    0 for the whole clip at once (overlap 0); an artifact's fixed T; else ``chunk`` or :data:`DEFAULT_CHUNK`
+    with ``overlap`` or :func:`default_overlap`.
+
+    Raises:
+        ConfigError: a chunk under the frames the model needs, or other than an artifact's T; an overlap that
+            leaves a chunk nothing to advance.
+    """
+    if model.kind == "window":
+        return None, None
     if model.frames is not None:
         if chunk not in (None, 0, model.frames):
             raise ConfigError(
                 None,
-                f"{model.name or 'this artifact'} runs chunks of exactly {model.frames} frames, not {chunk}",
+                f"{model.name or 'this artifact'} runs chunks of exactly {model.frames} frames, not --chunk {chunk}",
             )
         chunk = model.frames
     elif chunk is None:
         chunk = DEFAULT_CHUNK
     elif chunk == 0:
-        chunk = 1 << 62  # the whole clip
+        return 0, 0
     if chunk < max(model.min_frames, 1):
         raise ConfigError(None, f"--chunk {chunk} is under the {model.min_frames} frames this model needs")
     ov = default_overlap(chunk) if overlap is None else overlap
@@ -268,7 +284,10 @@ def run_clip(
         raise ConfigError(
             None, f"--chunk-overlap {ov} must be >= 0 and leave --chunk {chunk} frames to advance"
         )
-    return _run_chunks(plan, iter(frames), chunk, ov)
+    return chunk, ov
+
+
+_WHOLE = 1 << 62  # a chunk longer than any clip
 
 
 def _too_short(model: ClipFn, n: int, need: int, what: str) -> InputError:
