@@ -202,7 +202,10 @@ def as_video(
             raise ConfigError(
                 None, f"{name or clip.name} is x{clip.scale}; --scale {scale} needs a x{scale} one"
             )
-        return ClipVideo(clip, chunk=chunk, overlap=chunk_overlap), name or clip.name
+        source = card_of(model).source if isinstance(model, nn.Module) and has_card(model) else None
+        return ClipVideo(clip, chunk=chunk, overlap=chunk_overlap), name or (
+            Path(source).name if source else clip.name
+        )
     if not isinstance(model, nn.Module) and callable(getattr(model, "stream", None)) and _streams(model):
         if int(model.scale) != scale:
             raise ConfigError(

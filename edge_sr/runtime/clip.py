@@ -141,10 +141,10 @@ class _Plan:
         if self.tile <= 0:
             return
         if self.tile % m.multiple or self.tile < m.min_side:
-            need = f"a multiple of {m.multiple}" if m.multiple > 1 else "a side"
+            need = f"multiples of {m.multiple} and " if m.multiple > 1 else ""
             raise ConfigError(
                 None,
-                f"--tile {self.tile} is too small for {name}: its alignment needs {need} of at least "
+                f"--tile {self.tile} does not fit {name}: its alignment needs tiles that are {need}at least "
                 f"{max(m.min_side, m.multiple)} pixels",
             )
         if self.tile <= 2 * self.tile_overlap:
