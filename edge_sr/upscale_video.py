@@ -16,7 +16,7 @@ unchanged. The model decides how a frame is upscaled:
   frame, so near the cuts the two drift apart slowly; a larger ``tile`` keeps more of the frame untiled);
 - a **whole-clip** model (BasicVSR, IconVSR, BasicVSR++) or a **sliding-window** one (EDVR) runs through
   :func:`edge_sr.runtime.clip.run_clip`: temporal chunks of ``chunk`` frames overlapping by ``chunk_overlap``
-  frames (the overlap outputs discarded), or one window per frame, in spatial tiles; memory follows the
+  frames on each side of a cut (the shared frames' outputs blended), or one window per frame, in spatial tiles; memory follows the
   chunk and the tile, not the clip. A CUDA out-of-memory error halves the tile (then the chunk) and says so
   in the report's notes; an FP16 / BF16 chunk whose output is not finite is recomputed in FP32;
 - an **artifact** (``.onnx``, ``.tflite``, ``.pte``, ...) runs through ``edge_sr.runtime.load(path)``: an image

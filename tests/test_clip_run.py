@@ -82,20 +82,19 @@ def _identity(kind: str = "clip", **kw: object) -> ClipFn:
 
 
 def test_chunks_against_the_whole_clip() -> None:
-    """Chunk 0 (or one chunk covering the clip) is the whole clip, exactly. With chunks, no frame is exact (the
-    propagation reaches the whole clip), but the overlap keeps the seams close: measured here, chunk 6 /
-    overlap 2 stays within 4.3e-4 of the whole clip on every frame, while without the overlap the frames at
-    the cut are 3.1e-3 off (bound 1e-3 between the two)."""
+    """Chunk 0 is the whole clip, exactly. With chunks, no frame is exact (the propagation reaches the whole
+    clip), but the overlap keeps the seams close: measured here, chunk 8 / overlap 2 (the 4 shared frames'
+    outputs blended) stays within 5.0e-4 of the whole clip on every frame, while without the overlap the
+    frames before the cut are 2.4e-3 off (bound 1e-3 between the two)."""
     model = _tiny("basicvsr")
     x = _moving(12, 32, 32)
     ref = _whole(model, x)
     cf = clip_fn(model)
     assert np.array_equal(np.stack(list(run_clip(cf, x, chunk=0))), ref)
-    assert np.allclose(np.stack(list(run_clip(cf, x, chunk=12))), ref, atol=1e-6)
-    with_ov = np.abs(np.stack(list(run_clip(cf, x, chunk=6, overlap=2))) - ref).max(axis=(1, 2, 3))
-    no_ov = np.abs(np.stack(list(run_clip(cf, x, chunk=6, overlap=0))) - ref).max(axis=(1, 2, 3))
+    with_ov = np.abs(np.stack(list(run_clip(cf, x, chunk=8, overlap=2))) - ref).max(axis=(1, 2, 3))
+    no_ov = np.abs(np.stack(list(run_clip(cf, x, chunk=8, overlap=0))) - ref).max(axis=(1, 2, 3))
     print(
-        f"chunk 6 vs whole, max |diff| per frame: overlap 2 {np.round(with_ov, 5)}, overlap 0 {np.round(no_ov, 5)}"
+        f"chunk 8 vs whole, max |diff| per frame: overlap 2 {np.round(with_ov, 5)}, overlap 0 {np.round(no_ov, 5)}"
     )
     assert with_ov.max() < 1e-3 < no_ov.max()
 
@@ -157,14 +156,14 @@ def test_tiles_equal_whole_frames_for_a_local_model() -> None:
 
 
 def test_tiles_of_a_real_model_inside_tiles() -> None:
-    """Tiny BasicVSR, 64x64 frames in 32-pixel tiles with 8 pixels of overlap: SpyNet sees each tile alone, so
-    the flow (and the output) may differ from the whole frame's near the cuts (measured: 1e-4 at most with
+    """Tiny BasicVSR, 48x48 frames in 32-pixel tiles with 8 pixels of overlap: SpyNet sees each tile alone, so
+    the flow (and the output) may differ from the whole frame's near the cuts (measured: 2.6e-4 at most with
     these weights); a tile covering the frame is exact."""
     model = _tiny("basicvsr")
-    x = _moving(3, 64, 64)
+    x = _moving(2, 48, 48)
     ref = _whole(model, x)
     cf = clip_fn(model)
-    one = np.stack(list(run_clip(cf, x, chunk=0, tile=64)))
+    one = np.stack(list(run_clip(cf, x, chunk=0, tile=48)))
     assert np.array_equal(one, ref)
     tiled = np.stack(list(run_clip(cf, x, chunk=0, tile=32, tile_overlap=8)))
     assert tiled.shape == ref.shape and np.isfinite(tiled).all()

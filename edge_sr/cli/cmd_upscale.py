@@ -74,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--chunk-overlap",
         type=int,
         metavar="N",
-        help="frames of context on each side of a cut between chunks, their outputs discarded (default 5)",
+        help="frames of context on each side of a cut between chunks: neighbouring chunks share 2N frames, "
+        "whose outputs are blended (default 5)",
     )
     add_model_flags(p, scale=False)
     add_json_flag(p)
