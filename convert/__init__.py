@@ -31,6 +31,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import torch
+from edge_sr.convert.clip import INPUT as CLIP_INPUT
+from edge_sr.convert.clip import OUTPUT as CLIP_OUTPUT
+from edge_sr.convert.clip import check_window, clip_contract, clip_entry
 from edge_sr.convert.manifest import (
     build_manifest,
     embedded_metadata,
@@ -105,7 +108,8 @@ def quantizable_targets() -> list[str]:
 class _IOWrapper(nn.Module):
     """Adapts a model's I/O: NHWC layout and/or float32 I/O around an fp16 model.
 
-    (N, H, W, C) -> permute -> (N, C, H, W) -> model -> (N, C, sH, sW) -> permute -> (N, sH, sW, C)
+    (N, H, W, C) -> permute -> (N, C, H, W) -> model -> (N, C, sH, sW) -> permute -> (N, sH, sW, C); a clip's
+    5-D tensors likewise: (N, T, H, W, C) <-> (N, T, C, H, W).
     """
 
     def __init__(self, model: nn.Module, *, nhwc: bool, half: bool) -> None:
@@ -125,6 +129,8 @@ class _IOWrapper(nn.Module):
         for x in xs:
             if self.nhwc and x.ndim == 4:
                 x = x.permute(0, 3, 1, 2)
+            elif self.nhwc and x.ndim == 5:  # a clip: (N, T, H, W, C) -> (N, T, C, H, W)
+                x = x.permute(0, 1, 4, 2, 3)
             ins.append(x.half() if self.fp16 else x)
         ys = self.model(*ins)
         outs = tuple(self._out(y) for y in (ys if isinstance(ys, tuple | list) else (ys,)))
@@ -133,6 +139,8 @@ class _IOWrapper(nn.Module):
     def _out(self, y: Tensor) -> Tensor:
         if self.fp16:
             y = y.float()
+        if self.nhwc and y.ndim == 5:
+            return y.permute(0, 1, 3, 4, 2)
         return y.permute(0, 2, 3, 1) if self.nhwc and y.ndim == 4 else y
 
 
@@ -144,6 +152,13 @@ class _StepIOWrapper(_IOWrapper):
 
     def forward(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:  # type: ignore[override]
         return self._call(*xs)
+
+
+def _to_nhwc(t: Tensor) -> Tensor:
+    """An NCHW (NTCHW) example in the NHWC (NTHWC) layout; other ranks as they are."""
+    if t.ndim == 4:
+        return t.permute(0, 2, 3, 1).contiguous()
+    return t.permute(0, 1, 3, 4, 2).contiguous() if t.ndim == 5 else t
 
 
 def step_spec(model: nn.Module) -> StreamSpec | None:
@@ -174,9 +189,26 @@ def graph_io(
 ) -> tuple[GraphIO, StreamSpec | None]:
     """The example inputs (NCHW, reproducible, in [0, 1]), names and dynamic shapes of the graph to export,
     and the model's step contract: ``input`` -> ``output`` for an image model, every frame and state tensor
-    for a step (its HR states' sizes follow the frame's: ``scale`` times its H / W dims)."""
+    for a step (its HR states' sizes follow the frame's: ``scale`` times its H / W dims), ``frames`` -> ``sr``
+    for a whole-clip / window model (one (1, T, C, H, W) window, ``edge_sr.convert.clip``)."""
     h, w = spec.example_size
     gen = torch.Generator().manual_seed(0)
+    contract = clip_contract(model)
+    if contract is not None:  # a whole-clip / window model: one fixed window of T frames
+        if spec.dynamic is not None or spec.sizes:
+            raise ConversionError(
+                None, f"{contract.name} exports a fixed window at one frame size; use --input-size HxW"
+            )
+        if spec.io == "image":
+            raise ConversionError(
+                None, f"{contract.name} takes a tensor window, no image I/O; use io='tensor'"
+            )
+        frames = spec.frames or contract.frames
+        check_window(contract, frames, (h, w))
+        example = torch.rand(1, frames, colors, h, w, generator=gen)
+        return GraphIO((example,), (CLIP_INPUT,), (CLIP_OUTPUT,)), None
+    if spec.frames is not None:
+        raise ConversionError(None, "--frames is for whole-clip / window video models (BasicVSR, EDVR ...)")
     sspec: StreamSpec | None = step_spec(model)
     if sspec is None:
         example = torch.rand(1, colors, h, w, generator=gen)
@@ -321,8 +353,8 @@ def export(
         wrapper = _IOWrapper if sspec is None else _StepIOWrapper
         net = wrapper(prepared.half() if half else prepared, nhwc=spec.layout == "NHWC", half=half)
         examples = io.examples
-        if spec.layout == "NHWC":  # every 4-D tensor in the artifact's layout
-            examples = tuple(t.permute(0, 2, 3, 1).contiguous() if t.ndim == 4 else t for t in examples)
+        if spec.layout == "NHWC":  # every 4-D (5-D: a clip) tensor in the artifact's layout
+            examples = tuple(_to_nhwc(t) for t in examples)
         dynamic = io.dynamic_shapes
         if sspec is not None and dynamic is not None:  # the step wrapper's inputs are one *xs argument
             dynamic = (dynamic,)
@@ -352,6 +384,9 @@ def export(
     )
     if sspec is not None:
         manifest["stream"] = sspec.manifest_entry(card.colors, spec.example_size, scale)
+    contract = clip_contract(model)
+    if contract is not None:
+        manifest["clip"] = clip_entry(contract, io.example.shape[1], spec.layout)
     mpath = manifest_path(path)
     with atomic_path(mpath) as tmp_manifest, atomic_path(path) as tmp:
         try:

@@ -162,8 +162,8 @@ def export(
             metadata = {**metadata, "edge_sr.pixel_shuffle": "rank4"}
     net = _ImageOut(model).eval() if image else model
     ep = torch.export.export(net, io.examples, dynamic_shapes=dynamic).run_decompositions({})
-    shape = _input_shape(spec, example)
-    if len(io.examples) > 1 or len(io.output_names) > 1:  # a video step: fixed tensors, named
+    if len(io.examples) > 1 or len(io.output_names) > 1 or example.ndim != 4:
+        # a video step or a clip window: fixed tensors, named
         inputs = [
             ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32)
             for n, t in zip(io.input_names, io.examples, strict=True)
@@ -171,10 +171,11 @@ def export(
         outputs = [ct.TensorType(name=n, dtype=np.float32) for n in io.output_names]
     elif image:  # a 1-colour (Y) model takes and gives a one-channel pixel buffer
         layout = ct.colorlayout.GRAYSCALE if example.shape[1] == 1 else ct.colorlayout.RGB
+        shape = _input_shape(spec, example)
         inputs = [ct.ImageType(name="input", shape=shape, scale=1.0 / 255.0, color_layout=layout)]
         outputs = [ct.ImageType(name="output", color_layout=layout)]
     else:
-        inputs = [ct.TensorType(name="input", shape=shape, dtype=np.float32)]
+        inputs = [ct.TensorType(name="input", shape=_input_shape(spec, example), dtype=np.float32)]
         outputs = [ct.TensorType(name="output", dtype=np.float32)]
     precision = ct.precision.FLOAT16 if spec.precision == "fp16" else ct.precision.FLOAT32
     mlmodel = ct.convert(

@@ -532,6 +532,44 @@ def _resize(a, op):
     return _resize2d(x, h, w, str(a.get("sampling_mode", "DEFAULT")), nearest)
 
 
+# Core ML's padding modes as torch's grid_sample ones, per align_corners: Core ML's ``reflection`` excludes the
+# edge (torch's reflection with align_corners=True), ``symmetric`` repeats it (torch's with align_corners=False)
+_RESAMPLE_PADDING = {
+    ("constant", True): "zeros",
+    ("constant", False): "zeros",
+    ("border", True): "border",
+    ("border", False): "border",
+    ("reflection", True): "reflection",
+    ("symmetric", False): "reflection",
+}
+
+
+@_reg("resample")
+def _resample(a, op):
+    """``resample`` (what coremltools makes of ``grid_sample``): x (B, C, H, W) sampled at coordinates
+    (B, H2, W2, 2) in (x, y) order, normalized to [-1, 1] (or [0, 1]), bilinear or nearest."""
+    import torch.nn.functional as F
+
+    align = bool(a.get("align_corners", False))
+    pad = str(a.get("padding_mode", "constant"))
+    mode = str(a.get("coordinates_mode", "normalized_minus_one_to_one"))
+    if (pad, align) not in _RESAMPLE_PADDING or mode == "unnormalized":
+        raise NotImplementedError(f"resample with padding {pad}, align_corners {align}, coordinates {mode}")
+    x, grid = _torch(a["x"]), _torch(a["coordinates"])
+    if mode == "normalized_zero_to_one":
+        grid = grid * 2 - 1
+    # a constant padding value v: sample x - v with zeros outside, add v back (bilinear weights sum to 1)
+    value = float(a.get("padding_value", 0.0)) if pad == "constant" else 0.0
+    y = F.grid_sample(
+        x - value,
+        grid,
+        mode="nearest" if str(a.get("sampling_mode", "bilinear")) == "nearest" else "bilinear",
+        padding_mode=_RESAMPLE_PADDING[pad, align],
+        align_corners=align,
+    )
+    return (y + value).numpy()
+
+
 # --- tensor layout ------------------------------------------------------------------------------------------
 def _ints(v: Any) -> list[int]:
     return [int(i) for i in np.atleast_1d(v)]

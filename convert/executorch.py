@@ -117,11 +117,7 @@ def export(
     parts = partitioners(spec, options)
     with lowering:
         edge = to_edge_transform_and_lower(ep, partitioner=parts)
-    delegated = sum(
-        1
-        for n in edge.exported_program().graph.nodes
-        if n.op == "call_function" and "delegate" in str(n.target)
-    )
+    delegated, portable = lowered_ops(edge.exported_program().graph)
     program = edge.to_executorch()
     path.write_bytes(program.buffer)
     with torch.no_grad():
@@ -130,8 +126,28 @@ def export(
     return {
         "inputs": io_entries(io.input_names, io.examples, spec),
         "outputs": io_entries(io.output_names, outs, spec),
-        "target_info": {"delegate": options.delegate, "delegate_calls": delegated},
+        "target_info": {"delegate": options.delegate, "delegate_calls": delegated, "portable_ops": portable},
     }
+
+
+def lowered_ops(graph: Any) -> tuple[int, dict[str, int]]:
+    """(delegate calls: the partitions, non-delegated op -> count) of a lowered edge graph.
+
+    Every op a partitioner did not take runs on ExecuTorch's portable kernels between the partitions; a flow
+    warp's ``grid_sampler_2d`` (XNNPACK has no kernel for it) splits the graph there. ``getitem`` (tuple
+    unpacking of a delegate's outputs) is no op.
+    """
+    delegated, portable = 0, {}
+    for n in graph.nodes:
+        if n.op != "call_function":
+            continue
+        name = getattr(n.target, "__name__", str(n.target))
+        if "call_delegate" in name:
+            delegated += 1
+        elif name != "getitem":
+            op = name.removeprefix("aten.").split(".")[0]
+            portable[op] = portable.get(op, 0) + 1
+    return delegated, dict(sorted(portable.items()))
 
 
 # ---------------------------------------------------------------- quantization

@@ -30,6 +30,17 @@ the tensor's position among the artifact's inputs / outputs: ExecuTorch methods 
 give tensors in that order, the other formats by ``name``. ``quant`` is ``{"dtype", "scale", "zero_point"}``
 for an int8 tensor (``edge_sr.quantize`` gives a state and the output feeding it the same scale and zero
 point, so an app feeds the output back as it is), else null.
+
+A whole-clip or window video model (BasicVSR, IconVSR, BasicVSR++, EDVR: ``edge_sr.convert.clip``) exports a
+fixed window of T frames at one LR size (``input_shape`` fixed) and has a ``clip`` entry::
+
+    "clip": {"kind": "clip",          # clip: every frame out; window: the centre frame T // 2 out
+             "frames": 15,            # T, fixed
+             "overlap": 5,            # frames of context a runner keeps on each side of an inner cut
+                                      # (a window: T - 1, it slides one frame per output)
+             "input": "frames", "output": "sr",
+             "layout": "NTCHW",       # (1, T, 3, h, w) in; NTHWC: (1, T, h, w, 3) (the manifest's NHWC)
+             "min_side": 32, "multiple": 1}   # what the alignment needs of a frame side
 """
 
 from __future__ import annotations
@@ -306,6 +317,8 @@ def check_manifest(
     _check_color(data, bad)
     if "stream" in data:
         _check_stream(data, bad)
+    if "clip" in data:
+        _check_clip(data, bad)
 
 
 _RESOLUTIONS = ("lr", "hr")
@@ -374,6 +387,47 @@ def _check_stream(data: dict[str, Any], bad: Any) -> None:
         shape = t.get("shape")
         if shape is not None and not (isinstance(shape, list) and all(_is_side(d) for d in shape)):
             raise bad(f"stream.tensors[{i}].shape", shape, "null or a list of positive sizes")
+
+
+_CLIP_KINDS = ("clip", "window")
+_CLIP_LAYOUTS = ("NTCHW", "NTHWC")
+
+
+def _check_clip(data: dict[str, Any], bad: Any) -> None:
+    """The ``clip`` entry: kind, frames, overlap (< frames; a window's ``frames - 1``), the I/O names (those
+    of ``inputs`` / ``outputs``), layout (the artifact's), min_side and multiple (the fixed size obeys them)."""
+    c = data["clip"]
+    if not isinstance(c, dict):
+        raise bad("clip", c, "an object {kind, frames, overlap, input, output, layout, min_side, multiple}")
+    if c.get("kind") not in _CLIP_KINDS:
+        raise bad("clip.kind", c.get("kind"), "clip or window")
+    t = c.get("frames")
+    if not (_is_int(t) and 1 <= t <= 1024):
+        raise bad("clip.frames", t, "an integer 1-1024")
+    ov = c.get("overlap")
+    want_ov = "frames - 1" if c["kind"] == "window" else f"an integer 0-{(t - 1) // 2}"
+    if not (_is_int(ov) and (ov == t - 1 if c["kind"] == "window" else 0 <= 2 * ov < t)):
+        raise bad("clip.overlap", ov, want_ov)
+    for field, io in (("input", "inputs"), ("output", "outputs")):
+        names = [e.get("name") for e in data.get(io) or [] if isinstance(e, dict)]
+        if not isinstance(c.get(field), str) or (names and c[field] not in names):
+            raise bad(f"clip.{field}", c.get(field), f"the name of one of the artifact's {io}: {names}")
+    want_layout = "NTHWC" if data.get("layout") == "NHWC" else "NTCHW"
+    if c.get("layout") not in _CLIP_LAYOUTS or c["layout"] != want_layout:
+        raise bad("clip.layout", c.get("layout"), f"{want_layout} (the manifest's layout)")
+    for field in ("min_side", "multiple"):
+        if not _is_side(c.get(field)):
+            raise bad(f"clip.{field}", c.get(field), f"an integer 1-{MAX_SIDE}")
+    shape = data.get("input_shape")
+    if not (isinstance(shape, dict) and shape.get("mode") == "fixed"):
+        raise bad("input_shape", shape, "a fixed size (a clip / window artifact takes one frame size)")
+    h, w = shape["size"]
+    if min(h, w) < c["min_side"] or h % c["multiple"] or w % c["multiple"]:
+        raise bad(
+            "input_shape.size",
+            [h, w],
+            f"sides >= clip.min_side {c['min_side']}, multiples of {c['multiple']}",
+        )
 
 
 def _check_color(data: dict[str, Any], bad: Any) -> None:

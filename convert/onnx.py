@@ -17,9 +17,10 @@ exporter's name scopes. onnxruntime's quantization is post-training only: QAT ru
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,20 +58,33 @@ MIN_OPSET = 18
 logger = logging.getLogger(__name__)
 
 
+DEFORM_OPSET = 19  # the first opset with DeformConv
+DEFORM_MODES = ("native", "decomposed")
+
+
 @dataclass(frozen=True)
 class Options:
     """ONNX export options.
 
     Attributes:
         opset: the ONNX opset (18 or newer: the torch.export exporter's floor).
+        deform_conv: how a modulated deformable convolution (``edge_sr.models.deform``) is exported:
+            ``native``, one ``DeformConv`` node (opset 19 or newer: the export's opset is raised to 19 for a
+            model that has one; onnxruntime 1.32 runs it on the CPU in float32 and float16), or
+            ``decomposed``, the model's own ``GridSample`` + ``Conv`` form (any runtime).
     """
 
     opset: int = MIN_OPSET
+    deform_conv: str = "native"
 
     def __post_init__(self) -> None:
         if self.opset < MIN_OPSET:
             raise ConfigError(
                 None, f"opset {self.opset} is too old; the torch.export exporter needs {MIN_OPSET} or newer"
+            )
+        if self.deform_conv not in DEFORM_MODES:
+            raise ConfigError(
+                None, f"unknown deform_conv {self.deform_conv!r}; choose from {', '.join(DEFORM_MODES)}"
             )
 
 
@@ -95,18 +109,23 @@ def export(
     import onnx
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    program = torch.onnx.export(
-        model,
-        io.examples,
-        dynamo=True,
-        opset_version=options.opset,
-        dynamic_shapes=io.dynamic_shapes,
-        input_names=list(io.input_names),
-        output_names=list(io.output_names),
-        verbose=False,
-        report=False,
-        optimize=True,
-    )
+    opset, table = options.opset, None
+    with native_deform_conv(model, options.deform_conv == "native") as n_deform:
+        if n_deform:
+            opset, table = max(opset, DEFORM_OPSET), {_deform_op(): _deform_conv_onnx}
+        program = torch.onnx.export(
+            model,
+            io.examples,
+            dynamo=True,
+            opset_version=opset,
+            dynamic_shapes=io.dynamic_shapes,
+            input_names=list(io.input_names),
+            output_names=list(io.output_names),
+            custom_translation_table=table,
+            verbose=False,
+            report=False,
+            optimize=True,
+        )
     if program is None:
         raise ConversionError(path, "the ONNX exporter returned no program")
     proto = program.model_proto
@@ -124,11 +143,85 @@ def export(
         outs = model(*io.examples)
     outs = outs if isinstance(outs, tuple | list) else (outs,)
     ops = sorted({n.op_type for n in proto.graph.node})
+    info: dict[str, Any] = {"opset": opset, "ops": ops}
+    if n_deform or options.deform_conv != "native":
+        info["deform_conv"] = options.deform_conv if n_deform else "decomposed"
     return {
         "inputs": io_entries(io.input_names, io.examples, spec, in_dtypes),
         "outputs": io_entries(io.output_names, outs, spec, out_dtypes),
-        "target_info": {"opset": options.opset, "ops": ops},
+        "target_info": info,
     }
+
+
+# ---------------------------------------------------------------- the native DeformConv
+
+_DEFORM_SCHEMA = (
+    "(Tensor x, Tensor offset, Tensor mask, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
+    "int[] dilation, int groups, int deform_groups) -> Tensor"
+)
+
+
+def _deform_op() -> Any:
+    """``edge_sr::deform_conv2d``: :func:`edge_sr.models.deform.modulated_deform_conv2d` as one opaque
+    torch op (registered once per process), so the exporter sees one node it can translate."""
+    if not hasattr(torch.ops.edge_sr, "deform_conv2d"):
+        from edge_sr.models.deform import modulated_deform_conv2d
+
+        lib = torch.library.Library("edge_sr", "FRAGMENT")  # kept alive in _LIBS
+        lib.define("deform_conv2d" + _DEFORM_SCHEMA)
+
+        def impl(x, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups):  # type: ignore[no-untyped-def]
+            return modulated_deform_conv2d(
+                x, offset, mask, weight, bias, tuple(stride), tuple(padding), tuple(dilation),
+                groups, deform_groups,
+            )  # fmt: skip
+
+        def fake(x, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups):  # type: ignore[no-untyped-def]
+            return x.new_empty(x.shape[0], weight.shape[0], *offset.shape[-2:])
+
+        lib.impl("deform_conv2d", impl, "CompositeExplicitAutograd")
+        torch.library.register_fake("edge_sr::deform_conv2d", fake, lib=lib)
+        _LIBS.append(lib)
+    return torch.ops.edge_sr.deform_conv2d.default
+
+
+_LIBS: list[Any] = []  # the registered library fragments live as long as the process
+
+
+def _deform_conv_onnx(x, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups):  # type: ignore[no-untyped-def]
+    """The ONNX translation of ``edge_sr::deform_conv2d``: one opset-19 ``DeformConv`` (inputs X, W,
+    offset, B, mask; the offset layout, (dy, dx) interleaved per tap, is ONNX's and torchvision's)."""
+    from onnxscript import opset19 as op
+
+    return op.DeformConv(
+        x, weight, offset, bias, mask,
+        strides=list(stride), pads=[*padding, *padding], dilations=list(dilation),
+        group=groups, offset_group=deform_groups,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def native_deform_conv(model: nn.Module, on: bool) -> Iterator[int]:
+    """``with native_deform_conv(model, on) as n:``: every ``ModulatedDeformConv2d`` of ``model`` computes
+    through ``edge_sr::deform_conv2d`` (``n`` of them), restored on exit. Off, or none: ``n`` is 0."""
+    from edge_sr.models.deform import ModulatedDeformConv2d
+
+    mods = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)] if on else []
+    op = _deform_op() if mods else None
+    for m in mods:
+
+        def deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, m: Any = m) -> Any:
+            return op(
+                x, offset, mask, m.weight, m.bias, list(m.stride), list(m.padding), list(m.dilation),
+                m.groups, m.deform_groups,
+            )  # fmt: skip
+
+        m.deform = deform  # an instance attribute shadows the method while exporting
+    try:
+        yield len(mods)
+    finally:
+        for m in mods:
+            del m.deform
 
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8"}

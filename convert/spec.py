@@ -35,6 +35,8 @@ class ExportSpec:
         layout: NCHW (the torch contract) or NHWC I/O (what TFLite and Android code feed).
         io: ``tensor`` or ``image`` (CoreML ``ImageType`` in and out, values 0-255).
         pixel_shuffle: how ``nn.PixelShuffle`` is lowered, see ``edge_sr.convert.pixelshuffle``.
+        frames: the T of a whole-clip / window video model's fixed window (None: the model's default, see
+            ``edge_sr.convert.clip``); other models refuse it.
 
     What only one format knows (ONNX opset, CoreML deployment target, ExecuTorch delegate) is in that
     target's own ``Options`` (``edge_sr.convert.<target>.Options``), passed to ``export(options=...)``.
@@ -47,6 +49,7 @@ class ExportSpec:
     layout: Layout = "NCHW"
     io: IO = "tensor"
     pixel_shuffle: PixelShuffleMode = "reshape"
+    frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -66,6 +69,8 @@ class ExportSpec:
             lo, hi = self.dynamic
             if not 2 <= lo <= hi:
                 raise ConfigError(None, f"dynamic range {lo}:{hi} must satisfy 2 <= MIN <= MAX")
+        if self.frames is not None and self.frames < 1:
+            raise ConfigError(None, f"frames {self.frames} must be at least 1")
         for h, w in (self.input_size, *self.sizes):
             if h < 1 or w < 1:
                 raise ConfigError(None, f"input size {h}x{w} must be positive")

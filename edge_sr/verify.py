@@ -9,7 +9,8 @@ and the max absolute difference. The verdict depends on the artifact's precision
 - int8: mean Y-PSNR against HR within 0.2 dB of the float model's
 
 A streaming (video) artifact is verified on a sequence set (:func:`verify_video`, ``--data …/Vid4``): both run
-over every frame of every clip with a fresh state per clip, scored per clip as ``edge-sr eval`` scores video
+over every frame of every clip with a fresh state per clip (a whole-clip / window artifact and its float model
+through ``edge_sr.runtime.clip.run_clip``, the same chunks of the artifact's T frames and the same tiles), scored per clip as ``edge-sr eval`` scores video
 (Y, border ``crop``, mean per clip, then mean of clips) under the same criteria, plus a drift check: whether the
 artifact's error against the float model grows along the sequence (see :func:`drift`).
 
@@ -36,6 +37,8 @@ from edge_sr.data.paths import data_path
 from edge_sr.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from edge_sr.data.sequences import Clip
 
 logger = logging.getLogger(__name__)
@@ -444,18 +447,28 @@ def _as_measured_frame(y: np.ndarray, colors: int) -> np.ndarray:
     return _as_measured(y, False)
 
 
-def _score_clip_video(artifact: Any, reference: Any, clip: Clip, crop: int, thr: Thresholds) -> ClipResult:
-    """Run both streams over a clip (fresh states) and score every frame."""
-    from edge_sr.evaluate import measure
+def _sr_frames(video: Any, clip: Clip, colors: int) -> Iterator[np.ndarray]:
+    """A clip's SR frames, in order: a stream pushed frame by frame (fresh state), or a
+    :class:`_ClipPair` side's ``run_clip``."""
     from edge_sr.evaluate_video import frame_input
 
+    lrs = (frame_input(clip.read_lr(i), colors) for i in range(len(clip)))
+    if isinstance(video, _ClipSide):
+        return video.frames(lrs)
+    stream = video.stream()
+    return (_as_array(stream.push(x)) for x in lrs)
+
+
+def _score_clip_video(artifact: Any, reference: Any, clip: Clip, crop: int, thr: Thresholds) -> ClipResult:
+    """Run both models over a clip (fresh states: streams; the same windows and tiles: clip models) and score
+    every frame."""
+    from edge_sr.evaluate import measure
+
     colors = int(reference.colors)
-    art, ref = artifact.stream(), reference.stream()
+    outs = zip(_sr_frames(artifact, clip, colors), _sr_frames(reference, clip, colors), strict=True)
     rows: list[tuple[float, float, float, float, float, float]] = []
-    for lr, gt in clip.pairs():
-        x = frame_input(lr, colors)
-        y_float = _as_array(ref.push(x))
-        y = _as_array(art.push(x))
+    for i, (y, y_float) in enumerate(outs):
+        gt = clip.read_gt(i)
         if y.shape != y_float.shape:
             raise InputError(
                 getattr(artifact, "path", None),
@@ -490,6 +503,44 @@ def _score_clip_video(artifact: Any, reference: Any, clip: Clip, crop: int, thr:
         res.name, res.psnr, res.psnr_float, res.psnr_vs_float, worst, halves,
     )  # fmt: skip
     return res
+
+
+@dataclass
+class _ClipSide:
+    """One side of a whole-clip / window verification: a ``ClipFn`` run by ``run_clip`` with the artifact's
+    chunk overlap (the artifact's T and tile size are in both sides' ``ClipFn``)."""
+
+    clip: Any
+    overlap: int | None
+    path: Path | None = None
+    kind: str = "torch"
+    precision: str = "fp32"
+    input_shape: dict[str, Any] | None = None
+    colors: int = 3
+
+    @property
+    def scale(self) -> int:
+        return int(self.clip.scale)
+
+    def frames(self, lrs: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        from edge_sr.runtime.clip import run_clip
+
+        return run_clip(self.clip, lrs, overlap=self.overlap)
+
+
+def _clip_pair(runner: Any, ref_model: nn.Module) -> tuple[_ClipSide, _ClipSide]:
+    """The artifact's ``clip_fn()`` and the float model's eager one with the artifact's fixed T and frame size,
+    so both run the same chunks and tiles: "vs float" is the conversion error only."""
+    from dataclasses import replace
+
+    from edge_sr.runtime.clip import clip_fn
+
+    art = runner.clip_fn()
+    ref = replace(clip_fn(ref_model), frames=art.frames, min_frames=art.min_frames, size=art.size)
+    overlap = (runner.manifest.get("clip") or {}).get("overlap")
+    overlap = None if art.kind == "window" else overlap
+    side = _ClipSide(art, overlap, runner.path, runner.kind, runner.precision, runner.input_shape)
+    return side, _ClipSide(ref, overlap)
 
 
 def _as_array(out: Any) -> np.ndarray:
@@ -531,12 +582,15 @@ def verify_video(
     record: bool = True,
     check_sha256: bool = True,
 ) -> VideoVerifyReport:
-    """Run a streaming artifact and its float model over a sequence set and judge the artifact.
+    """Run a streaming (or whole-clip / window) artifact and its float model over a sequence set and judge it.
 
     Args:
         artifact: an artifact path (``edge_sr.runtime.load``), or a runner with ``stream()`` whose streams take
-            ``push((h, w, C) float32) -> (h·s, w·s, C)`` (``edge_sr.runtime``'s), or a streaming ``nn.Module``.
-        reference: the float streaming model, or its checkpoint.
+            ``push((h, w, C) float32) -> (h·s, w·s, C)`` (``edge_sr.runtime``'s), or a streaming ``nn.Module``;
+            or the artifact of a whole-clip / window model (a fixed window of T frames, ``clip`` in its
+            manifest) or its runner: it runs through ``run_clip`` with its T, tile size and chunk overlap, and
+            the float model through the same chunks and tiles.
+        reference: the float streaming (whole-clip, window) model, or its checkpoint.
         data: a sequence root (``GT/<clip>/`` + ``<degradation>x<s>/<clip>/``).
         degradation: ``"BI"`` or ``"BD"``.
         crop: border pixels shaved before scoring against GT (0: the BasicVSR / mmagic protocol).
@@ -552,19 +606,26 @@ def verify_video(
     from edge_sr.convert.manifest import record_verification
     from edge_sr.data.sequences import open_sequences
     from edge_sr.models.stream import is_stream_model
-    from edge_sr.runtime import from_model
+    from edge_sr.runtime import from_model, load
+    from edge_sr.runtime.clip import is_clip_model
 
     thr = thresholds or Thresholds()
     ref_model = _reference_model(reference)
-    if not is_stream_model(ref_model):
+    runner: Any
+    float_video: Any
+    if is_clip_model(ref_model):  # a whole-clip / window artifact: both run by run_clip
+        loaded = artifact if hasattr(artifact, "clip_fn") else load(artifact, check_sha256=check_sha256)
+        runner, float_video = _clip_pair(loaded, ref_model)
+    elif not is_stream_model(ref_model):
         raise ConfigError(
             None, "the reference is an image model; verify a video artifact against its streaming float model"
         )
-    runner = _video_artifact(artifact, check_sha256)
-    float_video = from_model(ref_model)
-    # the float model streams through the same tiles (and padding) as the artifact, each tile position with its
-    # own state: "vs float" measures the conversion error only, as the image verify does
-    float_video.input_shape = dict(getattr(runner, "input_shape", None) or {"mode": "any"})
+    else:
+        runner = _video_artifact(artifact, check_sha256)
+        float_video = from_model(ref_model)
+        # the float model streams through the same tiles (and padding) as the artifact, each tile position
+        # with its own state: "vs float" measures the conversion error only, as the image verify does
+        float_video.input_shape = dict(getattr(runner, "input_shape", None) or {"mode": "any"})
     if int(runner.scale) != float_video.scale or int(runner.colors) != float_video.colors:
         raise ConfigError(
             None,

@@ -18,6 +18,11 @@ Video: the artifact of a video model's step (its manifest has a ``stream`` entry
 run frame by frame through ``Runner.stream() -> StreamRunner`` (``push(frame) -> sr``, the state carried
 between calls and per tile: :mod:`edge_sr.runtime.stream`); ``Runner.step`` is one raw call of the step.
 ``run`` / ``forward`` refuse them (a step needs its state), and an image runner refuses ``stream()``.
+
+Whole-clip and window video models (BasicVSR, IconVSR, BasicVSR++, EDVR): the artifact of a fixed window of
+T frames (its manifest has a ``clip`` entry, ``edge_sr.convert.clip``) and a checkpoint of these families give
+``Runner.clip_fn() -> ClipFn``, which ``edge_sr.runtime.clip.run_clip`` runs over clips of any length and
+frame size (chunks of exactly T frames, tiles of exactly the artifact's size).
 """
 
 from __future__ import annotations
@@ -32,9 +37,19 @@ import torch
 from edge_sr.errors import EdgeSRError, InputError, RuntimeBackendError
 from edge_sr.models.stream import stream_spec
 from edge_sr.runtime.backends import CHECKPOINT_SUFFIXES, TorchBackend, open_backend
+from edge_sr.runtime.clip import ClipFn
 from edge_sr.runtime.stream import StreamRunner, spec_from_manifest
 
-__all__ = ["Runner", "StreamRunner", "TorchBackend", "load", "from_model", "manifest_colors"]
+__all__ = [
+    "ClipFn",
+    "Runner",
+    "StreamRunner",
+    "TorchBackend",
+    "clip_agreement",
+    "from_model",
+    "load",
+    "manifest_colors",
+]
 
 DEFAULT_OVERLAP = 8
 
@@ -129,11 +144,51 @@ class Runner:
         return got
 
     def _refuse_step(self) -> None:
+        if self.manifest.get("clip"):
+            raise InputError(
+                self.path,
+                "a whole-clip / window video artifact takes windows of frames: "
+                "run it with edge_sr.runtime.clip.run_clip(runner.clip_fn(), frames)",
+            )
         if self.stream_spec is not None:
             raise InputError(
                 self.path,
                 "a video model's step needs its state: run it frame by frame with .stream().push(frame)",
             )
+
+    # ---- video: a whole-clip / window model, a fixed window of T frames
+    def clip_fn(self) -> ClipFn:
+        """The :class:`~edge_sr.runtime.clip.ClipFn` of a whole-clip / window artifact (its manifest has a
+        ``clip`` entry), ``frames`` and ``size`` fixed by its export: ``edge_sr.runtime.clip.run_clip`` cuts
+        a clip of any length and frame size into windows of exactly that shape; an eager video model
+        (a checkpoint, :func:`from_model`) gives ``edge_sr.runtime.clip.clip_fn`` of its module.
+
+        Raises:
+            InputError: not a whole-clip / window artifact or model.
+        """
+        from edge_sr.runtime.clip import clip_fn, is_clip_model
+
+        entry = self.manifest.get("clip")
+        model = getattr(self.backend, "model", None) if self.kind == "torch" else None
+        if not entry:
+            if model is not None and is_clip_model(model):
+                return clip_fn(model)
+            raise InputError(
+                self.path, "not a whole-clip or window video artifact (no clip entry in its manifest)"
+            )
+        size = tuple(int(v) for v in self.input_shape["size"])
+        t, kind = int(entry["frames"]), entry["kind"]
+        return ClipFn(
+            _ClipCall(self, t, size, nhwc=entry["layout"] == "NTHWC"),  # type: ignore[arg-type]
+            kind,
+            self.scale,
+            t,
+            t,
+            multiple=int(entry["multiple"]),
+            min_side=int(entry["min_side"]),
+            size=size,  # type: ignore[arg-type]
+            name=f"{self.manifest.get('arch') or 'the'} {self.kind} artifact",
+        )
 
     # ---- one call at a size the artifact accepts: (B, C, h, w) float32 [0, 1] -> (B, C, h·s, w·s)
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -251,6 +306,36 @@ class Runner:
         return y.numpy()
 
 
+class _ClipCall:
+    """One call of a clip / window artifact on (T, h, w, 3) float32 frames: (T, h·s, w·s, 3) for a clip,
+    (h·s, w·s, 3) (the centre frame) for a window; the artifact's layout and dtype from its manifest."""
+
+    def __init__(self, runner: Runner, frames: int, size: tuple[int, int], *, nhwc: bool) -> None:
+        self.runner, self.frames, self.size, self.nhwc = runner, frames, size, nhwc
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        r = self.runner
+        want = (self.frames, *self.size, 3)
+        if frames.shape != want:
+            raise InputError(
+                r.path, f"the artifact takes a window of shape {want} (T, h, w, 3), not {frames.shape}"
+            )
+        # (T, h, w, 3) -> (1, T, h, w, 3) NTHWC or (1, T, 3, h, w) NTCHW
+        x = frames[None] if self.nhwc else frames.transpose(0, 3, 1, 2)[None]
+        x = _encode(np.ascontiguousarray(x, dtype=np.float32), r._in, None)
+        try:
+            y = _decode(np.asarray(r.backend.forward(x)), r._out, None)[0]
+        except EdgeSRError:
+            raise
+        except Exception as e:  # each runtime raises its own types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise RuntimeBackendError(r.path, f"the {r.kind} runtime refused the window ({first})") from None
+        if self.nhwc:
+            return np.ascontiguousarray(y, dtype=np.float32)
+        # clip (T, 3, H, W) -> (T, H, W, 3); window (3, H, W) -> (H, W, 3)
+        return np.ascontiguousarray(np.moveaxis(y, -3, -1), dtype=np.float32)
+
+
 def _nchw(shape: list[int]) -> list[int]:
     """An NHWC shape as NCHW."""
     return [shape[0], shape[3], shape[1], shape[2]]
@@ -282,6 +367,27 @@ def _decode(y: np.ndarray, entry: dict[str, Any], artifact_quant: tuple[float, i
             raise RuntimeBackendError(None, f"the {y.dtype} output has no scale / zero point in the manifest")
         return (y.astype(np.float32) - q["zero_point"]) * q["scale"]
     return y.astype(np.float32)
+
+
+def clip_agreement(runner: Runner, model: torch.nn.Module) -> dict[str, Any]:
+    """One window of moving frames (``edge_sr.runtime.stream.moving_frames``: the artifact's T at its own
+    size) through a whole-clip / window artifact and through its float model: the largest difference and the
+    PSNR against float (peak 1), what ``edge-sr convert`` checks an exported window with."""
+    from edge_sr.runtime.clip import clip_fn
+    from edge_sr.runtime.stream import moving_frames
+
+    fn = runner.clip_fn()
+    if fn.size is None or fn.frames is None:
+        raise InputError(runner.path, "not the artifact of a fixed window (no frames / size in its manifest)")
+    x = np.stack(moving_frames(*fn.size, n=fn.frames))
+    d = np.asarray(fn.fn(x), np.float64) - np.asarray(clip_fn(model).fn(x), np.float64)
+    mse = float(np.mean(d**2))
+    return {
+        "frames": fn.frames,
+        "size": list(fn.size),
+        "max_abs_diff": float(np.abs(d).max()),
+        "psnr_vs_float": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+    }
 
 
 def load(
