@@ -43,8 +43,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -120,41 +121,67 @@ class MLP(nn.Module):
 
 @dataclass(frozen=True)
 class AxisQuery:
-    """The queries along one axis of an output grid.
+    """The queries along one axis of an output grid (numpy: constants wherever the model is traced).
 
     Attributes:
-        idx: (S, n) long: the LR cell each output position reads for each ensemble step (S = 2 with the local
-            ensemble: one step back, one forward; else 1).
+        idx: (S, n) int64: the LR cell each output position reads for each ensemble step (S = 2 with the
+            local ensemble: one step back, one forward; else 1).
         rel: (S, n) float64: ``2·(u - idx)``, the position relative to that cell's centre (LIIF's units).
         cell: ``2·lr / out``, the output pixel's size.
     """
 
-    idx: Tensor
-    rel: Tensor
+    idx: np.ndarray
+    rel: np.ndarray
     cell: float
 
+    def part(self, a: int, b: int, origin: int = 0) -> AxisQuery:
+        """Output positions ``a .. b``, reading a tile that starts at LR pixel ``origin``."""
+        return AxisQuery(self.idx[:, a:b] - origin, self.rel[:, a:b], self.cell)
 
-def axis_query(
-    lr: int, out: int, *, ensemble: bool = True, start: int = 0, stop: int | None = None
-) -> AxisQuery:
-    """The queries of output positions ``start .. stop`` of ``out`` along an axis of ``lr`` LR pixels.
+
+def axis_query(lr: int, out: int, *, ensemble: bool = True) -> AxisQuery:
+    """The queries of the ``out`` output positions along an axis of ``lr`` LR pixels.
 
     Output pixel ``i``'s centre lies at ``u = (i + 0.5)·lr / out - 0.5`` LR pixels; a step of ``±0.5`` (the
     official ``±1 / lr`` in [-1, 1] units) then the nearest centre, clamped to ``[0, lr - 1]``, is its cell.
     """
-    i = torch.arange(start, out if stop is None else stop, dtype=torch.float64)
-    u = (i + 0.5) * lr / out - 0.5
+    u = (np.arange(out, dtype=np.float64) + 0.5) * lr / out - 0.5
     steps = (-0.5, 0.5) if ensemble else (0.0,)
-    idx = torch.stack([torch.floor(u + v + _EPS_PIXEL + 0.5).clamp(0, lr - 1) for v in steps])
-    rel = 2 * (u[None] - idx)
-    return AxisQuery(idx.long(), rel, 2.0 * lr / out)
+    idx = np.stack([np.clip(np.floor(u + v + _EPS_PIXEL + 0.5), 0, lr - 1) for v in steps])
+    return AxisQuery(idx.astype(np.int64), 2 * (u[None] - idx), 2.0 * lr / out)
 
 
-def blend_weights(rows: AxisQuery, cols: AxisQuery) -> Tensor:
-    """(S·S, n_rows, n_cols): each ensemble member's weight, the area opposite it over the total."""
-    areas = [(ry[:, None] * rx[None, :]).abs() + _AREA_EPS for ry in rows.rel for rx in cols.rel]
-    total = torch.stack(areas).sum(0)
-    return torch.stack(areas[::-1]) / total  # member k is weighted by the diagonally opposite area
+def blend_weights(rows: AxisQuery, cols: AxisQuery) -> np.ndarray:
+    """(S·S, n_rows, n_cols) float64: each ensemble member's weight, the area opposite it over the total."""
+    areas = [np.abs(ry[:, None] * rx[None, :]) + _AREA_EPS for ry in rows.rel for rx in cols.rel]
+    return np.stack(areas[::-1]) / np.sum(areas, 0)  # member k is weighted by the diagonally opposite area
+
+
+class Grid(NamedTuple):
+    """What :meth:`LIIF.decode` reads for one block of output pixels (all tensors; buffers in an export).
+
+    Attributes:
+        row_idx, col_idx: (S, n) / (S, m) long: the LR row / column of each ensemble step.
+        row_term, col_term: (S, n, hid) / (S, m, hid): the first MLP layer's coordinate part for each output
+            row / column (the cell's part folded into ``row_term``).
+        weights: (S·S, n, m): the ensemble's blend weights.
+    """
+
+    row_idx: Tensor
+    col_idx: Tensor
+    row_term: Tensor
+    col_term: Tensor
+    weights: Tensor
+
+
+def _encode(p: Any, freqs: int | None) -> Any:
+    """(...) -> (..., 1 + 2L): UltraSR's ``[p, sin(2^k π p), cos(2^k π p)]`` (``p`` alone without ``freqs``),
+    on numpy arrays (constant grids) or tensors (training's sampled points)."""
+    xp: Any = np if isinstance(p, np.ndarray) else torch
+    if not freqs:
+        return p[..., None]
+    a = p[..., None] * (2.0 ** xp.arange(freqs)) * math.pi
+    return xp.concatenate([p[..., None], xp.sin(a), xp.cos(a)], -1)
 
 
 def unfold3x3(feat: Tensor) -> Tensor:
@@ -178,7 +205,9 @@ class LIIF(nn.Module):
         hidden: the MLP's hidden widths.
         local_ensemble, feat_unfold, cell_decode: LIIF's three components (its ablations turn them off).
         spatial_freqs: UltraSR's spatial encoding with this many frequencies (None: LIIF's raw coordinates).
-        query_batch: output pixels decoded at once (whole rows; bounds memory as LIIF's ``batched_predict``).
+
+    ``query_batch`` (an attribute, not an argument: it changes memory, not the function) is how many output
+    pixels are decoded at once (whole rows; bounds memory as LIIF's ``batched_predict``).
     """
 
     def __init__(
@@ -193,7 +222,6 @@ class LIIF(nn.Module):
         feat_unfold: bool = True,
         cell_decode: bool = True,
         spatial_freqs: int | None = None,
-        query_batch: int = 65536,
     ) -> None:
         super().__init__()
         if not 1 <= scale <= 8:
@@ -208,7 +236,7 @@ class LIIF(nn.Module):
         self.arbitrary_scale = True  # upscale / eval read this: any factor through scale= or size=
         self.local_ensemble, self.feat_unfold, self.cell_decode = local_ensemble, feat_unfold, cell_decode
         self.spatial_freqs = spatial_freqs
-        self.query_batch = query_batch
+        self.query_batch = 65536
         self.feat_dim = feats * (9 if feat_unfold else 1)
         self.coord_dim = 2 * (1 + 2 * (spatial_freqs or 0))  # one axis: its relative position, encoded
         self.imnet = MLP(self.feat_dim + (4 if cell_decode else 2) * self.coord_dim // 2, 3, hidden)
@@ -230,14 +258,6 @@ class LIIF(nn.Module):
         w = first.weight[:, : self.feat_dim]
         return torch.nn.functional.conv2d(feat, w[:, :, None, None], first.bias)
 
-    def _encode(self, p: Tensor) -> Tensor:
-        """(..., ) -> (..., 1 + 2L): UltraSR's ``[p, sin(2^k π p), cos(2^k π p)]`` (or ``p`` alone)."""
-        if not self.spatial_freqs:
-            return p[..., None]
-        f = (2.0 ** torch.arange(self.spatial_freqs, device=p.device, dtype=p.dtype)) * math.pi
-        a = p[..., None] * f
-        return torch.cat([p[..., None], torch.sin(a), torch.cos(a)], -1)
-
     def _coord_weight(self, k: int) -> Tensor:
         """(hidden[0], 1 + 2L): the first layer's columns for coordinate input ``k`` (rel_y, rel_x, cell_y,
         cell_x in that order, each encoded)."""
@@ -245,34 +265,39 @@ class LIIF(nn.Module):
         start = self.feat_dim + k * d
         return self.imnet.layers[0].weight[:, start : start + d]
 
-    def decode(self, proj: Tensor, rows: AxisQuery, cols: AxisQuery, weights: Tensor | None = None) -> Tensor:
-        """(N, hidden[0], h, w) projected features -> (N, 3, n_rows, n_cols) in [0, 1] (not clamped).
+    def _term(self, values: np.ndarray, k: int, like: Tensor) -> Tensor:
+        """(...) coordinates -> (..., hidden[0]): their encoding through the first layer's columns ``k``."""
+        enc = torch.as_tensor(_encode(values, self.spatial_freqs), dtype=like.dtype, device=like.device)
+        return enc @ self._coord_weight(k).T
 
-        ``weights`` (:func:`blend_weights`) may be given precomputed (an exported graph holds them)."""
-        if weights is None:
-            weights = blend_weights(rows, cols)
-        weights = weights.to(proj.dtype)
-        row_term = self._encode(rows.rel.to(proj.dtype)) @ self._coord_weight(0).T  # (S, n_rows, hid)
-        col_term = self._encode(cols.rel.to(proj.dtype)) @ self._coord_weight(1).T  # (S, n_cols, hid)
+    def grid(self, rows: AxisQuery, cols: AxisQuery, like: Tensor) -> Grid:
+        """The :class:`Grid` of ``rows`` x ``cols`` (the dtype and device of ``like``)."""
+        row_term = self._term(rows.rel, 0, like)
         if self.cell_decode:
-            cell = torch.tensor([rows.cell, cols.cell], dtype=proj.dtype, device=proj.device)
-            cell_term = (
-                self._encode(cell[:1]) @ self._coord_weight(2).T
-                + self._encode(cell[1:]) @ self._coord_weight(3).T
-            )[0]
-            row_term = row_term + cell_term
+            row_term = (
+                row_term + self._term(np.array(rows.cell), 2, like) + self._term(np.array(cols.cell), 3, like)
+            )
+        return Grid(
+            torch.as_tensor(rows.idx, device=like.device),
+            torch.as_tensor(cols.idx, device=like.device),
+            row_term,
+            self._term(cols.rel, 1, like),
+            torch.as_tensor(blend_weights(rows, cols), dtype=like.dtype, device=like.device),
+        )
+
+    def decode(self, proj: Tensor, grid: Grid) -> Tensor:
+        """(N, hidden[0], h, w) projected features -> (N, 3, n, m) in [0, 1] (not clamped)."""
         out = 0
-        s = cols.idx.shape[0]
-        for a in range(rows.idx.shape[0]):
-            # (N, hid, h, w) -> rows -> (N, hid, n_rows, w) -> cols -> (N, hid, n_rows, n_cols)
-            band = proj.index_select(2, rows.idx[a])
+        s = grid.col_idx.shape[0]
+        for a in range(grid.row_idx.shape[0]):
+            # (N, hid, h, w) -> rows -> (N, hid, n, w) -> cols -> (N, hid, n, m)
+            band = proj.index_select(2, grid.row_idx[a])
             for b in range(s):
-                x = band.index_select(3, cols.idx[b])
-                x = x + row_term[a].T[None, :, :, None] + col_term[b].T[None, :, None, :]
-                x = x.permute(0, 2, 3, 1)  # channels last for the Linear layers
-                for layer in list(self.imnet.layers)[1:]:
-                    x = layer(x)
-                out = out + x.permute(0, 3, 1, 2) * weights[a * s + b][None, None]
+                x = band.index_select(3, grid.col_idx[b])
+                x = x + grid.row_term[a].T[None, :, :, None] + grid.col_term[b].T[None, :, None, :]
+                for layer in list(self.imnet.layers)[1:]:  # Linear layers as 1x1 convs, NCHW throughout
+                    x = _conv1x1(layer, x) if isinstance(layer, nn.Linear) else layer(x)
+                out = out + x * grid.weights[a * s + b][None, None]
         assert isinstance(out, Tensor)
         return out * 0.5 + 0.5  # LIIF's data_norm: outputs from [-1, 1]
 
@@ -311,14 +336,13 @@ class LIIF(nn.Module):
 
     def _decode_bands(self, proj: Tensor, rows: AxisQuery, cols: AxisQuery) -> Tensor:
         """:meth:`decode` in bands of whole output rows, ``query_batch`` output pixels each."""
-        n_cols = cols.idx.shape[1]
-        step = max(1, self.query_batch // n_cols)
-        cols = _part(cols, 0, n_cols, 0, proj.device)
-        bands = [
-            self.decode(proj, _part(rows, r0, r0 + step, 0, proj.device), cols)
-            for r0 in range(0, rows.idx.shape[1], step)
-        ]
-        return torch.cat(bands, 2)
+        n, m = rows.idx.shape[1], cols.idx.shape[1]
+        step = max(1, self.query_batch // m)
+        if step >= n:  # one band (a traced model holds one decode, no concatenation)
+            return self.decode(proj, self.grid(rows, cols, proj))
+        return torch.cat(
+            [self.decode(proj, self.grid(rows.part(r, r + step), cols, proj)) for r in range(0, n, step)], 2
+        )
 
     def upscale(
         self,
@@ -358,8 +382,7 @@ class LIIF(nn.Module):
                 if r1 <= r0 or c1 <= c0:
                     continue
                 proj = self.features(x[..., sy.start : sy.start + sy.size, sx.start : sx.start + sx.size])
-                part_r = _part(rows, r0, r1, sy.start, x.device)
-                part_c = _part(cols, c0, c1, sx.start, x.device)
+                part_r, part_c = rows.part(r0, r1, sy.start), cols.part(c0, c1, sx.start)
                 out[..., r0:r1, c0:c1] = self._decode_bands(proj, part_r, part_c)
         return out
 
@@ -382,15 +405,15 @@ class LIIF(nn.Module):
                 )
                 x = (
                     x
-                    + self._encode(rel[..., 0]) @ self._coord_weight(0).T
-                    + self._encode(rel[..., 1]) @ self._coord_weight(1).T
+                    + _encode(rel[..., 0], self.spatial_freqs) @ self._coord_weight(0).T
+                    + _encode(rel[..., 1], self.spatial_freqs) @ self._coord_weight(1).T
                 )
                 if self.cell_decode:
                     rc = cell * lr
                     x = (
                         x
-                        + self._encode(rc[..., 0]) @ self._coord_weight(2).T
-                        + self._encode(rc[..., 1]) @ self._coord_weight(3).T
+                        + _encode(rc[..., 0], self.spatial_freqs) @ self._coord_weight(2).T
+                        + _encode(rc[..., 1], self.spatial_freqs) @ self._coord_weight(3).T
                     )
                 for layer in list(self.imnet.layers)[1:]:
                     x = layer(x)
@@ -402,31 +425,30 @@ class LIIF(nn.Module):
         return out * 0.5 + 0.5
 
 
-def _part(q: AxisQuery, a: int, b: int, origin: int, device: torch.device) -> AxisQuery:
-    """Output positions ``a .. b`` of ``q``, reading a tile that starts at LR pixel ``origin``."""
-    return AxisQuery((q.idx[:, a:b] - origin).to(device), q.rel[:, a:b].to(device), q.cell)
+def _conv1x1(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``layer`` on the channels of (N, C, H, W)."""
+    return torch.nn.functional.conv2d(x, layer.weight[:, :, None, None], layer.bias)
 
 
-def _nearest(lr: int, out: int) -> Tensor:
+def _nearest(lr: int, out: int) -> np.ndarray:
     """(out,) the LR pixel nearest each output pixel's centre: which tile decodes it."""
-    u = (torch.arange(out, dtype=torch.float64) + 0.5) * lr / out - 0.5
-    return torch.floor(u + 0.5).clamp(0, lr - 1).long()
+    u = (np.arange(out, dtype=np.float64) + 0.5) * lr / out - 0.5
+    return np.clip(np.floor(u + 0.5), 0, lr - 1).astype(np.int64)
 
 
-def _owned(owner: Tensor, keep0: int, keep1: int) -> tuple[int, int]:
+def _owned(owner: np.ndarray, keep0: int, keep1: int) -> tuple[int, int]:
     """The output range whose nearest LR pixel lies in ``[keep0, keep1)`` (``owner`` is sorted)."""
-    a = int(torch.searchsorted(owner, keep0))
-    b = int(torch.searchsorted(owner, keep1))
-    return a, b
+    return int(np.searchsorted(owner, keep0)), int(np.searchsorted(owner, keep1))
 
 
 class FixedSizeLIIF(nn.Module):
     """The encoder and a decoder for one input and one output size, for export: (N, 3, h, w) -> (N, 3, H, W).
 
-    The query grid is baked in: the cells each output row and column reads (gather indices), their relative
-    positions and the blend weights are buffers, so the graph holds convs, gathers (``index_select``),
-    broadcast adds, Linear layers and a weighted sum, and nothing that depends on the scale at run time.
-    Shares its weights with ``model``; carries its card.
+    The query grid is baked in as buffers (:class:`Grid`: the gather indices of each output row and column,
+    their first-layer coordinate terms and the blend weights, computed from ``model``'s weights when this is
+    built), so the graph holds the encoder, a 1x1 conv, gathers (``index_select``), broadcast adds, the
+    remaining Linear layers and a weighted sum, and nothing that depends on the scale at run time. Carries
+    the model's card.
     """
 
     def __init__(self, model: LIIF, in_size: tuple[int, int], out_size: tuple[int, int]) -> None:
@@ -436,20 +458,17 @@ class FixedSizeLIIF(nn.Module):
         self.in_size, self.out_size = (int(h), int(w)), (int(hh), int(ww))
         rows = axis_query(h, hh, ensemble=model.local_ensemble)
         cols = axis_query(w, ww, ensemble=model.local_ensemble)
-        self.cells = (rows.cell, cols.cell)
-        self.register_buffer("row_idx", rows.idx)
-        self.register_buffer("row_rel", rows.rel.float())
-        self.register_buffer("col_idx", cols.idx)
-        self.register_buffer("col_rel", cols.rel.float())
-        self.register_buffer("weights", blend_weights(rows, cols).float())
+        ref = next(model.parameters())
+        with torch.no_grad():
+            for name, t in model.grid(rows, cols, ref)._asdict().items():
+                self.register_buffer(name, t.detach().clone())
         from edge_sr.models.card import carry_card
 
         carry_card(model, self)
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = AxisQuery(self.row_idx, self.row_rel, self.cells[0])  # type: ignore[arg-type]
-        cols = AxisQuery(self.col_idx, self.col_rel, self.cells[1])  # type: ignore[arg-type]
-        return self.model.decode(self.model.features(x), rows, cols, self.weights)  # type: ignore[arg-type]
+        grid = Grid(self.row_idx, self.col_idx, self.row_term, self.col_term, self.weights)  # type: ignore[arg-type]
+        return self.model.decode(self.model.features(x), grid)
 
 
 # ---- registered models
