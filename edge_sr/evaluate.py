@@ -284,7 +284,7 @@ def evaluate(
             hr = modcrop(read_benchmark_u8(hr_path), int(scale))
             lr_img = imresize(hr, 1.0 / scale)
         if colors == 1 and fn is not None:
-            sr = super_resolve_y(fn, lr_img, scale, gray=hr.ndim == 2)
+            sr = super_resolve_y(fn, lr_img, int(scale), gray=hr.ndim == 2)  # Y models have whole factors
         else:
             sr = super_resolve(fn, lr_img, scale)
         s = ImageScore(hr_path.stem, *measure(sr, hr, scale, colors=colors if fn is not None else 3))

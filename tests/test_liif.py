@@ -289,3 +289,61 @@ def test_fixed_size_export_equals_pytorch(tmp_path, fixed: FixedSizeLIIF, target
     y = load(art.path).forward(x.numpy())
     assert y.shape == (1, 3, 30, 30)
     assert np.abs(y - ref).max() < 1e-4, target
+
+
+# ---- training on random factors
+
+
+def test_random_scale_samples(data_root) -> None:
+    from edge_sr.data.datasets import RandomScaleDataset
+
+    ds = RandomScaleDataset([data_root / "train" / "T91"], scale_range=(1.0, 4.0), sample_q=40, patch_size=8)
+    lr, q = ds[3]
+    assert lr.shape == (3, 8, 8) and q.shape == (40, 7)
+    cell = q[:, 2:4]
+    s = 2 / cell[0, 0].item() / 8  # the HR crop is round(8·s) pixels: cell = 2 / crop
+    assert 1.0 <= s <= 4.0 + 1 / 8 and torch.allclose(cell, cell[0, 0].expand_as(cell))
+    assert q[:, :2].abs().max() < 1 and q[:, 4:].min() >= 0 and q[:, 4:].max() <= 1
+    again, q2 = ds[3]
+    assert torch.equal(lr, again) and torch.equal(q, q2)  # a pure function of (seed, index)
+    factors = {round(2 / ds[i][1][0, 2].item() / 8, 3) for i in range(8)}
+    assert len(factors) > 4  # a factor per sample
+
+
+def test_training_on_random_scales_lowers_the_loss(tmp_path, data_root) -> None:
+    import shutil
+
+    import yaml
+
+    from edge_sr.train import load_config, train
+
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for i in range(1, 9):
+        shutil.copy(data_root / "train" / "T91" / f"t{i}.png", folder)
+    cfg = {
+        "model": {"name": "liif_edge", "scale": 2, "args": {"depth": 1, "feats": 8, "hidden": [16]}},
+        "data": {"train_folders": [str(folder)], "scale_range": [1, 4], "sample_q": 64, "patch_size": 12,
+                 "batch_size": 4, "holdout": 1, "val_max_size": 32},
+        "optim": {"lr": 3e-3, "schedule": "constant"},
+        "iters": 60, "val_every": 60, "save_every": 60, "log_every": 1, "ema_decay": 0,
+        "out_dir": str(tmp_path / "run"), "threads": 1,
+    }  # fmt: skip
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res = train(load_config(tmp_path / "cfg.yaml"), progress=False)
+    assert res.step == 60 and res.best_psnr is not None
+    log = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    model = load_checkpoint(next(res.run_dir.glob("*.safetensors")))
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 10, 10), scale=3.3).shape == (1, 3, 33, 33)
+
+
+def test_the_shipped_config_loads() -> None:
+    from pathlib import Path
+
+    from edge_sr.train import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "liif_edge.yaml")
+    assert cfg.model.name == "liif_edge" and cfg.data.scale_range == [1.0, 4.0] and cfg.data.sample_q == 2304

@@ -9,6 +9,7 @@ batches whatever the number of DataLoader workers, and a resumed run continues b
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -127,9 +128,13 @@ class HRFolderDataset(_Cached):
         areas = np.array([img.shape[0] * img.shape[1] for img in self.hr], dtype=np.float64)
         self._cum = np.cumsum(areas / areas.sum())
 
+    def _image(self, rng: np.random.Generator) -> np.ndarray:
+        """An image drawn in proportion to its area."""
+        return self.hr[min(int(np.searchsorted(self._cum, rng.random(), side="right")), len(self.hr) - 1)]
+
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         rng = self._rng(index)
-        img = self.hr[min(int(np.searchsorted(self._cum, rng.random(), side="right")), len(self.hr) - 1)]
+        img = self._image(rng)
         s, p = self.scale, self.patch_size
         hp = p * s
         y = int(rng.integers(0, (img.shape[0] - hp) // s + 1)) * s
@@ -138,6 +143,59 @@ class HRFolderDataset(_Cached):
         lr = imresize(hr, 1 / s)
         lr, hr = augment_pair(lr, hr, self.augment, rng)
         return to_tensor(lr), to_tensor(hr)
+
+
+class RandomScaleDataset(HRFolderDataset):
+    """Arbitrary-scale training samples (LIIF's ``sr-implicit-downsampled``): a factor ``s`` drawn uniformly
+    from ``scale_range``, an HR crop of ``round(patch_size·s)``, its LR of ``patch_size`` by the
+    MATLAB-compatible ``imresize`` (uint8; LIIF uses PIL's bicubic), both flipped / rotated alike, and
+    ``sample_q`` HR pixels drawn without replacement as query points.
+
+    Returns ``(lr (3, p, p), queries (Q, 7))``: per query its centre (row, column) and the HR pixel's size in
+    LIIF's [-1, 1] units of the crop, then its RGB in [0, 1] (``Q = min(sample_q, p²)``, the same for every
+    sample, so batches stack).
+    """
+
+    def __init__(
+        self,
+        folders: Sequence[str | os.PathLike[str]],
+        *,
+        scale_range: tuple[float, float] = (1.0, 4.0),
+        sample_q: int = 2304,
+        patch_size: int = 48,
+        length: int = 1_000_000,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        skip_small: bool = False,
+        exclude: Collection[str | os.PathLike[str]] = (),
+    ) -> None:
+        lo, hi = float(scale_range[0]), float(scale_range[1])
+        if not 1.0 <= lo <= hi:
+            raise InputError(None, f"scale range {lo}..{hi} is not a range of factors of at least 1")
+        super().__init__(
+            folders, scale=math.ceil(hi), patch_size=patch_size, length=length, augment=augment, seed=seed,
+            skip_small=skip_small, exclude=exclude,
+        )  # fmt: skip
+        self.scale_range = (lo, hi)
+        self.sample_q = min(sample_q, patch_size * patch_size)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        rng = self._rng(index)
+        img = self._image(rng)
+        p = self.patch_size
+        hp = min(round(p * rng.uniform(*self.scale_range)), min(img.shape[:2]))
+        y = int(rng.integers(0, img.shape[0] - hp + 1))
+        x = int(rng.integers(0, img.shape[1] - hp + 1))
+        hr = img[y : y + hp, x : x + hp]
+        lr = imresize(hr, output_shape=(p, p))
+        lr, hr = augment_pair(lr, hr, self.augment, rng)
+        pick = rng.choice(hp * hp, size=self.sample_q, replace=False)
+        rows, cols = np.divmod(pick, hp)
+        centre = np.stack([rows, cols], 1) * (2.0 / hp) + (1.0 / hp - 1.0)  # pixel centres in [-1, 1]
+        cell = np.full((self.sample_q, 2), 2.0 / hp)
+        rgb = hr[rows, cols].astype(np.float64) / 255.0
+        queries = torch.from_numpy(np.concatenate([centre, cell, rgb], 1)).float()
+        return to_tensor(lr), queries
 
 
 def pair_lr_files(hr_dir: Path, lr_dir: Path, scale: int) -> list[tuple[Path, Path]]:

@@ -232,6 +232,7 @@ class LIIF(nn.Module):
             self.encoder = ECBEncoder(blocks=depth, channels=feats)
         else:
             raise ConfigError(None, f"unknown LIIF encoder {encoder!r}; choose edsr or ecb")
+        self.encoder_radius: int = self.encoder.radius
         self.scale = scale
         self.arbitrary_scale = True  # upscale / eval read this: any factor through scale= or size=
         self.local_ensemble, self.feat_unfold, self.cell_decode = local_ensemble, feat_unfold, cell_decode
@@ -244,7 +245,7 @@ class LIIF(nn.Module):
     @property
     def radius(self) -> int:
         """How far (LR pixels) an output pixel's value reaches: the encoder's field, the unfold, the ensemble."""
-        return int(self.encoder.radius) + int(self.feat_unfold) + int(self.local_ensemble)
+        return self.encoder_radius + int(self.feat_unfold) + int(self.local_ensemble)
 
     # ---- the two halves
 
@@ -254,16 +255,22 @@ class LIIF(nn.Module):
         feat = self.encoder((x - 0.5) / 0.5)  # LIIF's data_norm: inputs in [-1, 1]
         if self.feat_unfold:
             feat = unfold3x3(feat)
-        first: nn.Linear = self.imnet.layers[0]
+        first = self._first()
         w = first.weight[:, : self.feat_dim]
         return torch.nn.functional.conv2d(feat, w[:, :, None, None], first.bias)
+
+    def _first(self) -> nn.Linear:
+        """The MLP's first layer (features and coordinates in, ``hidden[0]`` out)."""
+        first = self.imnet.layers[0]
+        assert isinstance(first, nn.Linear)
+        return first
 
     def _coord_weight(self, k: int) -> Tensor:
         """(hidden[0], 1 + 2L): the first layer's columns for coordinate input ``k`` (rel_y, rel_x, cell_y,
         cell_x in that order, each encoded)."""
         d = self.coord_dim // 2
         start = self.feat_dim + k * d
-        return self.imnet.layers[0].weight[:, start : start + d]
+        return self._first().weight[:, start : start + d]
 
     def _term(self, values: np.ndarray, k: int, like: Tensor) -> Tensor:
         """(...) coordinates -> (..., hidden[0]): their encoding through the first layer's columns ``k``."""
@@ -287,7 +294,7 @@ class LIIF(nn.Module):
 
     def decode(self, proj: Tensor, grid: Grid) -> Tensor:
         """(N, hidden[0], h, w) projected features -> (N, 3, n, m) in [0, 1] (not clamped)."""
-        out = 0
+        out: Any = 0
         s = grid.col_idx.shape[0]
         for a in range(grid.row_idx.shape[0]):
             # (N, hid, h, w) -> rows -> (N, hid, n, w) -> cols -> (N, hid, n, m)
@@ -318,11 +325,22 @@ class LIIF(nn.Module):
             raise ConfigError(None, f"output size {hh}x{ww} is empty; give a larger scale or size")
         return hh, ww
 
-    def forward(self, x: Tensor, scale: float | None = None, size: tuple[int, int] | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        scale: float | None = None,
+        size: tuple[int, int] | None = None,
+        *,
+        coord: Tensor | None = None,
+        cell: Tensor | None = None,
+    ) -> Tensor:
         """(N, 3, h, w) in [0, 1] -> (N, 3, H, W): ``size`` = (H, W), else the factor ``scale`` (default the
-        card's); decoded ``query_batch`` output pixels (whole rows) at a time."""
+        card's); decoded ``query_batch`` output pixels (whole rows) at a time. With ``coord`` / ``cell``
+        (training's sampled points, :meth:`query_points`): (N, Q, 3)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(None, f"LIIF takes (N, 3, H, W) images, got shape {tuple(x.shape)}")
+        if coord is not None and cell is not None:
+            return self.query_points(self.features(x), coord, cell)
         h, w = x.shape[-2:]
         hh, ww = self.output_size(h, w, scale, size)
         return self.decode_grid(self.features(x), hh, ww)

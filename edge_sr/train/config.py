@@ -73,6 +73,10 @@ class DataConfig:
     val_dir: str | None = None  # or a folder laid out like a benchmark folder (HR/ [+ LR_bicubic/X{s}/])
     val_max_size: int = 0  # crop validation HR images to at most this side (0: full images)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # arbitrary-scale models (LIIF): a factor drawn per sample from this range (empty: the model's scale), the
+    # HR crop round(patch_size·s), and this many HR pixels per sample as query points
+    scale_range: list[float] = field(default_factory=list)
+    sample_q: int = 2304
     video: VideoConfig = field(default_factory=VideoConfig)
 
 

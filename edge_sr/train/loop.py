@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from edge_sr.data.augment import augment_batch
 from edge_sr.data.clips import ClipDataset, FrameFolderSource, Motion, SyntheticMotionSource, VideoFileSource
-from edge_sr.data.datasets import HRFolderDataset, PairedFolderDataset, find_images
+from edge_sr.data.datasets import HRFolderDataset, PairedFolderDataset, RandomScaleDataset, find_images
 from edge_sr.errors import ConfigError
 from edge_sr.io_utils import atomic_path
 from edge_sr.models.card import card_of
@@ -102,6 +102,8 @@ def _build_data(cfg: TrainConfig, *, video: bool = False):  # type: ignore[no-un
         "skip_small": d.skip_small,
     }
     held: list[Path] = []
+    if d.scale_range:
+        return _build_random_scale_data(cfg)
     if d.paired:
         dataset: Any = PairedFolderDataset(d.paired, length=1 << 62, **common)
     else:
@@ -114,6 +116,29 @@ def _build_data(cfg: TrainConfig, *, video: bool = False):  # type: ignore[no-un
         val = load_val_dir(d.val_dir, scale, d.val_max_size)
     else:
         val = make_val_images(held, scale, d.val_max_size)
+    return dataset, val
+
+
+def _build_random_scale_data(cfg: TrainConfig):  # type: ignore[no-untyped-def]
+    """Arbitrary-scale samples (:class:`RandomScaleDataset`) and validation images at the model's scale."""
+    d = cfg.data
+    if len(d.scale_range) != 2:
+        raise ConfigError(None, f"data.scale_range is {d.scale_range}; give [min, max], e.g. [1, 4]")
+    if d.paired or not d.train_folders:
+        raise ConfigError(None, "data.scale_range makes LR from HR: set data.train_folders, not data.paired")
+    files = [f for folder in d.train_folders for f in find_images(folder)]
+    _, held = holdout_split(files, d.holdout)
+    dataset = RandomScaleDataset(
+        d.train_folders, scale_range=(d.scale_range[0], d.scale_range[1]), sample_q=d.sample_q,
+        patch_size=d.patch_size, length=1 << 62, augment=d.augment, seed=cfg.seed, skip_small=d.skip_small,
+        exclude=held,
+    )  # fmt: skip
+    scale = cfg.model.scale
+    val = (
+        load_val_dir(d.val_dir, scale, d.val_max_size)
+        if d.val_dir
+        else make_val_images(held, scale, d.val_max_size)
+    )
     return dataset, val
 
 
@@ -367,12 +392,23 @@ def _train_step(
         _freeze_bn(model)
     for group in optimizer.param_groups:
         group["lr"] = cfg.optim.lr * lr_factor(step, cfg.iters, cfg.optim)
+    if hr.dim() == 3:  # query points of an arbitrary-scale model (N, Q, centre 2 + cell 2 + RGB 3)
+        lr, hr = lr.to(run.device), hr.to(run.device)
+        with torch.autocast(run.device.type, dtype=torch.float16, enabled=scaler is not None):
+            loss = loss_fn(net(lr, coord=hr[..., :2], cell=hr[..., 2:4]), hr[..., 4:])
+        return _optimize(run, loss)
     if lr.dim() == 4:  # image batches; clips (N, T, C, h, w) are augmented per clip by the dataset
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         lr, hr = augment_batch(lr, hr, cfg.model.scale, cfg.data.augment, g)
     lr, hr = lr.to(run.device, non_blocking=True), hr.to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, dtype=torch.float16, enabled=scaler is not None):
         loss = loss_fn(net(lr), hr)
+    return _optimize(run, loss)
+
+
+def _optimize(run: _Run, loss: torch.Tensor) -> torch.Tensor:
+    """Backward, clip, step, EMA and the step count for ``loss``; returns it."""
+    cfg, model, optimizer, scaler = run.cfg, run.model, run.optimizer, run.scaler
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
