@@ -203,6 +203,8 @@ def as_video(
                 None, f"{name or clip.name} is x{clip.scale}; --scale {scale} needs a x{scale} one"
             )
         source = card_of(model).source if isinstance(model, nn.Module) and has_card(model) else None
+        if chunk_overlap is None and not isinstance(model, nn.Module):  # the overlap an artifact was made for
+            chunk_overlap = ((getattr(model, "manifest", None) or {}).get("clip") or {}).get("overlap")
         return ClipVideo(clip, chunk=chunk, overlap=chunk_overlap), name or (
             Path(source).name if source else clip.name
         )
@@ -382,8 +384,7 @@ def _score_clip(clip: Clip, video: VideoRunner | ClipVideo | None, scale: int, c
     ssims: list[float] = []
     colors = 3 if video is None else int(video.colors)
     if isinstance(video, ClipVideo):  # the outputs run ahead of the GT frames by up to a chunk
-        srs = video.frames(clip.read_lr(i) for i in range(len(clip)))
-        for i, sr in enumerate(srs):
+        for i, sr in enumerate(video.frames(clip.read_lr(i) for i in range(len(clip)))):
             p, s = measure(_to_uint8(sr), clip.read_gt(i), crop)
             psnrs.append(p)
             ssims.append(s)

@@ -278,9 +278,8 @@ def upscale_video(
     cf = _clip_fn(net, device=device, precision=precision)
     kind: str
     if cf is not None:
-        s, arch, kind = cf.scale, cf.name, cf.kind
-        if isinstance(net, nn.Module):
-            arch = card_of(net).arch
+        s, kind = cf.scale, cf.kind
+        arch = card_of(net).arch if isinstance(net, nn.Module) else str(net.manifest.get("arch", cf.name))
     elif isinstance(net, nn.Module):
         card = card_of(net)
         s, arch, kind = card.scale, card.arch, "video" if is_stream_model(net) else "image"
@@ -292,6 +291,8 @@ def upscale_video(
     notes: list[str] = []
     frames_of: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
     if cf is not None:
+        if chunk_overlap is None and cf.kind == "clip" and not isinstance(net, nn.Module):
+            chunk_overlap = (net.manifest.get("clip") or {}).get("overlap")  # what the artifact was made for
         chunk, chunk_overlap = chunking(cf, chunk, chunk_overlap)
         frames_of = partial(
             run_clip,

@@ -387,3 +387,46 @@ def test_bench_gpu_video_code_path_on_cpu(capsys: pytest.CaptureFixture[str]) ->
     if not torch.cuda.is_available():
         assert main(["bench", "gpu", "--video", "--json"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+class _FakeClipArtifact:
+    """What ``edge_sr.runtime.load`` gives for a clip artifact, as far as upscale / eval use it: ``manifest``
+    with its ``clip`` entry (T 4, overlap 1), ``scale``, ``clip_fn()`` with a fixed T and frame size."""
+
+    def __init__(self) -> None:
+        self.manifest = {"arch": "fake_clip", "clip": {"kind": "clip", "frames": 4, "overlap": 1}}
+        self.scale, self.colors, self.kind, self.path = 2, 3, "onnx", None
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def clip_fn(self) -> ClipFn:
+        def fn(f: np.ndarray) -> np.ndarray:
+            self.shapes.add(f.shape)
+            return _local(f)
+
+        return ClipFn(fn, "clip", 2, 4, 4, min_side=8, size=(16, 16), name="fake")
+
+
+def test_upscale_and_eval_run_a_clip_artifact(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An artifact with ``clip_fn()``: its fixed T and tile size, the manifest's overlap, every frame out."""
+    from test_video_io import small_clip
+
+    import edge_sr.runtime
+    from edge_sr.evaluate_video import ClipVideo, as_video
+    from edge_sr.upscale_video import upscale_video
+
+    src = data_root / "video" / "clips" / "realshort.mp4"
+    if not src.is_file():
+        pytest.skip(f"{src} not found")
+    art = _FakeClipArtifact()
+    monkeypatch.setattr(edge_sr.runtime, "load", lambda path, **kw: art)
+    clip = small_clip(src, tmp_path / "small.mp4", step=8)
+    rep = upscale_video(clip, tmp_path / "out.mp4", checkpoint=tmp_path / "fake.onnx", max_frames=9,
+                        tile_overlap=2, progress=False)  # fmt: skip
+    assert (rep.frames, rep.kind, rep.model, rep.chunk, rep.chunk_overlap) == (9, "clip", "fake_clip", 4, 1)
+    assert rep.size_out == [80, 60] and art.shapes == {(4, 16, 16, 3)}
+    video, _ = as_video(art, 2)
+    assert isinstance(video, ClipVideo) and (video.overlap, video.chunk) == (1, 0)
+    x = np.random.default_rng(3).random((6, 20, 20, 3), dtype=np.float32)
+    assert len(list(video.frames(x))) == 6

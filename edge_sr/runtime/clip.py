@@ -249,7 +249,9 @@ def run_clip(
     if model.size is not None:
         if 2 * tile_overlap >= min(model.size):
             raise ConfigError(
-                None, f"--tile-overlap {tile_overlap} leaves nothing of the artifact's {model.size} tiles"
+                None,
+                f"--tile-overlap {tile_overlap} leaves nothing of the artifact's {model.size[0]}x{model.size[1]} "
+                f"tiles; use a --tile-overlap under {min(model.size) // 2}",
             )
     else:
         plan.check_tile()
