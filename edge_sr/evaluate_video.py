@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from edge_sr.data.imresize import contributions, imresize
 from edge_sr.data.sequences import Clip, open_sequences
-from edge_sr.errors import CheckpointError, ConfigError
+from edge_sr.errors import CheckpointError, ConfigError, InputError
 from edge_sr.evaluate import measure, resolve_model_colors, super_resolve, super_resolve_y, y_input
 from edge_sr.runtime.clip import ClipFn, clip_fn, is_clip_model, run_clip
 
@@ -458,7 +458,14 @@ def evaluate_video(
             f"--crop {crop} leaves less than 11 pixels of clip {small.name} ({small.size[1]}x{small.size[0]})",
         )
     video, name = as_video(model_or_runner, scale, device, chunk=chunk, chunk_overlap=chunk_overlap)
-    scores = [_score_clip(c, video, scale, crop) for c in seqs]
+    scores = []
+    for c in seqs:
+        try:
+            scores.append(_score_clip(c, video, scale, crop))
+        except InputError as e:  # a clip shorter than a clip model's window: name the clip
+            if e.path is not None:
+                raise
+            raise InputError(c.gt[0].parent, e.problem) from None
     return VideoEvalResult(
         psnr=float(np.mean([c.psnr for c in scores])),
         ssim=float(np.mean([c.ssim for c in scores])),

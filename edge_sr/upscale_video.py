@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from edge_sr.data.video import VIDEO_FORMATS, AudioMode, VideoReader, output_kind, video_writer
-from edge_sr.errors import CheckpointError, ConfigError, OutputError
+from edge_sr.errors import CheckpointError, ConfigError, InputError, OutputError
 from edge_sr.io_utils import check_output
 from edge_sr.models.stream import Stream, is_stream_model
 from edge_sr.runtime.clip import ClipFn, chunking, clip_fn, is_clip_model, run_clip
@@ -156,6 +156,11 @@ def _load(
             )  # fmt: skip
         checkpoint = path
     if isinstance(checkpoint, nn.Module) or Path(checkpoint).suffix.lower() in CHECKPOINT_SUFFIXES:
+        if not isinstance(checkpoint, nn.Module) and model is None and not _has_card(checkpoint):
+            from edge_sr.models import load_checkpoint
+
+            # a foreign checkpoint (an official BasicVSR / EDVR .pth ...): its architecture detected
+            return load_checkpoint(checkpoint, scale=scale), str(checkpoint)
         net, name = load_model(checkpoint, model=model, scale=scale)
         return net, str(name)
     from edge_sr import runtime
@@ -164,6 +169,17 @@ def _load(
     if scale is not None and runner.scale != scale:
         raise CheckpointError(checkpoint, f"is a x{runner.scale} artifact and cannot upscale x{scale}")
     return runner, str(checkpoint)
+
+
+def _has_card(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an edge-sr checkpoint (a ``.safetensors`` file carrying its model card)."""
+    from edge_sr.models.checkpoint import read_metadata
+
+    try:
+        read_metadata(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def _frame_fn(net: Any, *, tile: int, overlap: int, batch: int, device: str, precision: Precision) -> Any:
@@ -326,9 +342,14 @@ def upscale_video(
             ) as sink,  # fmt: skip
             _bar(progress and sys.stderr.isatty(), info.frames, src.name) as bar,
         ):
-            for sr in frames_of(reader):
-                sink.write(sr if sr.dtype == np.uint8 else _to_uint8(sr))
-                bar.update(1)
+            try:
+                for sr in frames_of(reader):
+                    sink.write(sr if sr.dtype == np.uint8 else _to_uint8(sr))
+                    bar.update(1)
+            except InputError as e:  # a clip shorter than the model's window: name the clip
+                if e.path is not None:
+                    raise
+                raise InputError(src, e.problem) from None
     seconds = time.perf_counter() - t0
     fallbacks = int(getattr(cf.fn, "fallbacks", 0)) if cf is not None else 0
     if fallbacks:

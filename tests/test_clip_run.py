@@ -338,6 +338,15 @@ def test_upscale_cli_clip_model_keeps_count_and_audio(
     with VideoReader(out) as r:
         assert sum(1 for _ in r) == 7 and (r.info.width, r.info.height) == (160, 120)
     assert audio_packets(out) and audio_packets(out) == audio_packets(clip)[: len(audio_packets(out))]
+    # an official-layout EDVR .pth (detected) on a clip shorter than its window: exit 2, one line naming the
+    # clip and both numbers, nothing written
+    pth = tmp_path / "EDVR_tiny.pth"
+    torch.save({"params": _tiny("edvr_m").state_dict()}, pth)
+    short = tmp_path / "short.mp4"
+    assert main([str(a) for a in ["upscale", clip, "--checkpoint", pth, "-o", short, "--frames", "2"]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(clip) in err and "2 frames" in err and "at least 3" in err
+    assert not short.exists()
     # a tile the model's alignment cannot take: exit 2, one line, nothing written
     bad = tmp_path / "bad.mp4"
     assert (
