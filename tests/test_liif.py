@@ -347,3 +347,20 @@ def test_the_shipped_config_loads() -> None:
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "liif_edge.yaml")
     assert cfg.model.name == "liif_edge" and cfg.data.scale_range == [1.0, 4.0] and cfg.data.sample_q == 2304
+
+
+@pytest.mark.slow  # 15-30 s here; the decoder is test_fixed_size_export_equals_pytorch's, the encoder EDSR's convs
+def test_edsr_encoder_with_spatial_encoding_exports_at_x3_5(tmp_path) -> None:
+    from edge_sr.convert import ExportSpec, export
+
+    from edge_sr.runtime import load
+
+    m = tiny("ultrasr_edsr", spatial_freqs=3)
+    x = torch.rand(1, 3, 10, 14, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = m(x, size=(35, 49)).numpy()
+    art = export(
+        FixedSizeLIIF(m, (10, 14), (35, 49)), "onnx", tmp_path / "u.onnx", ExportSpec(input_size=(10, 14))
+    )
+    assert art.manifest["outputs"][0]["shape"] == [1, 3, 35, 49]
+    assert np.abs(load(art.path).forward(x.numpy()) - ref).max() < 1e-4
