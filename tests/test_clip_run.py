@@ -153,6 +153,10 @@ def test_tiles_equal_whole_frames_for_a_local_model() -> None:
     tiled = np.stack(list(run_clip(cf, x, chunk=0, tile=16, tile_overlap=2)))
     assert tiled.shape == ref.shape == (4, 74, 58, 3)
     assert np.allclose(tiled, ref, atol=1e-6)
+    window = ClipFn(lambda f: _local(f)[len(f) // 2], "window", 2, 3, 3, multiple=4, min_side=8)
+    tiled = np.stack(list(run_clip(window, x, tile=16, tile_overlap=2)))
+    want = np.stack([_local(x[frame_indices(i, 4, 3)])[1] for i in range(4)])
+    assert tiled.shape == want.shape and np.allclose(tiled, want, atol=1e-6)
 
 
 def test_tiles_of_a_real_model_inside_tiles() -> None:
