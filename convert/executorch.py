@@ -137,7 +137,7 @@ def lowered_ops(graph: Any) -> tuple[int, dict[str, int]]:
     warp's ``grid_sampler_2d`` (XNNPACK has no kernel for it) splits the graph there. ``getitem`` (tuple
     unpacking of a delegate's outputs) is no op.
     """
-    delegated, portable = 0, {}
+    delegated, portable = 0, dict[str, int]()
     for n in graph.nodes:
         if n.op != "call_function":
             continue

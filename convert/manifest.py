@@ -401,10 +401,10 @@ def _check_clip(data: dict[str, Any], bad: Any) -> None:
         raise bad("clip", c, "an object {kind, frames, overlap, input, output, layout, min_side, multiple}")
     if c.get("kind") not in _CLIP_KINDS:
         raise bad("clip.kind", c.get("kind"), "clip or window")
-    t = c.get("frames")
+    t: Any = c.get("frames")
     if not (_is_int(t) and 1 <= t <= 1024):
         raise bad("clip.frames", t, "an integer 1-1024")
-    ov = c.get("overlap")
+    ov: Any = c.get("overlap")
     want_ov = "frames - 1" if c["kind"] == "window" else f"an integer 0-{(t - 1) // 2}"
     if not (_is_int(ov) and (ov == t - 1 if c["kind"] == "window" else 0 <= 2 * ov < t)):
         raise bad("clip.overlap", ov, want_ov)

@@ -207,7 +207,7 @@ def native_deform_conv(model: nn.Module, on: bool) -> Iterator[int]:
     from edge_sr.models.deform import ModulatedDeformConv2d
 
     mods = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)] if on else []
-    op = _deform_op() if mods else None
+    op: Any = _deform_op() if mods else None
     for m in mods:
 
         def deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, m: Any = m) -> Any:
@@ -216,7 +216,7 @@ def native_deform_conv(model: nn.Module, on: bool) -> Iterator[int]:
                 m.groups, m.deform_groups,
             )  # fmt: skip
 
-        m.deform = deform  # an instance attribute shadows the method while exporting
+        m.deform = deform  # type: ignore[method-assign]  # an instance attribute shadows the method while exporting
     try:
         yield len(mods)
     finally:
