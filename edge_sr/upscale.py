@@ -445,9 +445,9 @@ def upscale_files(
 
     net, ckpt = load_model(checkpoint, model=model, scale=scale)
     s: float = card_of(net).scale
-    any_scale = is_arbitrary_scale(net) and scale is not None and scale != s
-    if any_scale:
-        s = float(scale)  # type: ignore[arg-type]
+    any_scale = is_arbitrary_scale(net)  # its own exact LR tiling, at any factor
+    if any_scale and scale is not None:
+        s = scale
     if beside:
         files = _without_earlier_outputs(files, s)
     dsts = [
@@ -497,7 +497,7 @@ def _upscale_any_scale(
 ) -> int:
     """Upscale one file by any factor with an arbitrary-scale model (LIIF): LR tiles with the model's own
     overlap (at least its reach, so tiles meet exactly), output size ``round(h·scale)`` x ``round(w·scale)``;
-    alpha by bicubic, gray kept gray. Returns the number of tiles."""
+    alpha by bicubic, gray kept gray, FP16 / BF16 by autocast (no FP32 guard). Returns the number of tiles."""
     from edge_sr.data.io import write_image
 
     img = read_image(src)
@@ -506,8 +506,13 @@ def _upscale_any_scale(
     ov = max(overlap, int(net.radius))
     tile = max(tile, 2 * ov + 1)
     x = torch.from_numpy(np.ascontiguousarray(img.rgb)).permute(2, 0, 1)[None].to(runner.device)
-    with torch.no_grad():
-        y = net.upscale(x, scale=scale, tile=tile, overlap=ov).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+    low = runner.precision != "fp32"
+    with (
+        torch.no_grad(),
+        torch.autocast(runner.device.type, dtype=_DTYPES.get(runner.precision), enabled=low),
+    ):
+        y = net.upscale(x, scale=scale, tile=tile, overlap=ov).float()
+    y = y.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
     alpha = None
     if img.alpha is not None:
         a = torch.from_numpy(np.ascontiguousarray(img.alpha))[None, None]

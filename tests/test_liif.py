@@ -232,13 +232,19 @@ def test_cli_upscale_and_eval_at_fractional_scales(two_images, tmp_path, capsys)
     m = tiny()
     ckpt = tmp_path / "liif.safetensors"
     save_checkpoint(m, ckpt)
-    src = two_images / "HR" / "head.png"  # 280 x 280
-    out = tmp_path / "head_x2.5.png"
+    src = tmp_path / "small.png"
+    Image.open(two_images / "HR" / "head.png").crop((0, 0, 60, 44)).save(src)
+    out = tmp_path / "small_x2.5.png"
     code = main(["upscale", str(src), "-o", str(out), "--checkpoint", str(ckpt), "--scale", "2.5", "--json"])
     assert code == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["scale"] == 2.5 and rep["written"] == 1
-    assert Image.open(out).size == (700, 700)
+    assert Image.open(out).size == (150, 110)
+    # without --scale: the card's factor, through the same exact tiling (LR tiles of 40)
+    code = main(["upscale", str(src), "-o", str(tmp_path / "x4.png"), "--checkpoint", str(ckpt), "--tile", "40",
+                 "--json"])  # fmt: skip
+    assert code == 0 and json.loads(capsys.readouterr().out)["scale"] == 4
+    assert Image.open(tmp_path / "x4.png").size == (240, 176)
     # a fixed-scale model refuses a non-integer factor in one line (exit 2)
     fixed = tmp_path / "espcn.safetensors"
     save_checkpoint(create_model("espcn", scale=2), fixed)
