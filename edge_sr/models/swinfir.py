@@ -143,9 +143,9 @@ class FourierUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        if self.fourier == "fft":
-            spec = torch.fft.rfft2(x, norm="ortho")
-            re, im = spec.real, spec.imag
+        if self.fourier == "fft":  # in float32 whatever the model's precision: torch has no half FFT on CPU
+            spec = torch.fft.rfft2(x.float(), norm="ortho")
+            re, im = spec.real.to(x.dtype), spec.imag.to(x.dtype)
         else:
             re, im = rfft2_dft(x)
         wf = re.shape[-1]
@@ -154,7 +154,8 @@ class FourierUnit(nn.Module):
         f = self.relu(self.conv_layer(f)).reshape(b, c, 2, h, wf)
         re, im = f[:, :, 0], f[:, :, 1]
         if self.fourier == "fft":
-            return torch.fft.irfft2(torch.complex(re, im), s=(h, w), norm="ortho")
+            out = torch.fft.irfft2(torch.complex(re.float(), im.float()), s=(h, w), norm="ortho")
+            return out.to(x.dtype)
         return irfft2_dft(re, im, (h, w))
 
 
