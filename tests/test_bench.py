@@ -168,3 +168,19 @@ def test_bench_gpu_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "gpu", "--json"]) == 2
     err = capsys.readouterr()
     assert err.out == "" and "CUDA" in err.err and len(err.err.strip().splitlines()) == 1
+
+
+def test_bench_gpu_image_code_path_on_cpu(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The heavy-image GPU benchmark's own code path, on the CPU with tiny configurations: every tile of the
+    job is run at each precision, the markdown table has a row per model and precision with the FP32 ratio."""
+    md = tmp_path / "B.md"
+    argv = ["bench", "gpu", "--device", "cpu", "--tiny", "--job-size", "24", "--tile", "16", "--overlap", "4",
+            "--batch", "3", "--models", "srformer", "esrt", "--out", str(md), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["model"], r["precision"]) for r in rows] == [
+        ("srformer", "fp32"), ("srformer", "fp16"), ("esrt", "fp32"), ("esrt", "fp16"),
+    ]  # fmt: skip
+    assert all(r["tiles"] == 4 and r["size"] == 24 and r["device"] == "cpu" for r in rows)
+    text = md.read_text()
+    assert "| srformer | fp16 | 16 | 3 | 4 |" in text and "| esrt | fp32 |" in text and "1.00x" in text

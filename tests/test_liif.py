@@ -136,7 +136,6 @@ def test_official_layout_saved_reloaded_and_detected(tmp_path, name: str, kw: di
         assert torch.equal(load_checkpoint(tmp_path / "own.safetensors")(x, scale=3.1), m(x, scale=3.1))
 
 
-@pytest.mark.xfail(strict=True, reason="needs 'sd' among edge_sr.models.checkpoint._WRAPPERS (requested)")
 def test_official_training_wrapper_loads(tmp_path) -> None:
     m = tiny("liif_edsr")
     spec = {"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline"}}, "sd": m.state_dict()}

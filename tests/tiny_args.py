@@ -11,4 +11,5 @@ FAMILY_TINY: dict[str, dict] = {
     "imdn": {"nf": 16, "num_modules": 1},
     "safmn": {"dim": 8, "n_blocks": 1},
     "dipnet": {"feature_channels": 8, "mid_channels": 6, "esa_channels": 4, "blocks": 1, "rep_channels": 8},
+    "liif": {"depth": 1, "feats": 4, "hidden": [8]},
 }

@@ -1,6 +1,7 @@
-"""Throughput of the transformer SR models on a GPU: tiles per second, FP32 against FP16 autocast.
+"""Throughput of the heavy SR models on a GPU: tiles per second, FP32 against FP16 autocast.
 
-``edge-sr bench gpu`` writes the ``gpu-bench`` section. The job is one ``JOB_SIZE`` square LR image
+``edge-sr bench gpu`` writes the ``gpu-bench`` section for :data:`IMAGE_MODELS` (the transformers and the big
+CNNs, each at its published x4 configuration). The job is one ``JOB_SIZE`` square LR image
 upscaled ×``JOB_SCALE``, cut into ``tile``-sized tiles with ``overlap`` pixels shared between neighbours,
 run ``batch`` tiles at a time with random (untrained) weights: speed does not depend on the weight values.
 An FP16 tile whose output is not finite is recomputed in FP32 and counted, as the host upscaler does.
@@ -20,6 +21,17 @@ from edge_sr.errors import ConfigError
 from edge_sr.models import card_of, create_model, has_card
 
 JOB_SIZE, JOB_SCALE = 1024, 4
+IMAGE_MODELS = (
+    "swinir_classical", "hat", "srformer", "dat", "craft", "swinfir", "act", "esrt", "lbnet", "edsr", "rcan",
+)  # fmt: skip
+# tiny configurations (the code path proven on a CPU before a GPU session runs it)
+IMAGE_TINY: dict[str, dict[str, Any]] = {
+    "swinir_classical": {"embed_dim": 12, "depths": (2,), "num_heads": (2,), "window_size": 4, "num_feat": 8},
+    "srformer": {"embed_dim": 8, "depths": (2,), "num_heads": (2,), "window_size": 4, "num_feat": 8},
+    "dat": {"embed_dim": 32, "depths": (1,), "num_heads": (2,), "split_size": (2, 4), "num_feat": 8},
+    "esrt": {"n_feats": 16, "n_blocks": 1},
+    "edsr": {"n_feats": 8, "n_resblocks": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -35,9 +47,15 @@ class BenchResult:
     tile: int
     batch: int
     device: str
+    size: int = JOB_SIZE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def tile_origins(size: int, tile: int, overlap: int) -> list[int]:
@@ -50,21 +68,26 @@ def tile_origins(size: int, tile: int, overlap: int) -> list[int]:
 
 
 def run_job(
-    model: torch.nn.Module, *, tile: int, overlap: int, batch: int, precision: str, device: str
+    model: torch.nn.Module,
+    *,
+    tile: int,
+    overlap: int,
+    batch: int,
+    precision: str,
+    device: str,
+    size: int = JOB_SIZE,
 ) -> BenchResult:
-    """Upscale one random ``JOB_SIZE`` square image tile by tile; return the timing of the whole job."""
-    image = torch.rand(1, 3, JOB_SIZE, JOB_SIZE, device=device)
-    coords = [
-        (y, x) for y in tile_origins(JOB_SIZE, tile, overlap) for x in tile_origins(JOB_SIZE, tile, overlap)
-    ]
+    """Upscale one random ``size`` square image tile by tile; return the timing of the whole job."""
+    image = torch.rand(1, 3, size, size, device=device)
+    coords = [(y, x) for y in tile_origins(size, tile, overlap) for x in tile_origins(size, tile, overlap)]
     fallbacks = 0
-    torch.cuda.synchronize()
+    _sync(device)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(coords), batch):
             tiles = torch.cat([image[:, :, y : y + tile, x : x + tile] for y, x in coords[i : i + batch]])
             if precision == "fp16":
-                with torch.autocast("cuda", dtype=torch.float16):
+                with torch.autocast(torch.device(device).type, dtype=torch.float16):
                     out = model(tiles)
                 bad = ~torch.isfinite(out).flatten(1).all(dim=1)  # per-tile guard
                 if bool(bad.any()):
@@ -73,10 +96,12 @@ def run_job(
             else:
                 out = model(tiles)
             out.float().clamp_(0, 1).cpu()  # the result leaves the GPU, as a real job's would
-    torch.cuda.synchronize()
+    _sync(device)
     dt = time.perf_counter() - t0
     name = card_of(model).arch if has_card(model) else type(model).__name__
-    return BenchResult(name, precision, len(coords), dt, len(coords) / dt, fallbacks, tile, batch, device)
+    return BenchResult(
+        name, precision, len(coords), dt, len(coords) / dt, fallbacks, tile, batch, device, size
+    )
 
 
 def bench_gpu(
@@ -88,36 +113,46 @@ def bench_gpu(
     warmup: int = 1,
     doc: str | os.PathLike[str] | None = None,
     command: str | None = None,
+    device: str = "cuda",
+    tiny: bool = False,
+    size: int = JOB_SIZE,
+    precisions: tuple[str, ...] = ("fp32", "fp16"),
 ) -> list[BenchResult]:
     """FP32 and FP16 timings for each model on the CUDA device.
 
     Args:
-        models: zoo names (default: ``swinir_classical``, ``hat``).
+        models: zoo names (default: :data:`IMAGE_MODELS`).
         tile: tile side in LR pixels.
         overlap: pixels shared between neighbouring tiles.
         batch: tiles per forward pass.
         warmup: untimed jobs first (cudnn autotuning, allocator growth).
         doc: markdown file whose ``gpu-bench`` section is rewritten.
         command: the command line quoted in the section.
+        device: ``cuda``; ``cpu`` runs the same code path (with ``tiny`` and a small ``size``, a test of the
+            benchmark itself).
+        tiny: small configurations (:data:`IMAGE_TINY`; the others at their defaults).
+        size: the LR image side.
+        precisions: what to time.
 
     Raises:
-        ConfigError: no CUDA device.
+        ConfigError: ``device`` is CUDA and there is none.
     """
-    if not torch.cuda.is_available():
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             None, "no CUDA device; this benchmark measures GPU throughput, run it on a CUDA host"
         )
     results = []
-    for name in models or ["swinir_classical", "hat"]:
-        model = create_model(name, scale=JOB_SCALE).eval().cuda()
-        for precision in ("fp32", "fp16"):
+    for name in models or IMAGE_MODELS:
+        args = IMAGE_TINY.get(name, {}) if tiny else {}
+        model = create_model(name, scale=JOB_SCALE, **args).eval().to(device)
+        for precision in precisions:
+            kw = dict(tile=tile, batch=batch, precision=precision, device=device, size=size)
             for _ in range(warmup):
-                run_job(model, tile=tile, overlap=0, batch=batch, precision=precision, device="cuda")
-            results.append(
-                run_job(model, tile=tile, overlap=overlap, batch=batch, precision=precision, device="cuda")
-            )
+                run_job(model, overlap=0, **kw)  # type: ignore[arg-type]
+            results.append(run_job(model, overlap=overlap, **kw))  # type: ignore[arg-type]
         del model
-        torch.cuda.empty_cache()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
     if doc is not None:
         from edge_sr.bench.report import update_section
 
@@ -129,20 +164,25 @@ def to_markdown(results: list[BenchResult], command: str | None) -> str:
     """The markdown section."""
     from edge_sr.bench._env import environment, environment_block
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "?"
+    dev = results[0].device if results else "cuda"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() and dev.startswith("cuda") else dev
+    size = results[0].size if results else JOB_SIZE
+    fp32 = {r.model: r.seconds for r in results if r.precision == "fp32"}
     lines = [
-        "## Transformer SR on the GPU host",
+        "## Heavy image SR on the GPU host",
         "",
-        f"{JOB_SIZE}x{JOB_SIZE} LR image ×{JOB_SCALE} on {gpu}.",
+        f"One {size}x{size} LR image ×{JOB_SCALE} (random weights, published configurations) on {gpu}; "
+        "FP16 is autocast, a non-finite FP16 tile is recomputed in FP32 and counted.",
         environment_block(environment(), command),
         "",
-        "| model | precision | tile | batch | tiles | seconds | tiles/s | FP32 fallbacks |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | precision | tile | batch | tiles | seconds | tiles/s | FP32 / this time | FP32 fallbacks |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
+        ratio = f"{fp32[r.model] / r.seconds:.2f}x" if r.model in fp32 and r.seconds > 0 else "-"
         lines.append(
             f"| {r.model} | {r.precision} | {r.tile} | {r.batch} | {r.tiles} | {r.seconds:.2f} | "
-            f"{r.tiles_per_s:.2f} | {r.fp32_fallbacks} |"
+            f"{r.tiles_per_s:.2f} | {ratio} | {r.fp32_fallbacks} |"
         )
     return "\n".join(lines)
 
@@ -185,11 +225,6 @@ class VideoBenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _sync(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def run_video_job(

@@ -181,7 +181,8 @@ def _gpu(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="M",
-        help="default: swinir_classical hat; with --video: basicvsr iconvsr basicvsrpp edvr_m edvr_l",
+        help="default: swinir_classical hat srformer dat craft swinfir act esrt lbnet edsr rcan; "
+        "with --video: basicvsr iconvsr basicvsrpp edvr_m edvr_l",
     )
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--overlap", type=int, default=16)
@@ -203,6 +204,7 @@ def _gpu(p: argparse.ArgumentParser) -> None:
     v.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     v.add_argument("--lr-size", type=_size, default=(180, 320), help=argparse.SUPPRESS)
     v.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], help=argparse.SUPPRESS)
+    v.add_argument("--job-size", type=int, default=1024, help=argparse.SUPPRESS)
 
 
 def _run_gpu(a: argparse.Namespace, command: str) -> tuple[Any, str]:
@@ -215,8 +217,9 @@ def _run_gpu(a: argparse.Namespace, command: str) -> tuple[Any, str]:
         )  # fmt: skip
         return {"rows": [r.to_dict() for r in rows], "out": a.out or None}, video_markdown(rows, command)
     res = bench_gpu(
-        a.models, tile=a.tile, overlap=a.overlap, batch=a.batch, doc=a.out or None, command=command
-    )
+        a.models, tile=a.tile, overlap=a.overlap, batch=a.batch, doc=a.out or None, command=command,
+        device=a.device, tiny=a.tiny, size=a.job_size, precisions=tuple(a.precisions),
+    )  # fmt: skip
     return {"rows": [r.to_dict() for r in res], "out": a.out or None}, to_markdown(res, command)
 
 

@@ -28,7 +28,17 @@ if TYPE_CHECKING:
 
 # edge-sr safetensors; foreign state dicts (safetensors, PyTorch pickles, Lightning checkpoints)
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
-_WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator", "net_g", "model_state_dict")
+_WRAPPERS = (
+    "params_ema",
+    "params",
+    "state_dict",
+    "model",
+    "net",
+    "generator",
+    "net_g",
+    "model_state_dict",
+    "sd",  # LIIF: {'model': {'name', 'args', 'sd'}}
+)
 # a first key component every key shares that is a wrapper's, not the model's: DataParallel, GAN trainers,
 # Lightning modules, torch.compile
 _PREFIXES = ("module", "generator", "model", "net", "net_g", "netG", "_orig_mod")
