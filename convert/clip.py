@@ -10,20 +10,32 @@ one LR size, and the runner (``edge_sr.runtime.clip.run_clip``) cuts a long clip
 :func:`clip_contract` says what a model takes (kind, default T, the fewest frames, side multiple and minimum,
 the overlap a runner should use between chunks); :func:`clip_entry` is the manifest's ``clip`` entry
 (``edge_sr.convert.manifest`` checks it). The flow warp (``grid_sample``) and the deformable convolution
-(``edge_sr.models.deform``: ``grid_sample`` + conv) export as they are on every target; ONNX can take the
-deformable convolution as its native ``DeformConv`` op instead (``edge_sr.convert.onnx``).
+(``edge_sr.models.deform``: ``grid_sample`` + conv) export as they are on ExecuTorch and TFLite; CoreML takes the
+deformable convolution in a form with no tensor above rank 5 (:func:`deform_conv_rank5`), ONNX as its native
+``DeformConv`` op or decomposed (``edge_sr.convert.onnx``); :func:`deform_convs_as` swaps the form in.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from edge_sr.errors import ConversionError
 
-__all__ = ["ClipContract", "check_window", "clip_contract", "clip_entry"]
+__all__ = [
+    "ClipContract",
+    "check_window",
+    "clip_contract",
+    "clip_entry",
+    "deform_conv_rank5",
+    "deform_convs_as",
+]
 
 CLIP_FRAMES = 15  # the default window of the whole-clip models (BasicVSR, IconVSR, BasicVSR++)
 CLIP_OVERLAP = 5  # the most frames of context a runner keeps on each side of an inner cut
@@ -117,3 +129,60 @@ def clip_entry(contract: ClipContract, frames: int, layout: str) -> dict[str, An
         "min_side": contract.min_side,
         "multiple": contract.multiple,
     }
+
+
+def deform_conv_rank5(
+    x: Tensor,
+    offset: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    deform_groups: int,
+) -> Tensor:
+    """:func:`edge_sr.models.deform.modulated_deform_conv2d` with no tensor above rank 5 (Core ML's limit):
+    the batch and the deformable groups share one axis, so the same values in the same memory order."""
+    from edge_sr.models.deform import _taps
+
+    n, c, h, w = x.shape
+    out_c, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    k, g = kh * kw, deform_groups
+    base_y = _taps(ho, kh, sh, ph, dh, x)[:, None, :, None].expand(kh, kw, ho, wo).reshape(k, ho, wo)
+    base_x = _taps(wo, kw, sw, pw, dw, x)[None, :, None, :].expand(kh, kw, ho, wo).reshape(k, ho, wo)
+    off = offset.reshape(n * g, k, 2, ho, wo)  # the rank-6 (N, G, K, 2, Ho, Wo) of the reference, N·G folded
+    py, px = base_y + off[:, :, 0], base_x + off[:, :, 1]  # (N·G, K, Ho, Wo)
+    grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1).reshape(n * g, k * ho, wo, 2)
+    cols = F.grid_sample(
+        x.reshape(n * g, c // g, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )  # (N·G, C/G, K·Ho, Wo)
+    cols = cols.reshape(n * g, c // g, k, ho, wo) * mask.reshape(n * g, 1, k, ho, wo)
+    return F.conv2d(cols.reshape(n, c * k, ho, wo), weight.reshape(out_c, -1, 1, 1), bias, groups=groups)
+
+
+@contextlib.contextmanager
+def deform_convs_as(model: nn.Module, fn: Callable[..., Tensor] | None) -> Iterator[int]:
+    """``with deform_convs_as(model, fn) as n:``: every ``ModulatedDeformConv2d`` of ``model`` (``n`` of them)
+    computes ``fn(x, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups)`` instead
+    of its own method while exporting, restored on exit; ``fn`` None changes nothing (``n`` is 0)."""
+    from edge_sr.models.deform import ModulatedDeformConv2d
+
+    mods = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)] if fn is not None else []
+    for m in mods:
+
+        def deform(x: Tensor, offset: Tensor, mask: Tensor, m: Any = m) -> Tensor:
+            return fn(  # type: ignore[misc]
+                x, offset, mask, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups, m.deform_groups
+            )
+
+        m.deform = deform  # type: ignore[method-assign]  # an instance attribute shadows the method
+    try:
+        yield len(mods)
+    finally:
+        for m in mods:
+            del m.deform

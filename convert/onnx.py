@@ -17,16 +17,16 @@ exporter's name scopes. onnxruntime's quantization is post-training only: QAT ru
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from edge_sr.convert.clip import deform_convs_as
 from edge_sr.convert.spec import ExportSpec
 from edge_sr.convert.target import (
     OPS_RUNS,
@@ -110,7 +110,8 @@ def export(
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     opset, table = options.opset, None
-    with native_deform_conv(model, options.deform_conv == "native") as n_deform:
+    native = _native_deform_conv if options.deform_conv == "native" else None
+    with deform_convs_as(model, native) as n_deform:
         if n_deform:
             opset, table = max(opset, DEFORM_OPSET), {_deform_op(): _deform_conv_onnx}
         program = torch.onnx.export(
@@ -188,6 +189,13 @@ def _deform_op() -> Any:
 _LIBS: list[Any] = []  # the registered library fragments live as long as the process
 
 
+def _native_deform_conv(x, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups):  # type: ignore[no-untyped-def]
+    """The deformable convolution as one ``edge_sr::deform_conv2d`` node (translated to ``DeformConv``)."""
+    return _deform_op()(
+        x, offset, mask, weight, bias, list(stride), list(padding), list(dilation), groups, deform_groups
+    )
+
+
 def _deform_conv_onnx(x, offset, mask, weight, bias, stride, padding, dilation, groups, deform_groups):  # type: ignore[no-untyped-def]
     """The ONNX translation of ``edge_sr::deform_conv2d``: one opset-19 ``DeformConv`` (inputs X, W,
     offset, B, mask; the offset layout, (dy, dx) interleaved per tap, is ONNX's and torchvision's)."""
@@ -198,30 +206,6 @@ def _deform_conv_onnx(x, offset, mask, weight, bias, stride, padding, dilation, 
         strides=list(stride), pads=[*padding, *padding], dilations=list(dilation),
         group=groups, offset_group=deform_groups,
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def native_deform_conv(model: nn.Module, on: bool) -> Iterator[int]:
-    """``with native_deform_conv(model, on) as n:``: every ``ModulatedDeformConv2d`` of ``model`` computes
-    through ``edge_sr::deform_conv2d`` (``n`` of them), restored on exit. Off, or none: ``n`` is 0."""
-    from edge_sr.models.deform import ModulatedDeformConv2d
-
-    mods = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)] if on else []
-    op: Any = _deform_op() if mods else None
-    for m in mods:
-
-        def deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, m: Any = m) -> Any:
-            return op(
-                x, offset, mask, m.weight, m.bias, list(m.stride), list(m.padding), list(m.dilation),
-                m.groups, m.deform_groups,
-            )  # fmt: skip
-
-        m.deform = deform  # type: ignore[method-assign]  # an instance attribute shadows the method while exporting
-    try:
-        yield len(mods)
-    finally:
-        for m in mods:
-            del m.deform
 
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8"}

@@ -139,6 +139,35 @@ def test_coreml_resample_equals_grid_sample(tmp_path: Path, precision: str) -> N
     assert float(np.abs(np.asarray(y, np.float32) - ref).max()) <= tol
 
 
+# ---- the deformable convolution as CoreML takes it (no tensor above rank 5)
+
+
+def test_rank5_deform_conv_equals_the_reference() -> None:
+    from edge_sr.convert.clip import deform_conv_rank5, deform_convs_as
+
+    from edge_sr.models.deform import ModulatedDeformConv2d, modulated_deform_conv2d
+
+    g = torch.Generator().manual_seed(0)
+    n, c, h, w, groups = 2, 8, 7, 9, 4
+    x = torch.rand(n, c, h, w, generator=g)
+    weight, bias = torch.randn(6, c, 3, 3, generator=g), torch.randn(6, generator=g)
+    for stride, pad in (((1, 1), (1, 1)), ((2, 2), (1, 1))):
+        ho, wo = (h + 2 * pad[0] - 3) // stride[0] + 1, (w + 2 * pad[1] - 3) // stride[1] + 1
+        offset = torch.randn(n, 2 * groups * 9, ho, wo, generator=g) * 3
+        mask = torch.rand(n, groups * 9, ho, wo, generator=g)
+        args = (x, offset, mask, weight, bias, stride, pad, (1, 1), 1, groups)
+        assert torch.allclose(deform_conv_rank5(*args), modulated_deform_conv2d(*args), atol=1e-5)
+    conv = ModulatedDeformConv2d(c, 6, 3, padding=1, deform_groups=groups)
+    offset = torch.randn(n, 2 * groups * 9, h, w, generator=g)
+    mask = torch.rand(n, groups * 9, h, w, generator=g)
+    want = conv(x, offset, mask)
+    with deform_convs_as(conv, deform_conv_rank5) as swapped:
+        assert swapped == 1 and torch.allclose(conv(x, offset, mask), want, atol=1e-5)
+        ep = torch.export.export(conv, (x, offset, mask))
+    assert max(len(n.meta["val"].shape) for n in ep.graph.nodes if "val" in n.meta) <= 5
+    assert "deform" not in vars(conv)  # the module's own method again
+
+
 # ---- the manifest's clip entry
 
 
@@ -285,6 +314,8 @@ def test_runner_clip_fn_runs_like_eager(onnx_basicvsr, tmp_path: Path) -> None:
         fn.fn(np.zeros((3, 32, 32, 3), np.float32))
     with pytest.raises(InputError, match="run_clip"):
         runner.run(np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(InputError, match="run_clip"):
+        runner.stream()
     agree = clip_agreement(runner, _tiny("basicvsr"))  # what `edge-sr convert` checks a window with
     assert agree["frames"] == 2 and agree["size"] == [32, 32] and agree["max_abs_diff"] <= FP32_TOL
     image = export(create_model("espcn", scale=2), "onnx", tmp_path, ExportSpec(input_size=(16, 16)))

@@ -98,6 +98,8 @@ class Runner:
     ) -> StreamRunner:
         """A :class:`StreamRunner` (``push(frame) -> sr``) over this video step; frames of a size the
         artifact does not take are tiled (``tile``, default its own size), one state per tile position."""
+        if self.manifest.get("clip"):
+            self._refuse_step()  # a whole-clip / window model: run_clip, not a stream
         if self.stream_spec is None:
             raise InputError(self.path, "an image model has no stream: upscale images with run(image)")
         return StreamRunner(self, self.stream_spec, tile=tile, overlap=overlap)
