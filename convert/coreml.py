@@ -180,6 +180,7 @@ def export(
         inputs = [ct.TensorType(name="input", shape=_input_shape(spec, example), dtype=np.float32)]
         outputs = [ct.TensorType(name="output", dtype=np.float32)]
     precision = ct.precision.FLOAT16 if spec.precision == "fp16" else ct.precision.FLOAT32
+    _register_alias()
     mlmodel = ct.convert(
         ep,
         inputs=inputs,
@@ -215,6 +216,28 @@ def export(
         **entries,
         "target_info": {"deployment_target": options.deployment_target, "ops": ops},
     }
+
+
+def _register_alias() -> None:
+    """Teach coremltools' torch frontend ``aten.alias`` as the no-op it is (once per process).
+
+    ``torch.export`` leaves an ``alias`` where a slice keeps a whole tensor (IconVSR's crop of its padding when
+    there is none); coremltools 9 knows ``alias_copy`` and ``clone`` as no-ops but not ``alias``.
+    """
+    from coremltools.converters.mil.frontend.torch import ops
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+
+    if getattr(_register_alias, "done", False):
+        return
+
+    def alias(context: Any, node: Any) -> None:
+        ops.noop(context, node)
+
+    try:
+        register_torch_op(alias)
+    except ValueError:  # a newer coremltools knows it already
+        pass
+    _register_alias.done = True  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- quantization
