@@ -145,7 +145,8 @@ def lowered_ops(graph: Any) -> tuple[int, dict[str, int]]:
         if "call_delegate" in name:
             delegated += 1
         elif name != "getitem":
-            op = name.removeprefix("aten.").split(".")[0]
+            parts = name.split(".")  # namespace.op.overload: aten.grid_sampler_2d.default
+            op = parts[-2] if len(parts) >= 2 else name
             portable[op] = portable.get(op, 0) + 1
     return delegated, dict(sorted(portable.items()))
 
