@@ -188,7 +188,9 @@ def _quantize_stream(
 
     if qat:
         raise ConfigError(
-            None, "QAT of a video step needs the video training loop's fake-quant hook; use PTQ (drop --qat)"
+            None,
+            "a video step is QAT-trained by the video training loop: `edge-sr train RECIPE --init CKPT` with a "
+            "qat section (configs/rrn_edge_x4_qat.yaml); or drop --qat for PTQ",
         )
     if keep_sensitive:
         raise ConfigError(

@@ -41,6 +41,7 @@ __all__ = [
     "QATStep",
     "finish_stream_qat",
     "prepare_stream_qat",
+    "retarget_stream_qat",
     "make_state_output_quantizer",
     "quantize_step",
     "share_state_qparams",
@@ -410,6 +411,20 @@ def prepare_stream_qat(model: nn.Module, target: str, seqs: SequenceSet, spec: A
     meta = {"target": target, "mode": mode, "quantizer": q, "calibration": seqs.manifest_entry()}
     meta["spec"] = dataclasses.replace(spec)
     return carry_card(deploy, cls(prepared, len(sspec.frames), meta))  # type: ignore[return-value]
+
+
+def retarget_stream_qat(step: QATStep, model: nn.Module, seqs: SequenceSet) -> QATStep:
+    """The trained fake-quant ``step`` traced again at the frame size of ``seqs`` (the size the artifact is
+    exported at: a training patch is smaller than a phone's frame, and the traced graph fixes the size), with
+    its trained weights and fake-quant / observer state; the observers stay off, so the scales are the trained
+    ones. ``model``: the float model the step was prepared from (its deploy form and card)."""
+    from torchao.quantization.pt2e import disable_observer
+
+    fresh = prepare_stream_qat(model, step.meta["target"], seqs, step.meta["spec"])
+    fresh.load_state_dict(step.state_dict())
+    fresh.apply(disable_observer)
+    fresh.meta["calibration"] = {**step.meta["calibration"], "input_size": list(seqs.clips.shape[-2:])}
+    return fresh
 
 
 def finish_stream_qat(

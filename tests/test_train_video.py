@@ -195,3 +195,40 @@ def test_video_config_refusals(tmp_path: Path, stills: Path) -> None:
     cfg = load_config(_video_cfg(tmp_path / "d", stills), ["data.video.frame_folders_weight=1"])
     with pytest.raises(ConfigError, match="frame_folders"):
         train(cfg, progress=False)
+
+
+def test_qat_run_trains_the_fake_quant_step_and_exports_int8_at_the_frame_size(
+    tmp_path: Path, stills: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``qat.target``: the loop trains the step's fake-quant graph (observers frozen for the last steps), writes
+    no float checkpoints, and exports INT8 at ``qat.input_size`` with each state pair sharing one scale."""
+    from edge_sr.models import save_checkpoint
+    from edge_sr.quantize.stream_io import artifact_qparams
+
+    vid4 = VIDEO / "Vid4"
+    if not vid4.is_dir():
+        pytest.skip("no Vid4 data")
+    torch.manual_seed(0)
+    init = tmp_path / "rrn.safetensors"
+    save_checkpoint(create_model("rrn_edge", scale=4, n_c=4, n_b=1), init)
+    cfg = _video_cfg(tmp_path / "q", stills, iters=5)
+    qat = ["qat.target=executorch", f"qat.calib={vid4}", "qat.calib_clips=2", "qat.calib_frames=2",
+           "qat.input_size=[12,20]", "qat.freeze_observers_after=0.6", "ema_decay=0", "optim.lr=1e-3"]  # fmt: skip
+    args = ["train", str(cfg), "--init", str(init), "--json", "--no-progress"]
+    assert main([*args, *(x for kv in qat for x in ("--set", kv))]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    art = Path(summary["artifact"])
+    assert summary["step"] == 5 and art.suffix == ".pte" and art.is_file()
+    run = tmp_path / "q" / "run"
+    assert not (run / "last.safetensors").exists() and not (run / "resume.pt").exists()
+    manifest = json.loads(art.with_name(art.name + ".json").read_text())
+    q = manifest["quantization"]
+    assert q["method"] == "qat" and q["qat"]["iters"] == 5 and q["qat"]["init"] == str(init)
+    assert manifest["inputs"][0]["shape"][-2:] == [12, 20] or manifest["inputs"][0]["shape"][1:3] == [12, 20]
+    qp = artifact_qparams(art)
+    assert qp["hidden"] == qp["hidden_out"] and qp["prev_sr"] == qp["sr"]
+    # refusals, before anything is built
+    for extra, match in (([], "--init"), (["--resume"], "resumed")):
+        base = ["train", str(cfg), *extra, *(x for kv in qat for x in ("--set", kv))]
+        assert main([*base, "--no-progress"]) == 2
+        assert match in capsys.readouterr().err

@@ -95,6 +95,23 @@ class OptimConfig:
 
 
 @dataclass
+class QATConfig:
+    """Quantization-aware training of a video (streaming) model's step: the training loop runs the step's
+    fake-quant graph for ``target`` and exports it in INT8 at the end (``edge_sr.quantize.stream``)."""
+
+    target: str | None = None  # executorch | tflite | coreml (their PT2E modes); None: float training
+    mode: str | None = None  # the target's INT8 mode (default: its first)
+    calib: str | None = None  # calibration sequences: a Vid4-style root, LR clip folders, or a video file
+    calib_clips: int = 8
+    calib_frames: int = 8
+    input_size: tuple[int, int] = (180, 320)  # the artifact's LR frame (h, w)
+    freeze_observers_after: float = 0.8  # share of the steps after which the scales stop moving
+    keep_float: list[str] = field(default_factory=list)
+    int8_io: bool = False
+    output: str | None = None  # artifact path or folder (default: out_dir)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -114,6 +131,7 @@ class TrainConfig:
     bn_freeze_at: int = (
         0  # RepSR: from this iteration on, BatchNorm uses frozen population statistics (0: never)
     )
+    qat: QATConfig = field(default_factory=QATConfig)
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -39,6 +40,7 @@ from edge_sr.train.config import TrainConfig, save_config, to_dict
 from edge_sr.train.config_checks import check_config
 from edge_sr.train.init import init_from
 from edge_sr.train.parts import EMA, Unrolled, charbonnier_loss, l1_loss, lr_factor, make_optimizer
+from edge_sr.train.qat import check_qat, finish_qat, freeze_step, prepare_qat
 from edge_sr.train.runlog import append_jsonl, ctrl_c_between_steps, progress_bar, truncate_metrics
 from edge_sr.train.state import (
     disk_errors,
@@ -67,6 +69,7 @@ class TrainResult:
     seconds: float
     interrupted: bool = False
     ranks_in_sync: bool | None = None  # under DDP: every rank ended with identical weights
+    artifact: str | None = None  # a QAT run's INT8 export
 
 
 class _StepSampler(Sampler[int]):
@@ -234,8 +237,17 @@ def train(
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model.name, scale=cfg.model.scale, **cfg.model.args)  # validates the name first
     video = is_stream_model(model)
+    qat = cfg.qat.target is not None
+    if qat:
+        check_qat(cfg, video=video, resume=resume, world=world, init=init)
     dataset, val_images = _build_data(cfg, video=video)  # every data error is raised before training starts
     run = _start_run(cfg, model, rank, resume=resume, init=init)
+    float_model = model
+    if qat:  # the step's fake-quant graph trains in its place (edge_sr.train.qat)
+        model = prepare_qat(cfg, model).train()
+        run.model, run.qat, run.optimizer = model, True, make_optimizer(model, cfg.optim)
+        val_images = []  # the graph is traced at the patch size; `edge-sr verify` judges the artifact
+    freeze_at, losses = freeze_step(cfg), []
     # a video model trains on whole clips: the unrolled recurrence is the module DDP wraps
     net: nn.Module = Unrolled(model, tbptt=cfg.data.video.tbptt) if video else model
     if world > 1:
@@ -256,6 +268,12 @@ def train(
         with ctrl_c_between_steps() as asked:
             for lr, hr in loader:
                 loss = _train_step(run, net, lr, hr, loss_fn)
+                if qat:
+                    losses.append(loss.item())
+                    if run.step == freeze_at:
+                        from torchao.quantization.pt2e import disable_observer
+
+                        model.apply(disable_observer)
                 val = _after_step(run, loss, val_images, stop, t0)
                 last_val = val if val is not None else last_val
                 bar.update(1)
@@ -274,9 +292,21 @@ def train(
     finally:
         bar.close()
     in_sync = _ranks_in_sync(model) if world > 1 else None
+    artifact = None
+    if qat and not interrupted and run.step == cfg.iters:
+        n = max(1, len(losses) // 10)
+        record = {"loss_first": float(np.mean(losses[:n])), "loss_last": float(np.mean(losses[-n:]))}
+        artifact = str(finish_qat(cfg, model, float_model, init=init, losses=record).path)
     best = run.best
     return TrainResult(
-        run.dir, run.step, best.get("psnr"), best.get("step"), time.time() - t0, interrupted, in_sync
+        run.dir,
+        run.step,
+        best.get("psnr"),
+        best.get("step"),
+        time.time() - t0,
+        interrupted,
+        in_sync,
+        artifact,
     )
 
 
@@ -294,6 +324,7 @@ class _Run:
     rank: int
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"psnr": None, "step": None})
+    qat: bool = False  # the model is a fake-quant graph: no checkpoints (edge_sr.train.qat)
 
     @property
     def arch_args(self) -> tuple[str, dict[str, Any]]:
@@ -307,8 +338,8 @@ class _Run:
         return self.ema.model if self.ema else self.model
 
     def save(self) -> None:
-        """``last*`` checkpoints and the resume state (rank 0 only)."""
-        if self.rank == 0:
+        """``last*`` checkpoints and the resume state (rank 0 only; none for a QAT graph)."""
+        if self.rank == 0 and not self.qat:
             arch, args = self.arch_args
             save_training_state(
                 self.dir,
@@ -480,5 +511,6 @@ def export_run_summary(result: TrainResult, cfg: TrainConfig) -> dict[str, Any]:
         "seconds": round(result.seconds, 1),
         "interrupted": result.interrupted,
         "ranks_in_sync": result.ranks_in_sync,
+        "artifact": result.artifact,
         "config": to_dict(cfg),
     }
