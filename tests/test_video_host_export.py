@@ -321,3 +321,21 @@ def test_runner_clip_fn_runs_like_eager(onnx_basicvsr, tmp_path: Path) -> None:
     image = export(create_model("espcn", scale=2), "onnx", tmp_path, ExportSpec(input_size=(16, 16)))
     with pytest.raises(InputError, match="clip entry"):
         load(image.path).clip_fn()
+
+
+def test_verify_video_on_a_clip_artifact(onnx_basicvsr, tmp_path: Path) -> None:
+    from seqdata import make_sequence_set
+
+    from edge_sr.verify import verify_video
+
+    data = make_sequence_set(tmp_path / "seq", {"alpha": (5, 160, 176)})  # LR 40x44: 4 tiles of 32x32
+    report = verify_video(onnx_basicvsr.path, reference=_tiny("basicvsr"), data=data, record=False)
+    assert report.passed and report.max_abs_diff <= FP32_TOL and report.clips[0].frames == 5
+    assert report.psnr == pytest.approx(report.psnr_float, abs=1e-3)
+    with pytest.raises(ConfigError, match="the reference model is x2"):
+        verify_video(onnx_basicvsr.path, reference=_tiny_x2_basicvsr(), data=data, record=False)
+
+
+def _tiny_x2_basicvsr() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("basicvsr", scale=2, **TINY["basicvsr"]).eval()
