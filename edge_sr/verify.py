@@ -657,3 +657,47 @@ def verify_video(
     if record and path is not None and getattr(runner, "kind", "torch") != "torch":
         record_verification(path, _json_safe(report.to_dict()))
     return report
+
+
+def verify_fixed_size(
+    artifact: str | os.PathLike[str], reference: nn.Module, *, thresholds: Thresholds | None = None
+) -> dict[str, Any]:
+    """An artifact of one input and one output size whose factor need not be whole (an arbitrary-scale model
+    exported for one output size, ``edge_sr.models.liif.FixedSizeLIIF``) against ``reference`` (the same
+    wrapped module in PyTorch) on a deterministic test picture of the artifact's input size, judged by the
+    FP32 / FP16 thresholds of :func:`verify` (an INT8 artifact has no such reference here).
+
+    Raises:
+        ConfigError: an INT8 artifact.
+    """
+    from edge_sr.runtime import load
+
+    runner = load(artifact)
+    thr = thresholds or Thresholds()
+    shape = runner.manifest["inputs"][0]["shape"]
+    h, w = (shape[1], shape[2]) if runner.layout == "NHWC" else (shape[2], shape[3])
+    pic = _synthetic_hr(0, max(h, w))[:h, :w]
+    x = (pic.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+    got = runner.forward(x)
+    with torch.no_grad():
+        want = reference.eval()(torch.from_numpy(x)).numpy()
+    diff = float(np.abs(got - want).max())
+    vs_float = _psnr_float(np.clip(got, 0, 1), np.clip(want, 0, 1))
+    precision = runner.precision
+    if precision == "fp32":
+        passed, criterion = diff <= thr.fp32_max_abs_diff, f"max abs diff <= {thr.fp32_max_abs_diff:g}"
+    elif precision == "fp16":
+        passed, criterion = (
+            vs_float >= thr.fp16_psnr_vs_float,
+            f"PSNR vs float >= {thr.fp16_psnr_vs_float:g} dB",
+        )
+    else:
+        raise ConfigError(runner.path, f"a {precision} fixed-size artifact has no float check here")
+    return {
+        "passed": bool(passed),
+        "criterion": criterion,
+        "input_size": [int(h), int(w)],
+        "output_size": [int(got.shape[-2]), int(got.shape[-1])],
+        "max_abs_diff": diff,
+        "psnr_vs_float": vs_float,
+    }

@@ -369,3 +369,32 @@ def test_edsr_encoder_with_spatial_encoding_exports_at_x3_5(tmp_path) -> None:
     )
     assert art.manifest["outputs"][0]["shape"] == [1, 3, 35, 49]
     assert np.abs(load(art.path).forward(x.numpy()) - ref).max() < 1e-4
+
+
+def test_cli_convert_for_one_output_size(tmp_path, capsys) -> None:
+    """``edge-sr convert --output-size``: one artifact per output size, checked against PyTorch; refusals."""
+    ckpt = tmp_path / "liif_edge.safetensors"
+    save_checkpoint(tiny("liif_edge"), ckpt)
+    argv = ["convert", str(ckpt), "--target", "onnx", "--input-size", "12x16", "--output-size", "30x40",
+            "-o", str(tmp_path / "a"), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["output_size"] == [30, 40] and obj["verify"]["output_size"] == [30, 40]
+    assert obj["verify"]["passed"] and obj["verify"]["max_abs_diff"] < 1e-4
+    manifest = json.loads(open(obj["manifest"]).read())
+    assert manifest["outputs"][0]["shape"][-2:] == [30, 40]
+    bad = [(["--dynamic", "8:32"], "--dynamic"), (["--output-size", "0x10"], "positive")]
+    for extra, match in bad:
+        base = ["convert", str(ckpt), "--target", "onnx", "-o", str(tmp_path / "b")]
+        size = [] if extra[0] == "--dynamic" else ["--input-size", "12x16"]
+        extra = extra if extra[0] != "--dynamic" else [*extra, "--output-size", "30x40"]
+        assert main([*base, *size, *extra]) == 2
+        assert match in capsys.readouterr().err
+    fixed_ckpt = tmp_path / "ecbsr.safetensors"
+    save_checkpoint(create_model("ecbsr_m4c8", scale=2), fixed_ckpt)
+    assert (
+        main(["convert", str(fixed_ckpt), "--target", "onnx", "--output-size", "30x40", "-o", str(tmp_path)])
+        == 2
+    )
+    assert "arbitrary-scale" in capsys.readouterr().err
+    assert not list((tmp_path / "b").glob("*.onnx"))

@@ -45,6 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--input-size", default="64x64", metavar="HxW", help="fixed input size (default 64x64)"
     )
     shape.add_argument("--dynamic", metavar="MIN:MAX", help="dynamic H and W within [MIN, MAX]")
+    p.add_argument(
+        "--output-size",
+        metavar="HxW",
+        help="arbitrary-scale models (LIIF): the artifact's output size for --input-size (any factor, baked in; "
+        "one artifact per output size)",
+    )
     p.add_argument("--layout", default="NCHW", choices=list(LAYOUTS), help="NCHW or NHWC I/O")
     p.add_argument("--io", default="tensor", choices=list(IOS), help="tensor, or image (coreml ImageType)")
     p.add_argument(
@@ -74,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     )
     src = model_source(args, args.checkpoint)
     model = src if isinstance(src, nn.Module) else load_checkpoint(src)
+    if args.output_size:  # without it an arbitrary-scale model exports at its card's factor
+        return _fixed_size(args, model, spec, options)
     art = export(model, args.target, args.output, spec, source=args.checkpoint, options=options)
     if art.manifest.get("stream"):
         return _report_stream(args, art, model)
@@ -93,6 +101,44 @@ def run(args: argparse.Namespace) -> int:
         text += f"{report.psnr_vs_float:.1f} dB vs float, max abs diff {report.max_abs_diff:.2e}"
     emit(args, obj, text)
     return 0 if report is None or report.passed else 1
+
+
+def _fixed_size(args: argparse.Namespace, model: nn.Module, spec: Any, options: Any) -> int:
+    """An arbitrary-scale model exported for one input and one output size, checked against PyTorch."""
+    from edge_sr.convert import export
+    from edge_sr.errors import ConfigError
+    from edge_sr.models.liif import FixedSizeLIIF
+    from edge_sr.verify import verify_fixed_size
+
+    if not getattr(model, "arbitrary_scale", False):
+        raise ConfigError(
+            None, "--output-size is for arbitrary-scale models (LIIF); this model has one factor"
+        )
+    if spec.dynamic:
+        raise ConfigError(None, "an arbitrary-scale artifact has fixed sizes: --input-size, not --dynamic")
+    out_size = parse_hw(args.output_size)
+    if min(out_size) < 1:
+        raise ConfigError(None, f"--output-size {args.output_size} must be positive")
+    fixed = FixedSizeLIIF(model, spec.input_size, out_size)  # type: ignore[arg-type]
+    art = export(fixed, args.target, args.output, spec, source=args.checkpoint, options=options)
+    report = None if args.no_verify else verify_fixed_size(art.path, fixed)
+    obj = {
+        "path": str(art.path),
+        "manifest": str(art.manifest_path),
+        "target": args.target,
+        "precision": args.precision,
+        "size_bytes": art.size_bytes,
+        "input_size": list(spec.input_size),
+        "output_size": list(out_size),
+        "verify": report,
+    }
+    text = f"wrote {art.path} ({art.size_bytes} bytes; {spec.input_size} -> {out_size}) and {art.manifest_path.name}"
+    if report:
+        verdict = "passed" if report["passed"] else "FAILED"
+        text += f"\nverify {verdict} ({report['criterion']}): max abs diff {report['max_abs_diff']:.2e}, "
+        text += f"{report['psnr_vs_float']:.1f} dB vs float"
+    emit(args, obj, text)
+    return 0 if report is None or report["passed"] else 1
 
 
 def _report_stream(args: argparse.Namespace, art: Any, model: nn.Module) -> int:
