@@ -202,8 +202,9 @@ def test_qat_run_trains_the_fake_quant_step_and_exports_int8_at_the_frame_size(
 ) -> None:
     """``qat.target``: the loop trains the step's fake-quant graph (observers frozen for the last steps), writes
     no float checkpoints, and exports INT8 at ``qat.input_size`` with each state pair sharing one scale."""
-    from edge_sr.models import save_checkpoint
     from edge_sr.quantize.stream_io import artifact_qparams
+
+    from edge_sr.models import save_checkpoint
 
     vid4 = VIDEO / "Vid4"
     if not vid4.is_dir():
