@@ -253,10 +253,21 @@ CORE = {
     ("edvr_m", "tflite", "fp32", ""),
     ("edvr_m", "coreml", "fp32", ""),
 }
+# ExecuTorch 1.5's XNNPACK partitioner refuses IconVSR's graph ("Invalid partition, found dependency cycles")
+KNOWN = {
+    ("iconvsr", "executorch"): "ExecuTorch 1.5's XNNPACK partitioner finds a dependency cycle in IconVSR"
+}
+
+
+def _marks(n: str, t: str, p: str, d: str) -> list[pytest.MarkDecorator]:
+    marks = [] if (n, t, p, d) in CORE else [pytest.mark.slow]
+    if (n, t) in KNOWN:
+        marks.append(pytest.mark.xfail(raises=ConversionError, reason=KNOWN[n, t]))
+    return marks
+
+
 CASES = [
-    pytest.param(
-        n, t, p, d, marks=() if (n, t, p, d) in CORE else pytest.mark.slow, id=f"{n}-{t}-{p}{d and '-' + d}"
-    )
+    pytest.param(n, t, p, d, marks=_marks(n, t, p, d), id=f"{n}-{t}-{p}{d and '-' + d}")
     for n in TINY
     for t in ("onnx", "executorch", "tflite", "coreml")
     for p in ("fp32", "fp16")
