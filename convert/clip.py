@@ -10,8 +10,8 @@ one LR size, and the runner (``edge_sr.runtime.clip.run_clip``) cuts a long clip
 :func:`clip_contract` says what a model takes (kind, default T, the fewest frames, side multiple and minimum,
 the overlap a runner should use between chunks); :func:`clip_entry` is the manifest's ``clip`` entry
 (``edge_sr.convert.manifest`` checks it). The flow warp (``grid_sample``) and the deformable convolution
-(``edge_sr.models.deform``: ``grid_sample`` + conv) export as they are on ExecuTorch and TFLite; CoreML takes the
-deformable convolution in a form with no tensor above rank 5 (:func:`deform_conv_rank5`), ONNX as its native
+(``edge_sr.models.deform``: ``grid_sample`` + conv) export as they are on ExecuTorch and TFLite; CoreML too (that
+form has no tensor above rank 5, Core ML's limit), ONNX as its native
 ``DeformConv`` op or decomposed (``edge_sr.convert.onnx``); :func:`deform_convs_as` swaps the form in.
 """
 
@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_sr.errors import ConversionError
@@ -33,7 +31,6 @@ __all__ = [
     "check_window",
     "clip_contract",
     "clip_entry",
-    "deform_conv_rank5",
     "deform_convs_as",
 ]
 
@@ -129,40 +126,6 @@ def clip_entry(contract: ClipContract, frames: int, layout: str) -> dict[str, An
         "min_side": contract.min_side,
         "multiple": contract.multiple,
     }
-
-
-def deform_conv_rank5(
-    x: Tensor,
-    offset: Tensor,
-    mask: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-    deform_groups: int,
-) -> Tensor:
-    """:func:`edge_sr.models.deform.modulated_deform_conv2d` with no tensor above rank 5 (Core ML's limit):
-    the batch and the deformable groups share one axis, so the same values in the same memory order."""
-    from edge_sr.models.deform import _taps
-
-    n, c, h, w = x.shape
-    out_c, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    k, g = kh * kw, deform_groups
-    base_y = _taps(ho, kh, sh, ph, dh, x)[:, None, :, None].expand(kh, kw, ho, wo).reshape(k, ho, wo)
-    base_x = _taps(wo, kw, sw, pw, dw, x)[None, :, None, :].expand(kh, kw, ho, wo).reshape(k, ho, wo)
-    off = offset.reshape(n * g, k, 2, ho, wo)  # the rank-6 (N, G, K, 2, Ho, Wo) of the reference, N·G folded
-    py, px = base_y + off[:, :, 0], base_x + off[:, :, 1]  # (N·G, K, Ho, Wo)
-    grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1).reshape(n * g, k * ho, wo, 2)
-    cols = F.grid_sample(
-        x.reshape(n * g, c // g, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-    )  # (N·G, C/G, K·Ho, Wo)
-    cols = cols.reshape(n * g, c // g, k, ho, wo) * mask.reshape(n * g, 1, k, ho, wo)
-    return F.conv2d(cols.reshape(n, c * k, ho, wo), weight.reshape(out_c, -1, 1, 1), bias, groups=groups)
 
 
 @contextlib.contextmanager

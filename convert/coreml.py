@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from edge_sr.convert.clip import deform_conv_rank5, deform_convs_as
 from edge_sr.convert.pixelshuffle import without_rank6
 from edge_sr.convert.spec import ExportSpec
 from edge_sr.convert.target import (
@@ -162,8 +161,8 @@ def export(
             info["pixel_shuffle"] = "rank4"
             metadata = {**metadata, "edge_sr.pixel_shuffle": "rank4"}
     net = _ImageOut(model).eval() if image else model
-    with deform_convs_as(net, deform_conv_rank5):  # Core ML has no tensor above rank 5
-        ep = torch.export.export(net, io.examples, dynamic_shapes=dynamic).run_decompositions({})
+    # (the deformable convolution is written with no tensor above rank 5, Core ML's limit: models.deform)
+    ep = torch.export.export(net, io.examples, dynamic_shapes=dynamic).run_decompositions({})
     if len(io.examples) > 1 or len(io.output_names) > 1 or example.ndim != 4:
         # a video step or a clip window: fixed tensors, named
         inputs = [

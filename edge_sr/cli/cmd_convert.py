@@ -46,6 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     shape.add_argument("--dynamic", metavar="MIN:MAX", help="dynamic H and W within [MIN, MAX]")
     p.add_argument(
+        "--frames",
+        type=int,
+        metavar="T",
+        help="whole-clip / window video models (BasicVSR, IconVSR, BasicVSR++, EDVR): the fixed window of T "
+        "frames (default 15; EDVR its own window)",
+    )
+    p.add_argument(
         "--output-size",
         metavar="HxW",
         help="arbitrary-scale models (LIIF): the artifact's output size for --input-size (any factor, baked in; "
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout,
         io=args.io,
         pixel_shuffle=args.pixel_shuffle,
+        frames=args.frames,
     )
     src = model_source(args, args.checkpoint)
     model = src if isinstance(src, nn.Module) else load_checkpoint(src)
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     art = export(model, args.target, args.output, spec, source=args.checkpoint, options=options)
     if art.manifest.get("stream"):
         return _report_stream(args, art, model)
+    if art.manifest.get("clip"):
+        return _report_clip(args, art, model)
     report = None if args.no_verify else verify(art.path, reference=model)
     obj = {
         "path": str(art.path),
@@ -174,6 +184,45 @@ def _report_stream(args: argparse.Namespace, art: Any, model: nn.Module) -> int:
     if check:
         verdict = "passed" if check["passed"] else "FAILED"
         text += f"\nverify {verdict} ({check['criterion']}) streaming {check['frames']} frames: "
+        text += f"{check['psnr_vs_float']:.1f} dB vs float, max abs diff {check['max_abs_diff']:.2e}"
+    emit(args, obj, text)
+    return 0 if check is None or check["passed"] else 1
+
+
+def _report_clip(args: argparse.Namespace, art: Any, model: nn.Module) -> int:
+    """A whole-clip / window model: one window of moving frames through the artifact and the float model,
+    judged by verify's thresholds."""
+    from edge_sr.runtime import clip_agreement, load
+    from edge_sr.verify import Thresholds
+
+    check = None
+    if not args.no_verify:
+        check = clip_agreement(load(art.path), model)
+        thr = Thresholds()
+        if args.precision == "fp16":
+            check["criterion"] = f"PSNR vs float >= {thr.fp16_psnr_vs_float} dB"
+            check["passed"] = check["psnr_vs_float"] >= thr.fp16_psnr_vs_float
+        else:
+            check["criterion"] = f"max abs diff <= {thr.fp32_max_abs_diff:g}"
+            check["passed"] = check["max_abs_diff"] <= thr.fp32_max_abs_diff
+    obj = {
+        "path": str(art.path),
+        "manifest": str(art.manifest_path),
+        "target": args.target,
+        "precision": args.precision,
+        "size_bytes": art.size_bytes,
+        "clip": art.manifest["clip"],
+        "verify": check,
+    }
+    c = art.manifest["clip"]
+    h, w = art.manifest["input_shape"]["size"]
+    text = f"wrote {art.path} ({art.size_bytes} bytes) and {art.manifest_path.name}\n"
+    text += (
+        f"{c['kind']} model: a window of {c['frames']} frames at {h}x{w} (run_clip overlap {c['overlap']})"
+    )
+    if check:
+        verdict = "passed" if check["passed"] else "FAILED"
+        text += f"\nverify {verdict} ({check['criterion']}) on one window: "
         text += f"{check['psnr_vs_float']:.1f} dB vs float, max abs diff {check['max_abs_diff']:.2e}"
     emit(args, obj, text)
     return 0 if check is None or check["passed"] else 1

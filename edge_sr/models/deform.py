@@ -82,16 +82,17 @@ def modulated_deform_conv2d(
     # (kh, ho) and (kw, wo) -> (K, Ho, Wo) each, tap k = i·kw + j
     base_y = _taps(ho, kh, sh, ph, dh, x)[:, None, :, None].expand(kh, kw, ho, wo).reshape(k, ho, wo)
     base_x = _taps(wo, kw, sw, pw, dw, x)[None, :, None, :].expand(kh, kw, ho, wo).reshape(k, ho, wo)
-    off = offset.reshape(n, g, k, 2, ho, wo)
-    py = base_y + off[:, :, :, 0]  # (N, G, K, Ho, Wo) input rows
-    px = base_x + off[:, :, :, 1]
+    # batch and deformable groups share one axis: no tensor above rank 5 (Core ML's limit)
+    off = offset.reshape(n * g, k, 2, ho, wo)
+    py = base_y + off[:, :, 0]  # (N·G, K, Ho, Wo) input rows
+    px = base_x + off[:, :, 1]
     # grid_sample with align_corners=False puts pixel i at (2i + 1) / size - 1; zeros outside, bilinear
     # with the out-of-image corners counted as zero, as the CUDA kernel's im2col
     grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1).reshape(n * g, k * ho, wo, 2)
     cols = F.grid_sample(
         x.reshape(n * g, c // g, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )  # (N·G, C/G, K·Ho, Wo)
-    cols = cols.reshape(n, g, c // g, k, ho, wo) * mask.reshape(n, g, 1, k, ho, wo)
+    cols = cols.reshape(n * g, c // g, k, ho, wo) * mask.reshape(n * g, 1, k, ho, wo)
     # (N, C·K, Ho, Wo), channel c·K + k: the layout of weight.reshape(out, C/groups·K)
     cols = cols.reshape(n, c * k, ho, wo)
     return F.conv2d(cols, weight.reshape(out_c, -1, 1, 1), bias, groups=groups)
