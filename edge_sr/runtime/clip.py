@@ -411,30 +411,17 @@ def _run_window(plan: _Plan, frames: Iterator[np.ndarray]) -> Iterator[np.ndarra
 
 
 def _alignment(model: nn.Module) -> tuple[Literal["clip", "window"], int, int, int]:
-    """(kind, min_frames, multiple, min_side) of an eager model of the four families.
+    """(kind, min_frames, multiple, min_side) of an eager model of the four families
+    (``edge_sr.convert.clip.clip_contract``: the alignment pyramid of each)."""
+    from edge_sr.convert.clip import clip_contract
 
-    SpyNet (BasicVSR, IconVSR, BasicVSR++) builds a 6-level pyramid down to 1/32: 32 px gives its coarsest
-    level one pixel (it resizes any size to a multiple of 32 itself); the official BasicVSR++ asserts at
-    least 64. EDVR's PCD pyramid has 3 levels (1/4): sides multiples of 4 (16 for its ``hr_in`` scale-1
-    form, which works at 1/4 resolution), at least 4 pixels at the coarsest level.
-    """
-    from edge_sr.models.basicvsr import BasicVSR, IconVSR
-    from edge_sr.models.basicvsrpp import BasicVSRPlusPlus
-    from edge_sr.models.edvr import EDVR
-
-    if isinstance(model, EDVR):
-        m = 16 if model.scale == 1 else 4
-        return "window", int(model.num_frame), m, 4 * m
-    if isinstance(model, IconVSR):
-        return "clip", 2 * int(model.temporal_padding) + 1, 1, 32
-    if isinstance(model, BasicVSRPlusPlus):
-        return "clip", 2, 4 if model.scale == 1 else 1, 64
-    if isinstance(model, BasicVSR):
-        return "clip", 2, 1, 32
-    raise ConfigError(
-        None,
-        f"{type(model).__name__} is not a whole-clip or window video model (BasicVSR, IconVSR, BasicVSR++, EDVR)",
-    )
+    c = clip_contract(model)
+    if c is None:
+        raise ConfigError(
+            None,
+            f"{type(model).__name__} is not a whole-clip or window video model (BasicVSR, IconVSR, BasicVSR++, EDVR)",
+        )
+    return c.kind, c.min_frames, c.multiple, c.min_side
 
 
 def is_clip_model(model: object) -> bool:
