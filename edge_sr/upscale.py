@@ -274,7 +274,7 @@ def checkpoint_is_arbitrary_scale(path: str | os.PathLike[str], model: str | Non
         det = inspect_checkpoint(path, model=model)
         with torch.device("meta"):
             return is_arbitrary_scale(create_model(det.arch, **det.args))
-    except EdgeSRError:
+    except (EdgeSRError, ValueError, TypeError):  # arguments the model refuses: the loader says which, later
         return False
 
 
