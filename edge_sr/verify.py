@@ -659,6 +659,21 @@ def verify_video(
     return report
 
 
+def judge_agreement(
+    check: dict[str, Any], precision: str, thresholds: Thresholds | None = None
+) -> dict[str, Any]:
+    """``check`` (an artifact against its float model: ``max_abs_diff``, ``psnr_vs_float``) with ``passed`` and
+    ``criterion`` set by the FP32 / FP16 thresholds (FP16: PSNR against float; anything else: max abs diff)."""
+    thr = thresholds or Thresholds()
+    if precision == "fp16":
+        passed = check["psnr_vs_float"] >= thr.fp16_psnr_vs_float
+        criterion = f"PSNR vs float >= {thr.fp16_psnr_vs_float:g} dB"
+    else:
+        passed = check["max_abs_diff"] <= thr.fp32_max_abs_diff
+        criterion = f"max abs diff <= {thr.fp32_max_abs_diff:g}"
+    return {**check, "passed": bool(passed), "criterion": criterion}
+
+
 def verify_fixed_size(
     artifact: str | os.PathLike[str], reference: nn.Module, *, thresholds: Thresholds | None = None
 ) -> dict[str, Any]:
@@ -683,21 +698,10 @@ def verify_fixed_size(
         want = reference.eval()(torch.from_numpy(x)).numpy()
     diff = float(np.abs(got - want).max())
     vs_float = _psnr_float(np.clip(got, 0, 1), np.clip(want, 0, 1))
-    precision = runner.precision
-    if precision == "fp32":
-        passed, criterion = diff <= thr.fp32_max_abs_diff, f"max abs diff <= {thr.fp32_max_abs_diff:g}"
-    elif precision == "fp16":
-        passed, criterion = (
-            vs_float >= thr.fp16_psnr_vs_float,
-            f"PSNR vs float >= {thr.fp16_psnr_vs_float:g} dB",
-        )
-    else:
-        raise ConfigError(runner.path, f"a {precision} fixed-size artifact has no float check here")
+    if runner.precision not in ("fp32", "fp16"):
+        raise ConfigError(runner.path, f"a {runner.precision} fixed-size artifact has no float check here")
     return {
-        "passed": bool(passed),
-        "criterion": criterion,
+        **judge_agreement({"max_abs_diff": diff, "psnr_vs_float": vs_float}, runner.precision, thr),
         "input_size": [int(h), int(w)],
         "output_size": [int(got.shape[-2]), int(got.shape[-1])],
-        "max_abs_diff": diff,
-        "psnr_vs_float": vs_float,
     }

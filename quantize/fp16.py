@@ -208,7 +208,7 @@ def fp32_spans(report: FP16Report) -> list[str]:
     for i, r in enumerate(order):
         if not (r.overflow or r.underflow) or r.name in keep:
             continue
-        if r.max_abs <= FP16_MAX and not r.underflow:  # only the weights: the layer alone
+        if _in_range(r):  # only the weights are out of range: the layer alone
             keep.append(r.name)
             continue
         parts = r.name.split(".")

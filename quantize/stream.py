@@ -236,10 +236,11 @@ class ClampFrames(nn.Module):
 
 
 def _prepare_step(
-    model: nn.Module, target: str, seqs: SequenceSet, spec: Any, *, qat: bool
+    model: nn.Module, target: str, seqs: SequenceSet, spec: Any, *, qat: bool, observe: bool = True
 ) -> tuple[torch.fx.GraphModule, nn.Module, Any, SequenceSet, Any, str, Any]:
     """The step's PT2E graph for ``target`` (observers for PTQ, fake-quant for QAT), every state output
-    annotated, calibrated on ``seqs`` streamed in order; returns (prepared graph, the deploy form, stream spec, the sequences
+    annotated, calibrated on ``seqs`` streamed in order (``observe=False``: traced on them only, for a graph
+    whose observer state is loaded next); returns (prepared graph, the deploy form, stream spec, the sequences
     in the model's colours, the target module, the mode, the target's quantizer)."""
     from edge_sr.quantize import deploy_form, target_and_mode
     from edge_sr.quantize.pt2e import calibrate, check_layers, make_keep_float_quantizer, prepare
@@ -271,7 +272,8 @@ def _prepare_step(
         annotate = make_keep_float_quantizer(q, keep)
     sources = [sspec.output_names.index(s.next) for s in sspec.state if s.next in sspec.output_names]
     prepared = prepare(net, make_state_output_quantizer(annotate, sources), steps[-1], qat=qat)
-    calibrate(prepared, steps)
+    if observe:
+        calibrate(prepared, steps)
     return prepared, deploy, sspec, seqs, mod, mode, q
 
 
@@ -392,7 +394,9 @@ class QATStep(nn.Module):
         return self
 
 
-def prepare_stream_qat(model: nn.Module, target: str, seqs: SequenceSet, spec: Any = None) -> QATStep:
+def prepare_stream_qat(
+    model: nn.Module, target: str, seqs: SequenceSet, spec: Any = None, *, observe: bool = True
+) -> QATStep:
     """The QAT half that a video training loop drives: the step's fake-quant graph for ``target`` (the
     target's QAT quantizer; every state output annotated), its observers calibrated on ``seqs`` in stream
     order. Train it like the float step (it shares nothing with ``model``), call
@@ -406,7 +410,9 @@ def prepare_stream_qat(model: nn.Module, target: str, seqs: SequenceSet, spec: A
     from edge_sr.models import carry_card
 
     spec = spec or QuantSpec()
-    prepared, deploy, sspec, seqs, mod, mode, q = _prepare_step(model, target, seqs, spec, qat=True)
+    prepared, deploy, sspec, seqs, mod, mode, q = _prepare_step(
+        model, target, seqs, spec, qat=True, observe=observe
+    )
     cls = type("QATStep", (QATStep,), {"STREAM": sspec})  # stream_spec reads the class
     meta = {"target": target, "mode": mode, "quantizer": q, "calibration": seqs.manifest_entry()}
     meta["spec"] = dataclasses.replace(spec)
@@ -420,7 +426,7 @@ def retarget_stream_qat(step: QATStep, model: nn.Module, seqs: SequenceSet) -> Q
     ones. ``model``: the float model the step was prepared from (its deploy form and card)."""
     from torchao.quantization.pt2e import disable_observer
 
-    fresh = prepare_stream_qat(model, step.meta["target"], seqs, step.meta["spec"])
+    fresh = prepare_stream_qat(model, step.meta["target"], seqs, step.meta["spec"], observe=False)
     fresh.load_state_dict(step.state_dict())
     fresh.apply(disable_observer)
     fresh.meta["calibration"] = {**step.meta["calibration"], "input_size": list(seqs.clips.shape[-2:])}

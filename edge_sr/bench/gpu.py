@@ -53,6 +53,21 @@ class BenchResult:
         return asdict(self)
 
 
+def _require(device: str) -> None:
+    """Raises ConfigError: ``device`` is CUDA and there is none."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            None, "no CUDA device; this benchmark measures GPU throughput, run it on a CUDA host"
+        )
+
+
+def _device_name(device: str) -> str:
+    """The GPU's name for a CUDA run, else the device string."""
+    return (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() and device.startswith("cuda") else device
+    )
+
+
 def _sync(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -137,10 +152,7 @@ def bench_gpu(
     Raises:
         ConfigError: ``device`` is CUDA and there is none.
     """
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            None, "no CUDA device; this benchmark measures GPU throughput, run it on a CUDA host"
-        )
+    _require(device)
     results = []
     for name in models or IMAGE_MODELS:
         args = IMAGE_TINY.get(name, {}) if tiny else {}
@@ -165,7 +177,7 @@ def to_markdown(results: list[BenchResult], command: str | None) -> str:
     from edge_sr.bench._env import environment, environment_block
 
     dev = results[0].device if results else "cuda"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() and dev.startswith("cuda") else dev
+    gpu = _device_name(dev)
     size = results[0].size if results else JOB_SIZE
     fp32 = {r.model: r.seconds for r in results if r.precision == "fp32"}
     lines = [
@@ -300,10 +312,7 @@ def bench_gpu_video(
     Raises:
         ConfigError: ``device`` is CUDA and there is none; an unknown model.
     """
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            None, "no CUDA device; this benchmark measures GPU throughput, run it on a CUDA host"
-        )
+    _require(device)
     names = list(models or VIDEO_MODELS)
     unknown = [m for m in names if m not in VIDEO_TINY]
     if unknown:
@@ -339,7 +348,7 @@ def video_markdown(results: list[VideoBenchResult], command: str | None) -> str:
     from edge_sr.bench._env import environment, environment_block
 
     dev = results[0].device if results else "cuda"
-    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() and dev.startswith("cuda") else dev
+    name = _device_name(dev)
     r0 = results[0] if results else None
     clip = (
         f"{r0.frames} frames {r0.size_in[1]}x{r0.size_in[0]} -> {r0.size_out[1]}x{r0.size_out[0]}"

@@ -131,98 +131,66 @@ def _fixed_size(args: argparse.Namespace, model: nn.Module, spec: Any, options: 
         raise ConfigError(None, f"--output-size {args.output_size} must be positive")
     fixed = FixedSizeLIIF(model, spec.input_size, out_size)  # type: ignore[arg-type]
     art = export(fixed, args.target, args.output, spec, source=args.checkpoint, options=options)
-    report = None if args.no_verify else verify_fixed_size(art.path, fixed)
-    obj = {
-        "path": str(art.path),
-        "manifest": str(art.manifest_path),
-        "target": args.target,
-        "precision": args.precision,
-        "size_bytes": art.size_bytes,
-        "input_size": list(spec.input_size),
-        "output_size": list(out_size),
-        "verify": report,
-    }
-    text = f"wrote {art.path} ({art.size_bytes} bytes; {spec.input_size} -> {out_size}) and {art.manifest_path.name}"
-    if report:
-        verdict = "passed" if report["passed"] else "FAILED"
-        text += f"\nverify {verdict} ({report['criterion']}): max abs diff {report['max_abs_diff']:.2e}, "
-        text += f"{report['psnr_vs_float']:.1f} dB vs float"
-    emit(args, obj, text)
-    return 0 if report is None or report["passed"] else 1
+    check = None if args.no_verify else verify_fixed_size(art.path, fixed)
+    sizes = {"input_size": list(spec.input_size), "output_size": list(out_size)}
+    return _emit_checked(args, art, sizes, f"\nfixed size: {spec.input_size} -> {out_size}", check, "")
 
 
 def _report_stream(args: argparse.Namespace, art: Any, model: nn.Module) -> int:
     """A video step: the artifact streamed against the float model, judged by verify's thresholds."""
     from edge_sr.runtime import from_model, load
     from edge_sr.runtime.stream import stream_agreement
-    from edge_sr.verify import Thresholds
+    from edge_sr.verify import judge_agreement
 
     check = None
     if not args.no_verify:
-        check = stream_agreement(load(art.path), from_model(model))
-        thr = Thresholds()
-        if args.precision == "fp16":
-            check["criterion"] = f"PSNR vs float >= {thr.fp16_psnr_vs_float} dB"
-            check["passed"] = check["psnr_vs_float"] >= thr.fp16_psnr_vs_float
-        else:
-            check["criterion"] = f"max abs diff <= {thr.fp32_max_abs_diff:g}"
-            check["passed"] = check["max_abs_diff"] <= thr.fp32_max_abs_diff
-    obj = {
-        "path": str(art.path),
-        "manifest": str(art.manifest_path),
-        "target": args.target,
-        "precision": args.precision,
-        "size_bytes": art.size_bytes,
-        "stream": art.manifest["stream"],
-        "verify": check,
-    }
+        check = judge_agreement(stream_agreement(load(art.path), from_model(model)), args.precision)
     st = art.manifest["stream"]
     names = ", ".join(t["name"] for t in st["tensors"] if t["io"] == "input")
     outs = ", ".join(t["name"] for t in st["tensors"] if t["io"] == "output")
-    text = f"wrote {art.path} ({art.size_bytes} bytes) and {art.manifest_path.name}\n"
-    text += f"video step at {st['size'][0]}x{st['size'][1]}: ({names}) -> ({outs})"
-    if check:
-        verdict = "passed" if check["passed"] else "FAILED"
-        text += f"\nverify {verdict} ({check['criterion']}) streaming {check['frames']} frames: "
-        text += f"{check['psnr_vs_float']:.1f} dB vs float, max abs diff {check['max_abs_diff']:.2e}"
-    emit(args, obj, text)
-    return 0 if check is None or check["passed"] else 1
+    head = f"\nvideo step at {st['size'][0]}x{st['size'][1]}: ({names}) -> ({outs})"
+    how = f" streaming {check['frames']} frames" if check else ""
+    return _emit_checked(args, art, {"stream": st}, head, check, how)
 
 
 def _report_clip(args: argparse.Namespace, art: Any, model: nn.Module) -> int:
     """A whole-clip / window model: one window of moving frames through the artifact and the float model,
     judged by verify's thresholds."""
     from edge_sr.runtime import clip_agreement, load
-    from edge_sr.verify import Thresholds
+    from edge_sr.verify import judge_agreement
 
-    check = None
-    if not args.no_verify:
-        check = clip_agreement(load(art.path), model)
-        thr = Thresholds()
-        if args.precision == "fp16":
-            check["criterion"] = f"PSNR vs float >= {thr.fp16_psnr_vs_float} dB"
-            check["passed"] = check["psnr_vs_float"] >= thr.fp16_psnr_vs_float
-        else:
-            check["criterion"] = f"max abs diff <= {thr.fp32_max_abs_diff:g}"
-            check["passed"] = check["max_abs_diff"] <= thr.fp32_max_abs_diff
+    check = None if args.no_verify else judge_agreement(clip_agreement(load(art.path), model), args.precision)
+    c = art.manifest["clip"]
+    h, w = art.manifest["input_shape"]["size"]
+    head = (
+        f"\n{c['kind']} model: a window of {c['frames']} frames at {h}x{w} (run_clip overlap {c['overlap']})"
+    )
+    return _emit_checked(args, art, {"clip": c}, head, check, " on one window")
+
+
+def _emit_checked(
+    args: argparse.Namespace,
+    art: Any,
+    extra: dict[str, Any],
+    head: str,
+    check: dict[str, Any] | None,
+    how: str,
+) -> int:
+    """The JSON object / text of an artifact checked against its float model (``judge_agreement``); exit 1 when
+    the check failed."""
     obj = {
         "path": str(art.path),
         "manifest": str(art.manifest_path),
         "target": args.target,
         "precision": args.precision,
         "size_bytes": art.size_bytes,
-        "clip": art.manifest["clip"],
+        **extra,
         "verify": check,
     }
-    c = art.manifest["clip"]
-    h, w = art.manifest["input_shape"]["size"]
-    text = f"wrote {art.path} ({art.size_bytes} bytes) and {art.manifest_path.name}\n"
-    text += (
-        f"{c['kind']} model: a window of {c['frames']} frames at {h}x{w} (run_clip overlap {c['overlap']})"
-    )
+    text = f"wrote {art.path} ({art.size_bytes} bytes) and {art.manifest_path.name}{head}"
     if check:
         verdict = "passed" if check["passed"] else "FAILED"
-        text += f"\nverify {verdict} ({check['criterion']}) on one window: "
+        text += f"\nverify {verdict} ({check['criterion']}){how}: "
         text += f"{check['psnr_vs_float']:.1f} dB vs float, max abs diff {check['max_abs_diff']:.2e}"
     emit(args, obj, text)
     return 0 if check is None or check["passed"] else 1
