@@ -34,15 +34,31 @@ def _rand_images(folder: Path, n: int, size: tuple[int, int] = (60, 44), seed: i
     return imgs
 
 
-def test_hr_folder_lr_is_matlab_bicubic_of_the_crop(tmp_path: Path) -> None:
-    _rand_images(tmp_path / "hr", 3)
-    ds = HRFolderDataset([tmp_path / "hr"], scale=2, patch_size=8, augment=AugmentConfig(flip=0, rot90=0))
-    for i in range(5):
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_hr_folder_lr_is_the_whole_images_matlab_bicubic(tmp_path: Path, scale: int) -> None:
+    """A patch's LR is cut from the bicubic LR of the whole (modcropped) image, as the benchmark LR is made;
+    the LR of the crop alone differs at its border (its edges are replicated into the kernel)."""
+    from edge_sr.data.imresize import modcrop
+
+    imgs = _rand_images(tmp_path / "hr", 3, size=(70, 58))
+    ds = HRFolderDataset([tmp_path / "hr"], scale=scale, patch_size=8, augment=AugmentConfig(flip=0, rot90=0))
+    whole = [imresize(modcrop(img, scale), 1 / scale) for img in imgs]
+    hp, border_differs = 8 * scale, 0
+    for i in range(12):
         lr, hr = ds[i]
-        assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16)
+        assert lr.shape == (3, 8, 8) and hr.shape == (3, hp, hp)
         hr_u8 = np.round(hr.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-        expect = imresize(hr_u8, 1 / 2)
-        assert np.array_equal(np.round(lr.permute(1, 2, 0).numpy() * 255).astype(np.uint8), expect)
+        lr_u8 = np.round(lr.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        k, y, x = next(
+            (k, y, x)
+            for k, img in enumerate(imgs)
+            for y in range(0, img.shape[0] - hp + 1, scale)
+            for x in range(0, img.shape[1] - hp + 1, scale)
+            if np.array_equal(img[y : y + hp, x : x + hp], hr_u8)
+        )
+        assert np.array_equal(lr_u8, whole[k][y // scale : y // scale + 8, x // scale : x // scale + 8])
+        border_differs += not np.array_equal(lr_u8, imresize(hr_u8, 1 / scale))
+    assert border_differs > 6
 
 
 def test_samples_are_a_function_of_seed_and_index(tmp_path: Path) -> None:

@@ -183,3 +183,70 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
     assert not list((tmp_path / "run").glob(".*tmp*"))
     state = torch.load(tmp_path / "run" / "resume.pt", weights_only=True)
     assert state["step"] >= 3
+
+
+def test_distill_teacher_terms_and_refusals(tmp_path: Path) -> None:
+    """Output and attention-transfer distillation: zero when the student is the teacher, gradients to the
+    student only, a training run through ``distill:``, and one-line refusals before anything is written."""
+    from edge_sr.models import load_checkpoint
+    from edge_sr.train.distill import DistillConfig, Distiller, attention_map
+    from edge_sr.train.parts import l1_loss
+
+    teacher_cfg = load_config(_write_cfg(tmp_path / "t", iters=2))
+    train(teacher_cfg, progress=False)
+    teacher_file = str(tmp_path / "t" / "run" / "last.safetensors")
+
+    # attention maps ignore the channel count and a feature's scale, not its spatial layout
+    f = torch.rand(2, 16, 6, 6)
+    assert torch.allclose(attention_map(f), attention_map(3 * f), atol=1e-6)
+    assert torch.allclose(attention_map(f), attention_map(torch.cat([f, f], 1)), atol=1e-6)
+    assert not torch.allclose(attention_map(f), attention_map(f.flip(-1)))
+
+    pairs = [["backbone.1", "backbone.1"], ["backbone.3", "backbone.3"]]
+    cfg = DistillConfig(teacher=teacher_file, gt_weight=0.0, features=pairs, feature_weight=1.0)
+    same = load_checkpoint(teacher_file).train()
+    d = Distiller(cfg, same, scale=2, device=torch.device("cpu"))
+    lr, hr = torch.rand(2, 3, 10, 10), torch.rand(2, 3, 20, 20)
+    assert float(d.loss(same, lr, hr, l1_loss)) < 1e-6
+    other = load_checkpoint(teacher_file).train()
+    with torch.no_grad():
+        other.backbone[1].conv3x3.weight.mul_(1.5)  # type: ignore[index]
+    d = Distiller(cfg, other, scale=2, device=torch.device("cpu"))
+    loss = d.loss(other, lr, hr, l1_loss)
+    assert float(loss) > 1e-4
+    loss.backward()
+    assert other.backbone[1].conv3x3.weight.grad is not None  # type: ignore[index]
+    assert all(p.grad is None for p in d.teacher.parameters())
+    # the gt term alone is the plain loss
+    plain = Distiller(
+        DistillConfig(teacher=teacher_file, output_weight=0.0), other, scale=2, device=torch.device("cpu")
+    )
+    assert torch.allclose(plain.loss(other, lr, hr, l1_loss), l1_loss(other(lr), hr))
+
+    # a run with a teacher: finite losses logged, the student's checkpoint saved
+    run_cfg = _write_cfg(tmp_path / "s", iters=3)
+    cfg_s = load_config(run_cfg)
+    cfg_s.distill = DistillConfig(teacher=teacher_file, features=pairs, feature_weight=0.5)
+    result = train(cfg_s, progress=False)
+    assert result.step == 3 and (tmp_path / "s" / "run" / "last.safetensors").is_file()
+    lines = [json.loads(x) for x in (tmp_path / "s" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in lines if "loss" in r)
+
+    # refusals, each before the run folder exists
+    for distill, match in [
+        (DistillConfig(teacher=str(tmp_path / "none.safetensors")), "distill.teacher"),
+        (
+            DistillConfig(teacher=teacher_file, features=[["backbone.9", "backbone.1"]], feature_weight=1),
+            "backbone.9",
+        ),
+        (DistillConfig(teacher=teacher_file, gt_weight=0, output_weight=0), "distill.gt_weight"),
+    ]:
+        bad = load_config(_write_cfg(tmp_path / "bad", iters=2))
+        bad.distill = distill
+        with pytest.raises(ConfigError, match=match):
+            train(bad, progress=False)
+        assert not (tmp_path / "bad" / "run").exists()
+    x4 = load_config(_write_cfg(tmp_path / "x4", iters=2))
+    x4.model.scale, x4.distill = 4, DistillConfig(teacher=teacher_file)
+    with pytest.raises(ConfigError, match="x2 model; the student is x4"):
+        train(x4, progress=False)

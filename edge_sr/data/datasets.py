@@ -59,6 +59,28 @@ def to_tensor(img: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
 
 
+# LR pixels of context on each side of a patch: the bicubic kernel of a 1/s downscale spans 4·s HR pixels,
+# i.e. +-2 LR pixels, so with 2 LR pixels of context the patch's LR equals that of the whole image.
+_LR_CONTEXT = 2
+
+
+def lr_of_crop(img: np.ndarray, y: int, x: int, hp: int, s: int) -> np.ndarray:
+    """The bicubic LR of the HR crop ``img[y:y+hp, x:x+hp]`` (``y``, ``x``, ``hp`` multiples of ``s``) as the
+    benchmark sets make it: cut from the LR of the whole (modcropped) image, not from the crop alone.
+
+    Downscaling the crop by itself replicates its edges into the kernel, so its outer two LR pixels on each
+    side would differ from the LR a test image gets (an eighth of a 32-pixel patch). Only the crop and two
+    LR pixels of context around it are resized, which gives the same values.
+    """
+    m = _LR_CONTEXT * s
+    h, w = img.shape[0] // s * s, img.shape[1] // s * s
+    y0, x0 = max(0, y - m), max(0, x - m)
+    y1, x1 = min(h, y + hp + m), min(w, x + hp + m)
+    lr = imresize(img[y0:y1, x0:x1], 1 / s)
+    ly, lx, p = (y - y0) // s, (x - x0) // s, hp // s
+    return lr[ly : ly + p, lx : lx + p]
+
+
 class _Cached(Dataset):
     def __init__(
         self, *, scale: int, patch_size: int, length: int, augment: AugmentConfig | None, seed: int
@@ -140,7 +162,7 @@ class HRFolderDataset(_Cached):
         y = int(rng.integers(0, (img.shape[0] - hp) // s + 1)) * s
         x = int(rng.integers(0, (img.shape[1] - hp) // s + 1)) * s
         hr = img[y : y + hp, x : x + hp]
-        lr = imresize(hr, 1 / s)
+        lr = lr_of_crop(img, y, x, hp, s)
         lr, hr = augment_pair(lr, hr, self.augment, rng)
         return to_tensor(lr), to_tensor(hr)
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from edge_sr.data.augment import AugmentConfig
 from edge_sr.errors import ConfigError
 from edge_sr.train.config_file import parse_yaml, read_config_file
+from edge_sr.train.distill import DistillConfig
 
 
 @dataclass
@@ -132,6 +133,7 @@ class TrainConfig:
         0  # RepSR: from this iteration on, BatchNorm uses frozen population statistics (0: never)
     )
     qat: QATConfig = field(default_factory=QATConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:

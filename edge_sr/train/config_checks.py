@@ -110,6 +110,9 @@ RULES: dict[str, Check] = {
     "seed": _int_in(0, MAX_SEED),
     "threads": (lambda v: 0 <= v <= 1024, "an integer in 0 .. 1024 (0: torch's default)"),
     "bn_freeze_at": _int_in(0),
+    "distill.gt_weight": _real(0.0),
+    "distill.output_weight": _real(0.0),
+    "distill.feature_weight": _real(0.0),
 }
 
 
@@ -148,9 +151,28 @@ def check_config(
             raise refuse(key, value, what)
     if cfg.optim.min_lr > cfg.optim.lr:
         raise refuse("optim.min_lr", cfg.optim.min_lr, f"at most optim.lr ({cfg.optim.lr:g})")
+    _check_distill(cfg, refuse)
     _check_out_dir(cfg.out_dir, refuse)
     _check_device(cfg.device, refuse)
     _check_model(cfg, path, refuse)
+
+
+def _check_distill(cfg: TrainConfig, refuse: Callable[[str, Any, str], ConfigError]) -> None:
+    """A teacher file that exists, weights that leave some loss, pairs of two module names."""
+    d = cfg.distill
+    if d.teacher is None:
+        return
+    if not Path(d.teacher).is_file():
+        raise refuse("distill.teacher", d.teacher, "a checkpoint file (none is there)")
+    if d.gt_weight + d.output_weight + d.feature_weight * bool(d.features) == 0:
+        raise refuse("distill.gt_weight", d.gt_weight, "a weight > 0 on at least one term")
+    for pair in d.features:
+        if len(pair) != 2 or not all(isinstance(n, str) and n for n in pair):
+            raise refuse("distill.features", pair, "[student module, teacher module] pairs of names")
+    if cfg.qat.target is not None:
+        raise refuse("distill.teacher", d.teacher, "no teacher in a QAT run (distil the float model first)")
+    if cfg.data.scale_range:
+        raise refuse("distill.teacher", d.teacher, "no teacher for an arbitrary-scale run (data.scale_range)")
 
 
 def _check_out_dir(out_dir: str, refuse: Callable[[str, Any, str], ConfigError]) -> None:

@@ -38,6 +38,7 @@ from edge_sr.models.registry import create_model
 from edge_sr.models.stream import is_stream_model
 from edge_sr.train.config import TrainConfig, save_config, to_dict
 from edge_sr.train.config_checks import check_config
+from edge_sr.train.distill import Distiller
 from edge_sr.train.init import init_from
 from edge_sr.train.parts import EMA, Unrolled, charbonnier_loss, l1_loss, lr_factor, make_optimizer
 from edge_sr.train.qat import check_qat, finish_qat, freeze_step, prepare_qat
@@ -241,7 +242,13 @@ def train(
     if qat:
         check_qat(cfg, video=video, resume=resume, world=world, init=init)
     dataset, val_images = _build_data(cfg, video=video)  # every data error is raised before training starts
+    distiller = None
+    if cfg.distill.teacher is not None:  # the teacher is read (and refused) before the run folder is written
+        if video:
+            raise ConfigError(None, "distill.teacher: distillation is for image models, not a video step")
+        distiller = Distiller(cfg.distill, model, scale=cfg.model.scale, device=torch.device(cfg.device))
     run = _start_run(cfg, model, rank, resume=resume, init=init)
+    run.distiller = distiller
     float_model = model
     if qat:  # the step's fake-quant graph trains in its place (edge_sr.train.qat)
         model = prepare_qat(cfg, model).train()
@@ -325,6 +332,7 @@ class _Run:
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"psnr": None, "step": None})
     qat: bool = False  # the model is a fake-quant graph: no checkpoints (edge_sr.train.qat)
+    distiller: Distiller | None = None  # the teacher's terms of the loss (edge_sr.train.distill)
 
     @property
     def arch_args(self) -> tuple[str, dict[str, Any]]:
@@ -433,7 +441,10 @@ def _train_step(
         lr, hr = augment_batch(lr, hr, cfg.model.scale, cfg.data.augment, g)
     lr, hr = lr.to(run.device, non_blocking=True), hr.to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, dtype=torch.float16, enabled=scaler is not None):
-        loss = loss_fn(net(lr), hr)
+        if run.distiller is not None:
+            loss = run.distiller.loss(net, lr, hr, loss_fn)
+        else:
+            loss = loss_fn(net(lr), hr)
     return _optimize(run, loss)
 
 
