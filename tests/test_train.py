@@ -250,3 +250,11 @@ def test_distill_teacher_terms_and_refusals(tmp_path: Path) -> None:
     x4.model.scale, x4.distill = 4, DistillConfig(teacher=teacher_file)
     with pytest.raises(ConfigError, match="x2 model; the student is x4"):
         train(x4, progress=False)
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_valid(recipe: Path) -> None:
+    """Each recipe in configs/ parses, type-checks and passes the range checks (the model built and run on a
+    patch on ``meta``); a teacher another recipe trains first need not exist yet."""
+    cfg = load_config(recipe)
+    assert cfg.out_dir == f"runs/{recipe.stem}", "a recipe writes runs/<its name>"

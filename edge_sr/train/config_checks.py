@@ -158,12 +158,11 @@ def check_config(
 
 
 def _check_distill(cfg: TrainConfig, refuse: Callable[[str, Any, str], ConfigError]) -> None:
-    """A teacher file that exists, weights that leave some loss, pairs of two module names."""
+    """Weights that leave some loss, pairs of two module names (the teacher file is read when training starts:
+    a recipe may name the checkpoint another recipe is still to write)."""
     d = cfg.distill
     if d.teacher is None:
         return
-    if not Path(d.teacher).is_file():
-        raise refuse("distill.teacher", d.teacher, "a checkpoint file (none is there)")
     if d.gt_weight + d.output_weight + d.feature_weight * bool(d.features) == 0:
         raise refuse("distill.gt_weight", d.gt_weight, "a weight > 0 on at least one term")
     for pair in d.features:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +85,8 @@ class Distiller:
         from edge_sr.models import card_of, load_checkpoint
 
         assert cfg.teacher is not None
+        if not Path(cfg.teacher).is_file():
+            raise ConfigError(cfg.teacher, "distill.teacher: no such checkpoint file")
         self.cfg = cfg
         teacher = load_checkpoint(cfg.teacher, model=cfg.teacher_model)
         have = card_of(teacher).scale
