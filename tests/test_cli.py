@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,24 @@ def test_module_entry_point() -> None:
         [sys.executable, "-m", "edge_sr.cli", "--version"], capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0 and __version__ in run.stdout
+
+
+def test_bundled_file_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--checkpoint ecbsr_m4c16_x2`` (a name ``edge-sr models`` lists) is the bundled file; a file of that
+    name in the working folder wins, and an unknown name stays a missing file."""
+    import json
+
+    from edge_sr.cli._common import checkpoint_path
+    from edge_sr.weights import bundled_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", "ecbsr_m4c16_x2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["path"] == str(bundled_checkpoint(2)) and out["scale"] == 2
+    assert checkpoint_path("ecbsr_m4c16_x3.safetensors") == str(bundled_checkpoint(3))
+    Path("ecbsr_m4c16_x2").write_bytes(b"")
+    assert checkpoint_path("ecbsr_m4c16_x2") == "ecbsr_m4c16_x2"
+    assert checkpoint_path("ecbsr_m4c16_x5") == "ecbsr_m4c16_x5"
+    assert checkpoint_path("sub/ecbsr_m4c16_x2") == "sub/ecbsr_m4c16_x2"

@@ -12,7 +12,29 @@ from edge_sr.convert.spec import parse_hw, parse_range
 from edge_sr.errors import ConfigError
 from edge_sr.io_utils import console
 
-__all__ = ["add_json_flag", "add_option_flag", "emit", "parse_hw", "parse_range", "target_options"]
+__all__ = [
+    "add_json_flag",
+    "add_option_flag",
+    "checkpoint_path",
+    "emit",
+    "parse_hw",
+    "parse_range",
+    "target_options",
+]
+
+
+def checkpoint_path(value: str) -> str:
+    """A checkpoint argument: a path as given, or the name of a bundled file (``ecbsr_m4c16_x2``, as
+    ``edge-sr models`` lists them) when no file of that name exists here; argparse ``type=``."""
+    from pathlib import Path
+
+    from edge_sr.weights import bundled_checkpoints
+
+    if Path(value).exists() or "/" in value or "\\" in value:
+        return value
+    arch, _, scale = value.removesuffix(".safetensors").rpartition("_x")
+    found = bundled_checkpoints(None).get(arch, {}).get(int(scale)) if scale.isdigit() else None
+    return str(found) if found is not None else value
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from edge_sr.cli._common import (
     add_json_flag,
     add_model_flags,
     add_option_flag,
+    checkpoint_path,
     emit,
     model_source,
     parse_hw,
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help=f"export a checkpoint to {' / '.join(TARGETS)} and verify it")
     p.add_argument(
         "checkpoint",
+        type=checkpoint_path,
         help="checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected); "
         "train-form ones are fused first",
     )

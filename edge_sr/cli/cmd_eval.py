@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
+from edge_sr.cli._common import add_json_flag, add_model_flags, checkpoint_path, emit, model_source
 from edge_sr.cli.cmd_upscale import any_scale_args, scale_arg
 from edge_sr.errors import ConfigError
 
@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--checkpoint",
+        type=checkpoint_path,
         help="a checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected); "
         "on a sequence set also an artifact (.onnx, .tflite, .pte, .mlpackage, .pt2 with its manifest)",
     )

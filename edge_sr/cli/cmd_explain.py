@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
+from edge_sr.cli._common import add_json_flag, add_model_flags, checkpoint_path, emit, model_source
 from edge_sr.errors import ConfigError
 
 
@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "source",
         metavar="CKPT|ARTIFACT",
+        type=checkpoint_path,
         help="a checkpoint (edge-sr, or foreign: detected), or an artifact with a manifest",
     )
     p.add_argument("image", metavar="IMAGE", help="the LR input image")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, add_model_flags, emit
+from edge_sr.cli._common import add_json_flag, add_model_flags, checkpoint_path, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Read a checkpoint (edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors: "
         "loaded with weights_only, nothing executes) and print what every verb would build from it.",
     )
-    p.add_argument("checkpoint", help="the checkpoint")
+    p.add_argument("checkpoint", type=checkpoint_path, help="the checkpoint (or a bundled file's name)")
     add_model_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)

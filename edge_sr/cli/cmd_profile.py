@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
+from edge_sr.cli._common import add_json_flag, add_model_flags, checkpoint_path, emit, model_source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "theoretical and measured peak for the artifact's precision (FP32, FP16 or INT8).",
     )
     p.add_argument(
-        "artifact", help="an artifact of any target, or a checkpoint (edge-sr, or foreign: detected)"
+        "artifact",
+        type=checkpoint_path,
+        help="an artifact of any target, or a checkpoint (edge-sr, or foreign: detected)",
     )
     p.add_argument(
         "--input-size",

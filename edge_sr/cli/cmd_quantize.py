@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source, parse_hw
+from edge_sr.cli._common import add_json_flag, add_model_flags, checkpoint_path, emit, model_source, parse_hw
 from edge_sr.convert import TARGETS, quantizable_targets, target_module
 from edge_sr.errors import RuntimeBackendError
 
@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help=f"INT8 PTQ / QAT ({', '.join(int8)}) or FP16 artifacts")
     p.add_argument(
         "checkpoint",
+        type=checkpoint_path,
         help="checkpoint: edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors (architecture detected); "
         "train-form ones are fused first",
     )

@@ -7,13 +7,14 @@ import contextlib
 import dataclasses
 import os
 
-from edge_sr.cli._common import add_json_flag, add_model_flags, emit
+from edge_sr.cli._common import add_json_flag, add_model_flags, checkpoint_path, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reparam", help="fuse a train-form checkpoint into its deploy form, proven equal")
     p.add_argument(
         "checkpoint",
+        type=checkpoint_path,
         help="train-form checkpoint (edge-sr .safetensors, or a foreign one: detected, or --model)",
     )
     p.add_argument("-o", "--out", required=True, help="deploy-form checkpoint to write (.safetensors)")

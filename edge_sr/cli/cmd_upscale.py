@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from fractions import Fraction
 
-from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
+from edge_sr.cli._common import add_json_flag, add_model_flags, checkpoint_path, emit, model_source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--checkpoint",
+        type=checkpoint_path,
         help="edge-sr .safetensors, or any .pth / .pt / .ckpt / .safetensors: architecture detected (default: "
         "bundled; for a video the bundled video model); for a video also an image model's artifact",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from edge_sr.cli._common import add_json_flag, add_model_flags, emit, model_source
+from edge_sr.cli._common import add_json_flag, add_model_flags, checkpoint_path, emit, model_source
 from edge_sr.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reference",
         required=True,
+        type=checkpoint_path,
         help="the float model's checkpoint (edge-sr, or foreign: detected or --model)",
     )
     p.add_argument(
