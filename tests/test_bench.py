@@ -184,3 +184,34 @@ def test_bench_gpu_image_code_path_on_cpu(tmp_path, capsys: pytest.CaptureFixtur
     assert all(r["tiles"] == 4 and r["size"] == 24 and r["device"] == "cpu" for r in rows)
     text = md.read_text()
     assert "| srformer | fp16 | 16 | 3 | 4 |" in text and "| esrt | fp32 |" in text and "1.00x" in text
+
+
+def test_zoo_table_groups_each_scale(tmp_path: Path) -> None:
+    """``edge-sr bench zoo``: per scale, every bundled tier (in order of cost), then one bicubic row and the
+    published rows; each bundled model above bicubic on both sets."""
+    import re
+
+    from conftest import DATA_ROOT
+
+    from edge_sr.bench.zoo import zoo_report
+    from edge_sr.weights import bundled_checkpoints
+
+    out = zoo_report(DATA_ROOT / "benchmarks", out=tmp_path / "ZOO.md", command="edge-sr bench zoo")
+    rows = [
+        r
+        for r in out.read_text().splitlines()
+        if r.startswith("| ") and not r.startswith(("| model", "| ---"))
+    ]
+    bundled = bundled_checkpoints()
+    scales = sorted({s for by in bundled.values() for s in by})
+    firsts = [r.split(" | ")[1] for r in rows]
+    assert sorted(set(firsts), key=firsts.index) == [f"x{s}" for s in scales]  # grouped, in order
+    for s in scales:
+        group = [r for r in rows if r.split(" | ")[1] == f"x{s}"]
+        assert sum(r.startswith("| bicubic |") for r in group) == 1
+        bic = [float(x) for x in re.findall(r"(\d+\.\d+) / 0\.\d+", next(r for r in group if "bicubic" in r))]
+        for r in group:
+            if r.startswith("| **"):
+                psnr = [float(x) for x in re.findall(r"\*\*(\d+\.\d+) / ", r)]
+                assert len(psnr) == 2 and psnr[0] > bic[0] and psnr[1] > bic[1]
+        assert sum(r.startswith("| **") for r in group) == sum(s in by for by in bundled.values())
