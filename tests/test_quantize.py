@@ -308,12 +308,15 @@ def test_bundled_models_stay_int8_between_convs_on_xnnpack(calib, tmp_path):
     from edge_sr.profile import profile
     from edge_sr.weights import bundled_checkpoints
 
-    ckpts = bundled_checkpoints()["ecbsr_m4c16"]
-    assert sorted(ckpts) == [2, 3, 4]
-    for scale, path in sorted(ckpts.items()):
-        art = ptq(load_checkpoint(path), "executorch", calib, out=tmp_path / f"x{scale}")
-        names = [o.name for o in profile(art.path, runs=1, warmup=1, threads=1, peak=False).ops]
-        int8_convs = [n for n in names if n.startswith("Convolution") and "QC8" in n]
-        assert len(int8_convs) == 5, names  # 4 body convs + tail; the head reads the image in float
-        assert not any("PReLU" in n or "Clamp" in n for n in names), names
-        assert sum(n.startswith("Convert") for n in names) == 3, names
+    bundled = bundled_checkpoints()
+    assert sorted(bundled["ecbsr_m4c16"]) == [2, 3, 4]
+    for arch, ckpts in sorted(bundled.items()):
+        for scale, path in sorted(ckpts.items()):
+            model = load_checkpoint(path)
+            art = ptq(model, "executorch", calib, out=tmp_path / f"{arch}_x{scale}")
+            names = [o.name for o in profile(art.path, runs=1, warmup=1, threads=1, peak=False).ops]
+            int8_convs = [n for n in names if n.startswith("Convolution") and "QC8" in n]
+            # the body convs + tail; the head reads the image in float
+            assert len(int8_convs) == len(model.backbone) - 1, (arch, scale, names)
+            assert not any("PReLU" in n or "Clamp" in n for n in names), names
+            assert sum(n.startswith("Convert") for n in names) == 3, names
