@@ -217,6 +217,12 @@ def test_distill_teacher_terms_and_refusals(tmp_path: Path) -> None:
     loss.backward()
     assert other.backbone[1].conv3x3.weight.grad is not None  # type: ignore[index]
     assert all(p.grad is None for p in d.teacher.parameters())
+    # without taps the teacher runs fused (its deploy form): the same outputs as the train form
+    fused = Distiller(
+        DistillConfig(teacher=teacher_file, gt_weight=0.0), same, scale=2, device=torch.device("cpu")
+    )
+    assert not any(n.startswith("backbone") for n, _ in fused.teacher.named_children())
+    assert float(fused.loss(same, lr, hr, l1_loss)) < 1e-5
     # the gt term alone is the plain loss
     plain = Distiller(
         DistillConfig(teacher=teacher_file, output_weight=0.0), other, scale=2, device=torch.device("cpu")

@@ -15,7 +15,8 @@ the student and nothing extra to checkpoint. Feature pairs name modules (``model
 
 The teacher is any checkpoint :func:`edge_sr.models.load_checkpoint` reads (an edge-sr file, or a foreign one
 recognised from its keys), of the student's scale; it runs in eval mode without gradients, and in its fused
-deploy form when it is re-parameterizable and no feature of it is named (the same function, fewer MACs).
+deploy form (:func:`edge_sr.reparam.reparameterize`) when no feature of it is named (the same function,
+fewer MACs).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Distiller:
 
     def __init__(self, cfg: DistillConfig, student: nn.Module, *, scale: int, device: torch.device) -> None:
         from edge_sr.models import card_of, load_checkpoint
+        from edge_sr.reparam import reparameterize
 
         assert cfg.teacher is not None
         if not Path(cfg.teacher).is_file():
@@ -92,16 +94,10 @@ class Distiller:
         have = card_of(teacher).scale
         if have != scale:
             raise ConfigError(cfg.teacher, f"distill.teacher is a x{have} model; the student is x{scale}")
-        if not cfg.features and callable(getattr(teacher, "fuse", None)):
-            teacher = teacher.fuse()  # type: ignore[operator]
+        if not cfg.features:  # nothing of the teacher is tapped: its deploy form computes the same, faster
+            teacher = reparameterize(teacher, inplace=True)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
-        pairs = cfg.features
-        for pair in pairs:
-            if len(pair) != 2:
-                raise ConfigError(
-                    "distill.features", f"{pair} is not a [student module, teacher module] pair"
-                )
-        self.pairs = [(s, t) for s, t in pairs]
+        self.pairs = [(s, t) for s, t in cfg.features]  # two names each (train.config_checks)
         self.student_taps = _Taps(student, [s for s, _ in self.pairs], "student")
         self.teacher_taps = _Taps(self.teacher, [t for _, t in self.pairs], "teacher")
 
