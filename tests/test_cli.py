@@ -64,7 +64,7 @@ def test_bundled_file_by_name(
     import json
 
     from edge_sr.cli._common import checkpoint_path
-    from edge_sr.weights import bundled_checkpoint
+    from edge_sr.weights import bundled_checkpoint, bundled_checkpoints
 
     monkeypatch.chdir(tmp_path)
     assert main(["inspect", "ecbsr_m4c16_x2", "--json"]) == 0
@@ -75,3 +75,7 @@ def test_bundled_file_by_name(
     assert checkpoint_path("ecbsr_m4c16_x2") == "ecbsr_m4c16_x2"
     assert checkpoint_path("ecbsr_m4c16_x5") == "ecbsr_m4c16_x5"
     assert checkpoint_path("sub/ecbsr_m4c16_x2") == "sub/ecbsr_m4c16_x2"
+    from edge_sr.cli import build_parser
+
+    args = build_parser().parse_args(["train", "recipe.yaml", "--init", "ecbsr_m10c32_x2"])
+    assert args.init == str(bundled_checkpoints(None)["ecbsr_m10c32"][2])

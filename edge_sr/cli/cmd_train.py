@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sr.cli._common import add_json_flag, emit
+from edge_sr.cli._common import add_json_flag, checkpoint_path, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in out_dir from its last checkpoint (resume.pt), bit-exactly",
     )
-    p.add_argument("--init", metavar="CKPT", help="start from these weights (matching names and shapes)")
+    p.add_argument(
+        "--init",
+        metavar="CKPT",
+        type=checkpoint_path,
+        help="start from these weights (matching names and shapes); a path or a bundled file's name",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_flag(p)
     p.set_defaults(func=run)
