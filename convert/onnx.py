@@ -222,13 +222,19 @@ def read_embedded(path: str | os.PathLike[str]) -> dict[str, str]:
 class Runner:
     """onnxruntime CPU session over one ``.onnx`` file; ``forward`` takes arrays in the model's own layout."""
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, threads: int | None = None, optimize: bool = True
+    ) -> None:
+        """``optimize=False``: onnxruntime's graph optimizations off (``ORT_DISABLE_ALL``); on, its default
+        (``ORT_ENABLE_ALL``: constant folding, node fusions, layout transforms)."""
         import onnxruntime as ort
 
         self.path = Path(path)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])

@@ -260,10 +260,21 @@ def _interpreter_class() -> Any:
 class Runner:
     """A LiteRT interpreter over one ``.tflite``; ``forward`` picks the signature whose input shape matches."""
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, threads: int | None = None, xnnpack: bool = True
+    ) -> None:
+        """``xnnpack=False``: the interpreter's built-in kernels only, without the XNNPACK delegate LiteRT
+        applies by default (what a runtime without it, or with it turned off, runs)."""
         self.path = Path(path)
+        kwargs: dict[str, Any] = {}
+        if not xnnpack:
+            from ai_edge_litert.interpreter import OpResolverType
+
+            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = _interpreter_class()(model_path=os.fspath(path), num_threads=threads or 2)
+            self.interpreter = _interpreter_class()(
+                model_path=os.fspath(path), num_threads=threads or 2, **kwargs
+            )
         except (ValueError, RuntimeError) as e:
             raise RuntimeBackendError(
                 path, f"the LiteRT interpreter cannot load it ({str(e).splitlines()[0]})"

@@ -228,3 +228,61 @@ def test_zoo_table_groups_each_scale(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert sum(r.startswith("| **") for r in group) == sum(s in by for by in bundled.values())
     tiers = [r.split(" ")[1].strip("*") for r in rows if r.startswith("| **") and r.split(" | ")[1] == "x2"]
     assert tiers == sorted(subset, key=lambda a: a != "ecbsr_m4c16")  # the cheaper tier first
+
+
+def test_bench_speed_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`edge-sr bench speed`: every variant timed in every cell, the INT8 artifact's Set5 loss, the summary's
+    ratios from the same medians, and the ExecuTorch per-layer classes matching the model's convs."""
+    import torch
+
+    from edge_sr.bench.speed import conv_macs, mosaic
+    from edge_sr.models import load_checkpoint
+    from edge_sr.reparam import reparameterize
+
+    ckpt, data = tiny_setup(tmp_path)
+    md = tmp_path / "B.md"
+    variants = ["torch eager fp32", "executorch fp32", "executorch int8", "onnxruntime fp32"]
+    variants += ["onnxruntime int8", "onnxruntime, no graph opt. fp32"]
+    argv = ["bench", "speed", str(ckpt), "--sizes", "16x16", "24x32", "--threads", "1", "--runs", "2"]
+    argv += ["--runs-large", "1", "--variants", *variants, "--data", str(data), "--calib", str(data / "HR")]
+    argv += ["--calib-count", "2", "--workdir", str(tmp_path / "work"), "--out", str(md), "--json"]
+    assert main(argv) == 0
+    obj = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    (m,) = obj["models"]
+    assert set(m["median_ms"]) == {"16x16@1", "24x32@1"}
+    for cell in m["median_ms"].values():
+        assert set(cell) == set(variants) and all(v > 0 for v in cell.values())
+    assert m["loss_db"]["torch eager fp32"] == 0.0 and abs(m["loss_db"]["executorch fp32"]) < 0.01
+    assert m["loss_db"]["onnxruntime, no graph opt. fp32"] == m["loss_db"]["onnxruntime fp32"]
+    assert isinstance(m["loss_db"]["executorch int8"], float)
+    for row in obj["summary"]:
+        ms = m["median_ms"][row["cell"]]
+        assert row["eager_ms"] == ms["torch eager fp32"] and row["best"] in ms
+        ratio = ms["executorch fp32"] / ms["executorch int8"]
+        assert row["int8_vs_fp32 executorch"] == pytest.approx(ratio)
+        assert row["int8_vs_fp32 tflite"] is None  # not run
+    # the per-layer classes: the tiny model's convs, those reading the image kept float in INT8
+    deploy = reparameterize(load_checkpoint(ckpt))
+    macs = conv_macs(deploy, (16, 16))
+    fp32 = {r["class"]: r for r in m["layers"]["fp32"]}
+    int8 = {r["class"]: r for r in m["layers"]["int8"]}
+    assert fp32["float convolutions"]["ops"] == len(macs)
+    assert fp32["float convolutions"]["gmacs"] == pytest.approx(sum(macs.values()) / 1e9)
+    assert int8["int8 convolutions"]["ops"] + int8["float convolutions"]["ops"] == len(macs)
+    assert int8["int8 convolutions"]["gmacs"] + int8["float convolutions"]["gmacs"] == pytest.approx(
+        sum(macs.values()) / 1e9
+    )
+    text = md.read_text()
+    assert "| executorch | int8 |" in text and "16x16@1" in text and "int8 convolutions" in text
+    # the larger size's INT8 calibration is tiled from the patches
+    p = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    t = mosaic(p, (6, 12))
+    assert t.shape == (2, 3, 6, 12)
+    assert torch.equal(t[0, :, :4, :5], p[0]) and torch.equal(t[0, :, :4, 5:10], p[1])
+    assert torch.equal(t[1, :, :4, :5], p[1]) and torch.equal(t[0, :, 4:, :5], p[1, :, :2])
+
+
+def test_bench_speed_unknown_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "speed", "--variants", "tflite fp64", "--out", ""]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown variant 'tflite fp64'" in err[0]

@@ -300,3 +300,17 @@ def test_pt2_dynamic_range_runs_every_size_and_refuses_outside(tmp_path, ecbsr) 
         assert np.abs(runner.forward(x.numpy()) - ref).max() <= 1e-4
     with pytest.raises(RuntimeBackendError):
         runner.backend.forward(np.zeros((1, 3, 41, 8), np.float32))
+
+
+@pytest.mark.parametrize(("target", "option"), [("tflite", "xnnpack"), ("onnx", "optimize")])
+def test_runner_without_the_runtime_default(out_dir, ecbsr, target: str, option: str) -> None:
+    """TFLite without its default XNNPACK delegate and onnxruntime without graph optimizations (what the speed
+    benchmark compares with) compute the same output as the defaults."""
+    mod = target_module(target)
+    art = export(ecbsr, target, out_dir / f"plain_{option}{mod.SUFFIX}", ExportSpec(input_size=(16, 16)))
+    x = X16.numpy()
+    base = mod.Runner(art.path, threads=1).forward(x)
+    plain = mod.Runner(art.path, threads=1, **{option: False}).forward(x)
+    with torch.no_grad():
+        ref = ecbsr(X16).numpy()
+    assert np.abs(base - ref).max() <= 1e-4 and np.abs(plain - ref).max() <= 1e-4

@@ -223,6 +223,60 @@ def _run_gpu(a: argparse.Namespace, command: str) -> tuple[Any, str]:
     return {"rows": [r.to_dict() for r in res], "out": a.out or None}, to_markdown(res, command)
 
 
+def _speed(p: argparse.ArgumentParser) -> None:
+    from edge_sr.bench.speed import VARIANTS
+    from edge_sr.cli._common import checkpoint_path
+
+    p.add_argument(
+        "checkpoints", nargs="*", type=checkpoint_path, help="default: the bundled image models (names work)"
+    )
+    p.add_argument("--sizes", nargs="+", type=_size, default=[(180, 320), (720, 1280)], metavar="HxW")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], metavar="T", help="one pass each")
+    p.add_argument("--runs", type=int, default=15, help="timed rounds at the first size")
+    p.add_argument("--runs-large", type=int, default=5, help="timed rounds at the other sizes")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=[],
+        metavar="V",
+        help="a subset, quoted: " + ", ".join(repr(v.key) for v in VARIANTS),
+    )
+    p.add_argument(
+        "--data", default=None, metavar="DIR", help="Set5 folder (default $EDGE_SR_DATA/benchmarks/Set5)"
+    )
+    p.add_argument(
+        "--calib", default=None, metavar="DIR", help="INT8 calibration images, used as LR (default BSD200)"
+    )
+    p.add_argument("--calib-count", type=int, default=8, metavar="N")
+    p.add_argument(
+        "--max-loss", type=float, default=0.05, metavar="DB", help="Set5 loss allowed for 'fastest'"
+    )
+    p.add_argument("--no-ops", action="store_true", help="skip the ExecuTorch per-layer breakdown")
+    p.add_argument("--workdir", default=None, metavar="DIR", help="keep the artifacts here (reused)")
+    p.add_argument("--out", default=BENCHMARKS, help="markdown page (its `speed` section; '' to skip)")
+
+
+def _run_speed(a: argparse.Namespace, command: str) -> tuple[Any, str]:
+    from edge_sr.bench.speed import SpeedSettings, bench_speed
+
+    s = SpeedSettings(
+        sizes=tuple(a.sizes), threads=tuple(a.threads), runs=a.runs, runs_large=a.runs_large,
+        variants=tuple(a.variants), data=a.data, calib=a.calib, calib_count=a.calib_count,
+        max_loss_db=a.max_loss, ops=not a.no_ops,
+    )  # fmt: skip
+    res = bench_speed(
+        a.checkpoints or None, s, workdir=a.workdir, doc=a.out or None, command=command,
+        progress=lambda m: print(m, file=sys.stderr),
+    )  # fmt: skip
+    lines = [
+        f"{r['model']} {r['cell']}: eager {r['eager_ms']:.1f} ms, fastest {r['best']} {r['best_ms']:.1f} ms "
+        f"({r['best_speedup']:.1f}x)"
+        for r in res["summary"]
+        if r["eager_ms"] and r["best_ms"]
+    ]
+    return res, "\n".join(lines) or "nothing measured"
+
+
 def _zoo(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", default=None, metavar="DIR", help="folder of Set5/ Set14/ ($EDGE_SR_DATA/benchmarks)"
@@ -264,6 +318,7 @@ KINDS: dict[str, Kind] = {
         _run_matrix,
         "convert -> verify -> profile per model, target, precision; Pareto plot",
     ),
+    "speed": (_speed, _run_speed, "every runtime against torch eager: ms, INT8 / FP32, per-layer rates"),
     "gpu": (_gpu, _run_gpu, "transformer tiles per second on CUDA, FP32 against FP16"),
     "zoo": (_zoo, _run_zoo, "every bundled model on Set5 / Set14 (docs/MODEL_ZOO.md)"),
     "explain": (_explain, _run_explain, "LAM diffusion index float / deploy / FP16 / INT8 (docs/EXPLAIN.md)"),
