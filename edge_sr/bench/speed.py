@@ -493,8 +493,8 @@ def render(results: Sequence[ModelSpeed], s: SpeedSettings, env_block: str) -> s
             f"### ExecuTorch-XNNPACK programs per layer class ({s.sizes[0][0]}x{s.sizes[0][1]}, 1 thread, ETDump)",
             "",
             "Operator times summed per class; the rate against this CPU's theoretical peak of the class's "
-            "precision (`edge_sr.profile.peak`: INT8 counts 4 MACs per 32-bit lane, what a dot-product "
-            "instruction gives; without one it is an upper bound the kernels cannot reach).",
+            "precision (`edge_sr.profile.peak`: vector lanes x FMA ports x clock; INT8 counts 4 MACs per "
+            "32-bit lane with a dot-product instruction, 2 without one).",
             "",
             "| model | program | class | operators | ms | GMAC | GMAC/s | share of peak |",
             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",

@@ -4,9 +4,9 @@ product timed until stable).
 Theoretical, per core and cycle: ``lanes × ports`` multiply-accumulates, where ``lanes`` is the vector width
 over the element width (AVX-512: 16 FP32 lanes, AVX2: 8, NEON: 4). The port count is an upper bound (2 on
 x86 with FMA, 4 on ARM): a core with narrower datapaths (AMD Zen 4 splits AVX-512 in two 256-bit halves)
-reaches less, never more. INT8 counts 4 int8 MACs per 32-bit lane per port, what a dot-product instruction
-(VNNI, AVX-VNNI, ARM ``sdot``) does; without one the same products take extra instructions, so the count is
-still an upper bound. FP16 has twice the FP32 lanes only where the vector unit does FP16 arithmetic
+reaches less, never more. INT8 counts 4 int8 MACs per 32-bit lane per port where the CPU has a dot-product
+instruction (VNNI, AVX-VNNI, ARM ``sdot``); without one, int8 kernels widen to int16 and multiply-add pairs
+(x86 ``vpmaddwd``, ARM ``smlal``): 2 MACs per 32-bit lane. FP16 has twice the FP32 lanes only where the vector unit does FP16 arithmetic
 (``avx512_fp16``, ARM ``asimdhp``); elsewhere FP16 programs compute in FP32 and meet the FP32 peak.
 
 Measured: the best GMAC/s of an (n × n) @ (n × n) ``torch.mm``, repeated in rounds until the best of the
@@ -155,10 +155,12 @@ def theoretical_peak(info: CpuInfo, threads: int, precision: str = "fp32") -> Pe
     bits, ports, isa = unit
     lanes = bits // 32
     if precision == "int8":
-        per_cycle = lanes * 4 * ports
         dot = next((d for d in _DOT_FLAGS if d in info.flags), None)
+        per_cycle = lanes * (4 if dot else 2) * ports
         how = (
-            f"4 int8 MACs per 32-bit lane ({dot})" if dot else "4 int8 MACs per 32-bit lane (no dot product)"
+            f"4 int8 MACs per 32-bit lane ({dot})"
+            if dot
+            else "2 int8 MACs per 32-bit lane (no dot product: int16 multiply-add)"
         )
     elif precision == "fp16" and fp16_arithmetic(info):
         per_cycle, how = lanes * 2 * ports, "FP16 arithmetic: 2 lanes per 32 bits"
