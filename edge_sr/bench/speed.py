@@ -188,7 +188,9 @@ def export_variant(
         ) == sha256_path(path):
             return path
     if precision == "int8":
-        cal = calib if tuple(calib.input_size) == size else from_tensors(mosaic(calib.patches, size))
+        # at a larger size only the latency is read: two mosaics (onnxruntime's percentile calibration
+        # keeps every activation of every calibration input in memory)
+        cal = calib if tuple(calib.input_size) == size else from_tensors(mosaic(calib.patches[:2], size))
         return Path(ptq(deploy, target, cal, out=path, source=source).path)
     return Path(export(deploy, target, path, ExportSpec(input_size=size), source=source).path)
 
@@ -210,9 +212,14 @@ def _runner(v: Variant, path: Path | None, model: nn.Module, threads: int) -> An
     return target_module(v.target).Runner(path, threads=threads, **dict(v.options))
 
 
-def time_rounds(calls: Sequence[Callable[[], Any]], runs: int) -> list[float]:
+def time_rounds(calls: Sequence[Callable[[], Any]], runs: int, settle: bool = False) -> list[float]:
     """Median wall time (ms) of each call over ``runs`` rounds, the calls made in turn within each round,
-    after one warm-up call each."""
+    after one warm-up call each.
+
+    ``settle``: each timed call follows an untimed call of the same variant. With several threads a runtime's
+    pool keeps spinning for a while after a call (onnxruntime, OpenMP): without it, those threads would
+    compete with the next variant's call rather than with their own.
+    """
     from edge_sr.convert.target import time_calls
 
     for c in calls:
@@ -220,7 +227,7 @@ def time_rounds(calls: Sequence[Callable[[], Any]], runs: int) -> list[float]:
     times: list[list[float]] = [[] for _ in calls]
     for _ in range(runs):
         for c, ts in zip(calls, times, strict=True):
-            ts.extend(time_calls(c, 1, 0))
+            ts.extend(time_calls(c, 1, 1 if settle else 0))
     return [statistics.median(ts) for ts in times]
 
 
@@ -353,7 +360,9 @@ def bench_model(
             x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
             runners = [_runner(v, paths.get((v.key, size)), deploy, t) for v in variants]
             meds = time_rounds(
-                [lambda r=r, x=x: r.forward(x) for r in runners], s.runs if size == first else s.runs_large
+                [lambda r=r, x=x: r.forward(x) for r in runners],
+                s.runs if size == first else s.runs_large,
+                settle=t > 1,
             )
             res.median_ms[cell_name(size, t)] = {v.key: m for v, m in zip(variants, meds, strict=True)}
             del runners
@@ -444,7 +453,8 @@ def render(results: Sequence[ModelSpeed], s: SpeedSettings, env_block: str) -> s
         "",
         f"Medians in ms of {s.runs} rounds at {s.sizes[0][0]}x{s.sizes[0][1]} and {s.runs_large} at larger "
         "inputs, every variant called in turn within each round (one process), after one warm-up call each; "
-        "`HxW@T` is the LR input and the thread count. In brackets: the speed-up over torch eager on the "
+        "`HxW@T` is the LR input and the thread count; with more than one thread each timed call follows an "
+        "untimed call of the same variant (thread pools spin after a call). In brackets: the speed-up over torch eager on the "
         "deploy form in the same cell. Set5 loss: Y-PSNR of the float model minus the artifact's "
         "(`edge-sr verify`, shave = scale). INT8: post-training, each target's default quantization.",
     ]
