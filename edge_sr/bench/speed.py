@@ -23,6 +23,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +361,7 @@ def bench_model(
             x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
             runners = [_runner(v, paths.get((v.key, size)), deploy, t) for v in variants]
             meds = time_rounds(
-                [lambda r=r, x=x: r.forward(x) for r in runners],
+                [partial(r.forward, x) for r in runners],
                 s.runs if size == first else s.runs_large,
                 settle=t > 1,
             )
