@@ -300,7 +300,20 @@ def test_train_form_qat_runs(model, calib, tmp_path):
     assert _psnr_vs_float(model, art.path) > 30
 
 
-def test_bundled_models_stay_int8_between_convs_on_xnnpack(calib, tmp_path):
+def _bundled() -> list[tuple[str, int]]:
+    from edge_sr.weights import bundled_checkpoints
+
+    return [(a, s) for a, by in sorted(bundled_checkpoints().items()) for s in sorted(by)]
+
+
+def test_every_scale_has_a_bundled_default_model():
+    from edge_sr.weights import bundled_checkpoints
+
+    assert sorted(bundled_checkpoints()["ecbsr_m4c16"]) == [2, 3, 4]
+
+
+@pytest.mark.parametrize(("arch", "scale"), _bundled())
+def test_bundled_models_stay_int8_between_convs_on_xnnpack(calib, tmp_path, arch: str, scale: int):
     """The bundled models' ReLUs fold into XNNPACK's int8 convolutions: the INT8 program converts between
     float and int8 only at its borders (after the float head, on the float residual, before the output),
     never around an activation. A PReLU model needs two conversions per layer (PReLU runs in float)."""
@@ -308,15 +321,11 @@ def test_bundled_models_stay_int8_between_convs_on_xnnpack(calib, tmp_path):
     from edge_sr.profile import profile
     from edge_sr.weights import bundled_checkpoints
 
-    bundled = bundled_checkpoints()
-    assert sorted(bundled["ecbsr_m4c16"]) == [2, 3, 4]
-    for arch, ckpts in sorted(bundled.items()):
-        for scale, path in sorted(ckpts.items()):
-            model = load_checkpoint(path)
-            art = ptq(model, "executorch", calib, out=tmp_path / f"{arch}_x{scale}")
-            names = [o.name for o in profile(art.path, runs=1, warmup=1, threads=1, peak=False).ops]
-            int8_convs = [n for n in names if n.startswith("Convolution") and "QC8" in n]
-            # the body convs + tail; the head reads the image in float
-            assert len(int8_convs) == len(model.backbone) - 1, (arch, scale, names)
-            assert not any("PReLU" in n or "Clamp" in n for n in names), names
-            assert sum(n.startswith("Convert") for n in names) == 3, names
+    model = load_checkpoint(bundled_checkpoints()[arch][scale])
+    art = ptq(model, "executorch", calib, out=tmp_path / f"{arch}_x{scale}")
+    names = [o.name for o in profile(art.path, runs=1, warmup=1, threads=1, peak=False).ops]
+    int8_convs = [n for n in names if n.startswith("Convolution") and "QC8" in n]
+    # the body convs + tail; the head reads the image in float
+    assert len(int8_convs) == len(model.backbone) - 1, names
+    assert not any("PReLU" in n or "Clamp" in n for n in names), names
+    assert sum(n.startswith("Convert") for n in names) == 3, names
