@@ -242,14 +242,14 @@ def test_bench_speed_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> 
     ckpt, data = tiny_setup(tmp_path)
     md = tmp_path / "B.md"
     variants = ["torch eager fp32", "executorch fp32", "executorch int8", "onnxruntime fp32"]
-    variants += ["onnxruntime int8", "onnxruntime, no graph opt. fp32"]
-    argv = ["bench", "speed", str(ckpt), "--sizes", "16x16", "24x32", "--threads", "1", "--runs", "2"]
+    variants += ["onnxruntime, no graph opt. fp32"]
+    argv = ["bench", "speed", str(ckpt), "--sizes", "16x16", "--threads", "1", "--runs", "2"]
     argv += ["--runs-large", "1", "--variants", *variants, "--data", str(data), "--calib", str(data / "HR")]
     argv += ["--calib-count", "2", "--workdir", str(tmp_path / "work"), "--out", str(md), "--json"]
     assert main(argv) == 0
     obj = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     (m,) = obj["models"]
-    assert set(m["median_ms"]) == {"16x16@1", "24x32@1"}
+    assert set(m["median_ms"]) == {"16x16@1"}
     for cell in m["median_ms"].values():
         assert set(cell) == set(variants) and all(v > 0 for v in cell.values())
     assert m["loss_db"]["torch eager fp32"] == 0.0 and abs(m["loss_db"]["executorch fp32"]) < 0.01
@@ -260,7 +260,7 @@ def test_bench_speed_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> 
         assert row["eager_ms"] == ms["torch eager fp32"] and row["best"] in ms
         ratio = ms["executorch fp32"] / ms["executorch int8"]
         assert row["int8_vs_fp32 executorch"] == pytest.approx(ratio)
-        assert row["int8_vs_fp32 tflite"] is None  # not run
+        assert row["int8_vs_fp32 tflite"] is None and row["int8_vs_fp32 onnxruntime"] is None  # not run
     # the per-layer classes: the tiny model's convs, those reading the image kept float in INT8
     deploy = reparameterize(load_checkpoint(ckpt))
     macs = conv_macs(deploy, (16, 16))
@@ -274,7 +274,7 @@ def test_bench_speed_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> 
     )
     text = md.read_text()
     assert "| executorch | int8 |" in text and "16x16@1" in text and "int8 convolutions" in text
-    # the larger size's INT8 calibration is tiled from the patches
+    # a larger size's INT8 calibration is tiled from the patches
     p = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
     t = mosaic(p, (6, 12))
     assert t.shape == (2, 3, 6, 12)
