@@ -24,7 +24,6 @@ import numpy as np
 
 from edge_sr.bench._env import data_dir, environment, environment_block
 from edge_sr.convert import TARGETS, target_module
-from edge_sr.convert.target import time_calls
 
 logger = logging.getLogger(__name__)
 QAT_SETS = ("T91", "General100")  # default QAT folders under train/ of the data root
@@ -72,17 +71,12 @@ def latency_rounds(
     """Wall times (ms) of one forward at ``size`` for each artifact, ``runs`` rounds, the artifacts called in
     turn within each round (so a load change on the machine hits all of them alike), after one warm-up call
     each."""
+    from edge_sr.bench.speed import round_times
     from edge_sr.runtime import load
 
     runners = [load(p, threads=threads) for p in paths]
     x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
-    for r in runners:
-        r.forward(x)
-    times: list[list[float]] = [[] for _ in runners]
-    for _ in range(runs):
-        for r, ts in zip(runners, times):
-            ts.extend(time_calls(partial(r.forward, x), 1, 0))
-    return times
+    return round_times([partial(r.forward, x) for r in runners], runs)
 
 
 def _builds(model: Any, t: str, d: Path, calib: Any, s: QuantBenchSettings, qat_data: list[Path]) -> dict:

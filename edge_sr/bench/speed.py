@@ -214,8 +214,13 @@ def _runner(v: Variant, path: Path | None, model: nn.Module, threads: int) -> An
 
 
 def time_rounds(calls: Sequence[Callable[[], Any]], runs: int, settle: bool = False) -> list[float]:
-    """Median wall time (ms) of each call over ``runs`` rounds, the calls made in turn within each round,
-    after one warm-up call each.
+    """Median wall time (ms) of each call over ``runs`` rounds (:func:`round_times`)."""
+    return [statistics.median(ts) for ts in round_times(calls, runs, settle)]
+
+
+def round_times(calls: Sequence[Callable[[], Any]], runs: int, settle: bool = False) -> list[list[float]]:
+    """Wall times (ms) of each call over ``runs`` rounds, the calls made in turn within each round (so a load
+    change on the machine hits all of them alike), after one warm-up call each.
 
     ``settle``: each timed call follows an untimed call of the same variant. With several threads a runtime's
     pool keeps spinning for a while after a call (onnxruntime, OpenMP): without it, those threads would
@@ -229,7 +234,7 @@ def time_rounds(calls: Sequence[Callable[[], Any]], runs: int, settle: bool = Fa
     for _ in range(runs):
         for c, ts in zip(calls, times, strict=True):
             ts.extend(time_calls(c, 1, 1 if settle else 0))
-    return [statistics.median(ts) for ts in times]
+    return times
 
 
 # ---------------------------------------------------------------- per-layer classes
