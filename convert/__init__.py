@@ -267,7 +267,9 @@ def _resolve_out(
     out: str | os.PathLike[str], suffix: str, arch: str | None, scale: int, precision: str
 ) -> Path:
     p = Path(out)
-    if p.is_dir() or not p.suffix:
+    # a folder takes a named artifact, except a folder that is itself an artifact of this target (an existing
+    # .mlpackage given again as -o is replaced, not written into)
+    if not p.suffix or (p.is_dir() and p.suffix.lower() != suffix):
         return p / f"{arch or 'model'}_x{scale}_{precision}{suffix}"
     if p.suffix.lower() != suffix:
         raise ConfigError(p, f"the artifact of this target must end in {suffix}")

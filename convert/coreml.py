@@ -267,7 +267,59 @@ def quantizer(*, qat: bool = False, mode: str | None = None) -> Any:
         }
     )
     _cache_pattern_graphs()
-    return CoreMLQuantizer(cfg)
+    return _present_patterns_only(CoreMLQuantizer)(cfg)
+
+
+# An annotator of ``CoreMLQuantizer`` (its registry name) matches only subgraphs holding every one of these
+# aten ops (a node's target name contains the word): the batch-norm patterns need a batch norm, and so on.
+_ANCHORS: dict[str, tuple[str, ...]] = {
+    "conv": ("conv",),
+    "linear": ("linear",),
+    "matmul": ("matmul",),
+    "bn": ("batch_norm",),
+    "add": ("add",),
+    "mul": ("mul",),
+}
+
+
+def annotators_for(op_names: set[str], names: list[str]) -> list[str]:
+    """Which of ``CoreMLQuantizer``'s annotators (registry names) can match a graph of these aten ops.
+
+    A pattern is a small graph of aten ops; the matcher finds it only where the model's graph holds each of
+    them, so an annotator whose anchor op is absent annotates nothing and is skipped. An annotator with no
+    known anchor (the pools, flatten) always runs.
+    """
+    keep = []
+    for name in names:
+        words = [w for w in name.split("_") if w in _ANCHORS]
+        if all(any(a in op for op in op_names for a in _ANCHORS[w]) for w in words):
+            keep.append(name)
+    return keep
+
+
+def _present_patterns_only(base: Any) -> Any:
+    """``CoreMLQuantizer`` that runs only the annotators whose ops are in the graph (:func:`annotators_for`).
+
+    Each annotator exports its patterns (conv x batch norm x 8 activations x in-place ..., most of a minute of
+    CPU on the first call of a process); on an SR network without batch norm, linear or matmul layers over
+    half of that time went to patterns that cannot match. The annotations are the same.
+    """
+    from executorch.backends.apple.coreml.quantizer._coreml_quantizer import (
+        _AnnotationConfig,
+        _AnnotationPatternRegistry,
+    )
+
+    class Quantizer(base):  # type: ignore[misc, valid-type]
+        def _annotate_all_patterns(self, model: Any, quantization_config: Any, filter_fn: Any = None) -> None:
+            ops = {str(n.target) for n in model.graph.nodes if n.op == "call_function"}
+            annotators = _AnnotationPatternRegistry.get_annotators()
+            for name in annotators_for(ops, list(annotators)):
+                annotators[name](
+                    model, _AnnotationConfig.from_quantization_config(quantization_config), filter_fn
+                )
+
+    Quantizer.__name__ = Quantizer.__qualname__ = base.__name__
+    return Quantizer
 
 
 def _cache_pattern_graphs() -> None:

@@ -314,3 +314,20 @@ def test_runner_without_the_runtime_default(out_dir, ecbsr, target: str, option:
     with torch.no_grad():
         ref = ecbsr(X16).numpy()
     assert np.abs(base - ref).max() <= 1e-4 and np.abs(plain - ref).max() <= 1e-4
+
+
+def test_out_names_a_folder_or_replaces_an_artifact_folder(tmp_path) -> None:
+    """-o: a folder gets a named artifact inside; an existing .mlpackage (itself a folder) is the artifact."""
+    from edge_sr.convert import _resolve_out
+
+    (tmp_path / "m.mlpackage").mkdir()
+    assert (
+        _resolve_out(tmp_path / "m.mlpackage", ".mlpackage", "ecbsr", 2, "fp32") == tmp_path / "m.mlpackage"
+    )
+    assert _resolve_out(tmp_path, ".mlpackage", "ecbsr", 2, "fp32") == tmp_path / "ecbsr_x2_fp32.mlpackage"
+    assert _resolve_out(tmp_path / "new", ".pte", None, 4, "int8") == tmp_path / "new" / "model_x4_int8.pte"
+    (tmp_path / "d.pte").mkdir()  # a folder that merely ends like another target's file is still a folder
+    assert (
+        _resolve_out(tmp_path / "d.pte", ".tflite", None, 2, "fp32")
+        == tmp_path / "d.pte" / "model_x2_fp32.tflite"
+    )

@@ -164,6 +164,27 @@ def test_coreml_w8a8_lowers(model, calib, tmp_path):
     assert _psnr_vs_float(model, art.path) > 30
 
 
+def test_coreml_quantizer_skips_only_annotators_that_cannot_match():
+    """CoreMLQuantizer's annotators whose anchor op is absent from the graph are skipped; the rest run."""
+    from edge_sr.convert.coreml import annotators_for
+    from executorch.backends.apple.coreml.quantizer._coreml_quantizer import _AnnotationPatternRegistry
+
+    names = list(_AnnotationPatternRegistry.get_annotators())
+    sr = {"aten.conv2d.default", "aten.relu.default", "aten.add.Tensor", "aten.pixel_shuffle.default"}
+    kept = annotators_for(sr, names)
+    assert {"conv", "conv_act", "add", "add_act"} <= set(kept)
+    assert not any(w in name for name in kept for w in ("bn", "linear", "mul", "matmul"))
+    assert "max_pool2d" in kept and "flatten" in kept  # no anchor known: always run
+    with_bn = annotators_for(sr | {"aten._native_batch_norm_legit_no_training.default"}, names)
+    assert {"conv_bn", "conv_bn_act"} <= set(with_bn) and "linear_bn" not in with_bn
+    more = annotators_for(sr | {"aten.linear.default", "aten.mul.Tensor", "aten.matmul.default"}, names)
+    assert {"linear", "linear_act", "mul", "mul_act", "matmul", "matmul_act"} <= set(more)
+    assert "linear_bn_act" not in more
+    assert annotators_for(set(), names) == [
+        n for n in names if not any(w in n for w in ("conv", "linear", "add", "mul"))
+    ]
+
+
 def test_keep_float_leaves_layer_unquantized(model, calib):
     from edge_sr.convert.executorch import quantizer
     from edge_sr.quantize.pt2e import quantize_model
