@@ -180,6 +180,14 @@ def test_coreml_quantizer_skips_only_annotators_that_cannot_match():
     more = annotators_for(sr | {"aten.linear.default", "aten.mul.Tensor", "aten.matmul.default"}, names)
     assert {"linear", "linear_act", "mul", "mul_act", "matmul", "matmul_act"} <= set(more)
     assert "linear_bn_act" not in more
+    # activations: each maps to the ops its patterns hold; the quantizer leaves the module's lists as they were
+    import torch.nn.functional as F
+    from edge_sr.convert.coreml import _activation_ops
+    from executorch.backends.apple.coreml.quantizer import _coreml_quantizer_utils as utils
+
+    assert _activation_ops()[F.relu] == [{"aten.relu.default"}, {"aten.relu_.default"}]
+    assert _activation_ops()[F.relu6] == [{"aten.relu6.default"}, {"aten.relu6_.default"}]
+    assert len(utils._supported_activations) == 11 and F.mish in utils._supported_activations
     assert annotators_for(set(), names) == [
         n for n in names if not any(w in n for w in ("conv", "linear", "add", "mul"))
     ]
