@@ -36,6 +36,7 @@ from edge_sr.data.imresize import imresize, modcrop
 from edge_sr.data.io import BT601_LUMA
 from edge_sr.errors import CheckpointError, InputError
 from edge_sr.metrics import psnr_values, rgb_to_y, ssim_values
+from edge_sr.reparam import has_fusable, reparameterize
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ def resolve_model_colors(
     else:
         return model, getattr(model, "__name__", type(model).__name__), 3
     colors = int(card_of(net).colors) if has_card(net) else 3
+    if has_fusable(net):  # the deploy form computes the same function with a fraction of the ops
+        net = reparameterize(net)
 
     def run(x: Tensor) -> Tensor:
         with torch.no_grad():
