@@ -220,6 +220,34 @@ class Runner:
 # ---------------------------------------------------------------- profiling
 
 
+class EtdumpRunner:
+    """``run(feeds)`` like :class:`Runner` on a program loaded with ETDump enabled; :meth:`ops` gives the
+    operator times of the calls so far (a video step profiled with its state fed back, for one)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int = 1) -> None:
+        from executorch.extension.pybindings import portable_lib as pl
+
+        pl._unsafe_reset_threadpool(int(threads))
+        self.path = Path(path)
+        try:
+            self.module = pl._load_for_executorch(os.fspath(path), enable_etdump=True, debug_buffer_size=0)
+        except Exception as e:  # the pybindings raise RuntimeError with the ExecuTorch error code
+            raise RuntimeBackendError(path, f"ExecuTorch cannot load it ({e})") from None
+        self.input_names, self.output_names = io_names(path)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        xs = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        return {n: y.numpy() for n, y in zip(self.output_names, self.module.forward(xs), strict=True)}
+
+    def ops(self) -> list[OpTime]:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / "profile.etdp"
+            self.module.write_etdump_result_to_file(str(f))
+            return etdump_ops(f)
+
+
 def _et_dtype(code: int) -> Any:
     # c10::ScalarType codes: 0 uint8, 1 int8, 5 half, 6 float
     return {0: np.uint8, 1: np.int8, 5: np.float16, 6: np.float32}.get(int(code), np.float32)

@@ -282,6 +282,55 @@ def test_bench_speed_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> 
     assert torch.equal(t[1, :, :4, :5], p[1]) and torch.equal(t[0, :, 4:, :5], p[1, :, :2])
 
 
+def test_bench_speed_video_step(tmp_path: Path, data_root: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A video model in `edge-sr bench speed`: its step timed per frame with the state fed back, eager and on
+    each runtime; the loss on Vid4 against the float stream; the ExecuTorch step's layer classes against the
+    step's convs (every conv int8 in the INT8 step)."""
+    import torch
+
+    from edge_sr.bench.speed import conv_macs
+    from edge_sr.models import create_model, save_checkpoint
+    from edge_sr.models.stream import Stream
+
+    if not (data_root / "video" / "Vid4" / "GT").is_dir():
+        pytest.skip("no video data")
+    torch.manual_seed(0)
+    model = create_model("rrn_edge", scale=4, n_c=4, n_b=1).eval()
+    ckpt = save_checkpoint(model, tmp_path / "rrn_tiny_x4.safetensors")
+    md = tmp_path / "B.md"
+    variants = ["torch eager fp32", "executorch fp32", "executorch int8", "onnxruntime fp32"]
+    argv = ["bench", "speed", str(ckpt), "--sizes", "32x32", "720x1280", "--threads", "1", "--runs", "2"]
+    argv += [
+        "--variants",
+        *variants,
+        "--video-data",
+        str(data_root / "video" / "Vid4"),
+        "--video-frames",
+        "1",
+    ]
+    argv += ["--video-calib", str(data_root / "video" / "clips" / "cockatoo.mp4")]
+    argv += ["--workdir", str(tmp_path / "work"), "--out", str(md), "--json"]
+    assert main(argv) == 0
+    obj = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    (m,) = obj["models"]
+    assert m["quality"] == "Vid4" and set(m["median_ms"]) == {"32x32@1"}  # the step at the first size only
+    assert set(m["median_ms"]["32x32@1"]) == set(variants) and all(
+        v > 0 for v in m["median_ms"]["32x32@1"].values()
+    )
+    assert m["loss_db"]["torch eager fp32"] == 0.0 and abs(m["loss_db"]["executorch fp32"]) < 0.01
+    assert abs(m["loss_db"]["onnxruntime fp32"]) < 0.01 and isinstance(m["loss_db"]["executorch int8"], float)
+    macs = conv_macs(model, (32, 32), run=lambda: Stream(model).push(torch.zeros(1, 3, 32, 32)))
+    assert m["gmacs"] == {"32x32": pytest.approx(sum(macs.values()) / 1e9)}
+    int8 = {r["class"]: r for r in m["layers"]["int8"]}
+    assert "float convolutions" not in int8 and int8["int8 convolutions"]["ops"] == len(macs)
+    assert int8["int8 convolutions"]["gmacs"] == pytest.approx(sum(macs.values()) / 1e9)
+    (row,) = obj["summary"]
+    ms = m["median_ms"]["32x32@1"]
+    assert row["int8_vs_fp32 executorch"] == pytest.approx(ms["executorch fp32"] / ms["executorch int8"])
+    text = md.read_text()
+    assert "| runtime | precision | Vid4 loss (dB) | 32x32@1 |" in text and "a video step" in text
+
+
 def test_bench_speed_unknown_variant(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "speed", "--variants", "tflite fp64", "--out", ""]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -12,6 +12,11 @@ Where the time of the ExecuTorch programs goes comes from their ETDump: per laye
 float convolutions, the rest) the milliseconds, the MACs and the achieved rate as a share of this CPU's peak
 for that precision (``edge_sr.profile.peak``).
 
+A video (streaming) model's step is measured the same way at the first size, one call per frame with its state
+fed back as an app runs it (``edge_sr.profile.stream``), the eager baseline being ``edge_sr.models.stream.Stream``
+on the deploy form; INT8 is calibrated on consecutive frames of a clip and the quality column is the Vid4 Y-PSNR
+loss against the float stream (``edge_sr.verify.verify_video``).
+
 Artifacts stay in ``workdir`` between runs of the same settings (exported again only when missing).
 """
 
@@ -87,6 +92,9 @@ class SpeedSettings:
         calib_count: calibration patches.
         max_loss_db: the Set5 loss within which an artifact counts for "fastest".
         ops: collect the ExecuTorch per-layer breakdown (first size, one thread).
+        video_data: the Vid4 root for a video model's quality column (default ``$EDGE_SR_DATA/video/Vid4``).
+        video_calib: the clip a video model's INT8 step is calibrated on (default ``clips/cockatoo.mp4``).
+        video_frames: the first frames of each Vid4 clip scored (default all).
     """
 
     sizes: tuple[Size, ...] = ((180, 320), (720, 1280))
@@ -99,6 +107,9 @@ class SpeedSettings:
     calib_count: int = 8
     max_loss_db: float = 0.05
     ops: bool = True
+    video_data: str | None = None
+    video_calib: str | None = None
+    video_frames: int | None = None
 
     def chosen(self) -> list[Variant]:
         from edge_sr.errors import ConfigError
@@ -123,6 +134,7 @@ class ModelSpeed:
     median_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # "HxW@T" -> key -> ms
     layers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # precision -> per-class rows
     notes: list[str] = field(default_factory=list)
+    quality: str = "Set5"  # what the loss is measured on (Vid4 for a video step)
 
     def summary(self, max_loss_db: float) -> list[dict[str, Any]]:
         """Per size and thread count: the eager time, the fastest artifact within ``max_loss_db`` and its
@@ -170,24 +182,36 @@ def mosaic(patches: torch.Tensor, size: Size) -> torch.Tensor:
     return out[:, :, : size[0], : size[1]].contiguous()
 
 
+def _artifact_path(out: Path, target: str, precision: str, size: Size) -> Path:
+    return out / f"{target}_{precision}_{size[0]}x{size[1]}{target_module(target).SUFFIX}"
+
+
+def _reusable(path: Path, source: Path) -> bool:
+    """An artifact kept from an earlier run, made from these weights and unchanged since."""
+    import json
+
+    from edge_sr.convert.manifest import sha256_path
+
+    manifest = path.with_name(path.name + ".json")
+    if not (path.exists() and manifest.exists()):
+        return False
+    made = json.loads(manifest.read_text())
+    return bool(
+        (made.get("source") or {}).get("sha256") == sha256_path(source)
+        and made.get("artifact_sha256") == sha256_path(path)
+    )
+
+
 def export_variant(
     deploy: nn.Module, target: str, precision: str, size: Size, calib: Any, out: Path, source: Path
 ) -> Path:
     """The ``target`` artifact of ``deploy`` at ``size`` (reused when already in ``out``)."""
-    import json
-
     from edge_sr.convert import ExportSpec, export
-    from edge_sr.convert.manifest import sha256_path
     from edge_sr.quantize import from_tensors, ptq
 
-    path = out / f"{target}_{precision}_{size[0]}x{size[1]}{target_module(target).SUFFIX}"
-    manifest = path.with_name(path.name + ".json")
-    if path.exists() and manifest.exists():  # kept from an earlier run: reused when made from these weights
-        made = json.loads(manifest.read_text())
-        if (made.get("source") or {}).get("sha256") == sha256_path(source) and made.get(
-            "artifact_sha256"
-        ) == sha256_path(path):
-            return path
+    path = _artifact_path(out, target, precision, size)
+    if _reusable(path, source):
+        return path
     if precision == "int8":
         # at a larger size only the latency is read: two mosaics (onnxruntime's percentile calibration
         # keeps every activation of every calibration input in memory)
@@ -240,8 +264,9 @@ def round_times(calls: Sequence[Callable[[], Any]], runs: int, settle: bool = Fa
 # ---------------------------------------------------------------- per-layer classes
 
 
-def conv_macs(model: nn.Module, size: Size) -> dict[str, int]:
-    """Module path -> MACs of every ``nn.Conv2d`` of ``model`` at an LR input of ``size``."""
+def conv_macs(model: nn.Module, size: Size, run: Callable[[], Any] | None = None) -> dict[str, int]:
+    """Module path -> MACs of every ``nn.Conv2d`` of ``model`` at an LR input of ``size`` (``run``: a call
+    that runs ``model`` once, a video step's, in place of a forward on a zero image)."""
     found: dict[str, int] = {}
     names = {m: n for n, m in model.named_modules()}
 
@@ -251,7 +276,7 @@ def conv_macs(model: nn.Module, size: Size) -> dict[str, int]:
     hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, *size))
+            run() if run is not None else model(torch.zeros(1, 3, *size))
     finally:
         for h in hs:
             h.remove()
@@ -386,6 +411,108 @@ def bench_model(
     return res
 
 
+def bench_stream_model(
+    ckpt: Path, s: SpeedSettings, work: Path, progress: Callable[[str], None] | None = None
+) -> ModelSpeed:
+    """Export, verify on Vid4 and time every chosen variant of a video model's step at the first size, one
+    call per frame with the state fed back (see the module docstring)."""
+    from edge_sr.convert import ExportSpec, export, read_manifest
+    from edge_sr.models import card_of, load_checkpoint
+    from edge_sr.models.stream import Stream
+    from edge_sr.profile.stream import stream_call
+    from edge_sr.quantize.sequences import load_sequences
+    from edge_sr.quantize.stream import stream_ptq
+    from edge_sr.reparam import reparameterize
+    from edge_sr.verify import verify_video
+
+    say = progress or (lambda _m: None)
+    deploy = reparameterize(load_checkpoint(ckpt)).eval()
+    card = card_of(deploy)
+    size = s.sizes[0]
+    variants = s.chosen()
+    out = work / ckpt.stem
+    out.mkdir(parents=True, exist_ok=True)
+    seqs = None
+    paths: dict[str, Path] = {}
+    for v in variants:
+        if v.target is None or f"{v.target} {v.precision}" in paths:
+            continue
+        path = _artifact_path(out, v.target, v.precision, size)
+        if not _reusable(path, ckpt):
+            say(f"{ckpt.stem}: export {v.target} {v.precision} {size[0]}x{size[1]}")
+            if v.precision == "int8":
+                if seqs is None:
+                    clip = data_dir(s.video_calib, "video", "clips", "cockatoo.mp4")
+                    seqs = load_sequences(
+                        clip, input_size=size, scale=card.scale, clips=8, frames=8, seed=0, colors=card.colors
+                    )
+                stream_ptq(deploy, v.target, seqs, out=path, source=ckpt)
+            else:
+                export(deploy, v.target, path, ExportSpec(input_size=size), source=ckpt)
+        paths[f"{v.target} {v.precision}"] = path
+    frame = torch.zeros(1, card.colors, *size)
+    macs = conv_macs(deploy, size, run=partial(Stream(deploy).push, frame))
+    res = ModelSpeed(
+        ckpt.stem, card.scale, {f"{size[0]}x{size[1]}": sum(macs.values()) / 1e9}, {}, quality="Vid4"
+    )
+    vid4 = data_dir(s.video_data, "video", "Vid4")
+    for v in variants:
+        if v.target is None:
+            res.loss_db[v.key] = 0.0
+        elif not v.options:
+            say(f"{ckpt.stem}: verify {v.key} on Vid4")
+            rep = verify_video(
+                paths[f"{v.target} {v.precision}"],
+                reference=deploy,
+                data=vid4,
+                frames=s.video_frames,
+                record=False,
+            )
+            res.loss_db[v.key] = rep.psnr_float - rep.psnr
+    for v in variants:
+        if v.options:
+            plain = next((u for u in variants if u.target == v.target and u.precision == v.precision), None)
+            res.loss_db[v.key] = res.loss_db.get(plain.key) if plain and not plain.options else None
+    x = torch.from_numpy(np.random.default_rng(0).random((1, card.colors, *size), dtype=np.float32))
+    for t in s.threads:
+        torch.set_num_threads(t)
+        say(f"{ckpt.stem}: time the step at {size[0]}x{size[1]}, {t} thread(s)")
+        calls: list[Callable[[], Any]] = []
+        for v in variants:
+            if v.target is None:
+                eager = Stream(deploy)
+                calls.append(torch.inference_mode()(partial(eager.push, x)))
+            else:
+                path = paths[f"{v.target} {v.precision}"]
+                runner = target_module(v.target).Runner(path, threads=t, **dict(v.options))
+                calls.append(stream_call(runner, read_manifest(path)["stream"]))
+        meds = time_rounds(calls, s.runs, settle=t > 1)
+        res.median_ms[cell_name(size, t)] = {v.key: m for v, m in zip(variants, meds, strict=True)}
+        del calls
+    if s.ops:
+        from edge_sr.convert.executorch import EtdumpRunner
+
+        for v in variants:
+            if v.target != "executorch" or v.options:
+                continue
+            say(f"{ckpt.stem}: ETDump of {v.key}")
+            path = paths[f"{v.target} {v.precision}"]
+            profiled = EtdumpRunner(path, threads=1)
+            call = stream_call(profiled, read_manifest(path)["stream"])
+            for _ in range(s.runs):
+                call()
+            # the INT8 step quantizes every conv (its first conv reads the state too)
+            res.layers[v.precision] = layer_classes(profiled.ops(), macs, [], v.precision, 1)
+    res.notes.append(
+        f"a video step: {size[0]}x{size[1]} -> {size[0] * card.scale}x{size[1] * card.scale} per frame, the state "
+        "fed back between calls; INT8 calibrated on 8 clips of 8 frames of "
+        f"{Path(s.video_calib).name if s.video_calib else 'clips/cockatoo.mp4'}; loss on Vid4 "
+        f"({'all frames' if s.video_frames is None else f'the first {s.video_frames} frames of each clip'}, "
+        "BI, Y, crop 0) against the float stream"
+    )
+    return res
+
+
 def conv_macs_total(model: nn.Module, size: Size) -> float:
     from edge_sr.profile.compute import count_macs
 
@@ -407,12 +534,14 @@ def bench_speed(
     Returns:
         ``{"models": [...], "summary": [...], "environment": {...}, "out": doc or None}``.
     """
+    from edge_sr.models import load_checkpoint
+    from edge_sr.models.stream import is_stream_model
     from edge_sr.weights import bundled_checkpoints
 
     s = settings or SpeedSettings()
     s.chosen()  # ConfigError for an unknown variant before any work
     ckpts = [Path(c) for c in checkpoints or ()] or [
-        f for scales in bundled_checkpoints().values() for f in scales.values()
+        f for scales in bundled_checkpoints(None).values() for f in scales.values()
     ]
     threads_before = torch.get_num_threads()
     results: list[ModelSpeed] = []
@@ -420,7 +549,8 @@ def bench_speed(
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(workdir) if workdir else Path(tmp)
             for ck in ckpts:
-                results.append(bench_model(ck, s, work, progress))
+                video = is_stream_model(load_checkpoint(ck))
+                results.append((bench_stream_model if video else bench_model)(ck, s, work, progress))
     finally:
         torch.set_num_threads(threads_before)
     env = environment()
@@ -462,20 +592,23 @@ def render(results: Sequence[ModelSpeed], s: SpeedSettings, env_block: str) -> s
         "`HxW@T` is the LR input and the thread count; with more than one thread each timed call follows an "
         "untimed call of the same variant (thread pools spin after a call). In brackets: the speed-up over torch eager on the "
         "deploy form in the same cell. Set5 loss: Y-PSNR of the float model minus the artifact's "
-        "(`edge-sr verify`, shave = scale). INT8: post-training, each target's default quantization.",
+        "(`edge-sr verify`, shave = scale). INT8: post-training, each target's default quantization. A video "
+        "model's step runs at the first size only, one call per frame with its state fed back (its notes say "
+        "how it was calibrated and scored).",
     ]
     for r in results:
         lines += ["", f"### {r.model} (x{r.scale})", ""]
         macs = ", ".join(f"{k}: {v:.2f} GMAC" for k, v in r.gmacs.items())
         lines += [f"Compute per forward: {macs}.", ""]
-        lines.append("| runtime | precision | Set5 loss (dB) | " + " | ".join(cells) + " |")
-        lines.append("| --- | --- | ---: | " + " | ".join("---:" for _ in cells) + " |")
+        mine = [c for c in cells if c in r.median_ms]
+        lines.append(f"| runtime | precision | {r.quality} loss (dB) | " + " | ".join(mine) + " |")
+        lines.append("| --- | --- | ---: | " + " | ".join("---:" for _ in mine) + " |")
         keys = list(next(iter(r.median_ms.values()), {}))
         for k in keys:
             runtime, prec = k.rsplit(" ", 1)
             loss = r.loss_db.get(k)
             vals = []
-            for c in cells:
+            for c in mine:
                 ms = r.median_ms.get(c, {})
                 e = ms.get("torch eager fp32")
                 v = ms.get(k)
@@ -489,7 +622,8 @@ def render(results: Sequence[ModelSpeed], s: SpeedSettings, env_block: str) -> s
             )
     lines += [
         "",
-        f"### Summary: the fastest artifact within {s.max_loss_db} dB of Set5 loss, and INT8 against FP32",
+        f"### Summary: the fastest artifact within {s.max_loss_db} dB of quality loss (Set5; Vid4 for a video "
+        "step), and INT8 against FP32",
         "",
         "| model | cell | torch eager (ms) | fastest artifact | ms | speed-up over eager | "
         + " | ".join(f"INT8 / FP32 {n}" for n, _, _ in INT8_PAIRS)

@@ -228,7 +228,10 @@ def _speed(p: argparse.ArgumentParser) -> None:
     from edge_sr.cli._common import checkpoint_path
 
     p.add_argument(
-        "checkpoints", nargs="*", type=checkpoint_path, help="default: the bundled image models (names work)"
+        "checkpoints",
+        nargs="*",
+        type=checkpoint_path,
+        help="default: the bundled image models and the bundled video model (names work)",
     )
     p.add_argument("--sizes", nargs="+", type=_size, default=[(180, 320), (720, 1280)], metavar="HxW")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], metavar="T", help="one pass each")
@@ -252,6 +255,19 @@ def _speed(p: argparse.ArgumentParser) -> None:
         "--max-loss", type=float, default=0.05, metavar="DB", help="Set5 loss allowed for 'fastest'"
     )
     p.add_argument("--no-ops", action="store_true", help="skip the ExecuTorch per-layer breakdown")
+    p.add_argument(
+        "--video-data",
+        default=None,
+        metavar="DIR",
+        help="Vid4 root for a video model ($EDGE_SR_DATA/video/Vid4)",
+    )
+    p.add_argument(
+        "--video-calib",
+        default=None,
+        metavar="CLIP",
+        help="a video model's INT8 calibration clip (cockatoo.mp4)",
+    )
+    p.add_argument("--video-frames", type=int, default=None, metavar="N", help="Vid4 frames per clip scored")
     p.add_argument("--workdir", default=None, metavar="DIR", help="keep the artifacts here (reused)")
     p.add_argument("--out", default=BENCHMARKS, help="markdown page (its `speed` section; '' to skip)")
 
@@ -262,7 +278,8 @@ def _run_speed(a: argparse.Namespace, command: str) -> tuple[Any, str]:
     s = SpeedSettings(
         sizes=tuple(a.sizes), threads=tuple(a.threads), runs=a.runs, runs_large=a.runs_large,
         variants=tuple(a.variants), data=a.data, calib=a.calib, calib_count=a.calib_count,
-        max_loss_db=a.max_loss, ops=not a.no_ops,
+        max_loss_db=a.max_loss, ops=not a.no_ops, video_data=a.video_data, video_calib=a.video_calib,
+        video_frames=a.video_frames,
     )  # fmt: skip
     res = bench_speed(
         a.checkpoints or None, s, workdir=a.workdir, doc=a.out or None, command=command,

@@ -12,6 +12,7 @@ inside the timed call, as an app would. Frames cycle through a few fixed random 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 from edge_sr.convert import target_module
 from edge_sr.convert.target import Timed, Timer
 
-__all__ = ["profile_stream"]
+__all__ = ["profile_stream", "stream_call"]
 
 FRAMES = 4  # distinct random frames cycled through
 
@@ -56,23 +57,15 @@ def random_frames(entry: dict[str, Any], count: int = FRAMES) -> list[dict[str, 
     ]
 
 
-def profile_stream(
-    path: Path, kind: str, manifest: dict[str, Any], *, runs: int, warmup: int, threads: int, timer: Timer
-) -> Timed:
-    """Per-frame times of ``runs`` consecutive steps (after ``warmup``), the state fed back between them."""
-    entry = manifest["stream"]
+def stream_call(runner: Any, entry: dict[str, Any]) -> Callable[[], Any]:
+    """One step per call of the manifest ``stream`` entry's step on ``runner`` (a target's ``Runner``), each
+    state input fed with the output its ``next`` names from the call before, as the artifact gave it."""
     tensors = {t["name"]: t for t in entry["tensors"] if t["io"] == "input"}
-    mod = target_module(kind)
-    # a target whose runner here is not its runtime (CoreML off macOS: the MIL reference executor) refuses
-    check = getattr(mod, "check_profilable", None)
-    if callable(check):
-        check(path)
-    runner = mod.Runner(path, threads=threads)
     frames = random_frames(entry)
     cycle = itertools.cycle(frames)
     feeds = initial_feeds(entry, next(cycle))
 
-    def call() -> None:
+    def call() -> Any:
         nonlocal feeds
         outs = runner.run(feeds)
         nxt = dict(next(cycle))
@@ -86,8 +79,23 @@ def profile_stream(
                 src = _as(tensors[s["name"]], val) if tensors[s["name"]]["dtype"] != t_f["dtype"] else f
             nxt[s["name"]] = src
         feeds = nxt
+        return outs
 
-    times = timer(call, runs, warmup)
+    return call
+
+
+def profile_stream(
+    path: Path, kind: str, manifest: dict[str, Any], *, runs: int, warmup: int, threads: int, timer: Timer
+) -> Timed:
+    """Per-frame times of ``runs`` consecutive steps (after ``warmup``), the state fed back between them."""
+    entry = manifest["stream"]
+    tensors = {t["name"]: t for t in entry["tensors"] if t["io"] == "input"}
+    mod = target_module(kind)
+    # a target whose runner here is not its runtime (CoreML off macOS: the MIL reference executor) refuses
+    check = getattr(mod, "check_profilable", None)
+    if callable(check):
+        check(path)
+    times = timer(stream_call(mod.Runner(path, threads=threads), entry), runs, warmup)
     shape = [int(d) for d in tensors[entry["frames"][0]]["shape"]]
     note = (
         f"per frame: one {kind} step with the state fed back (output {entry['output']}); "
