@@ -206,6 +206,17 @@ def test_distill_teacher_terms_and_refusals(tmp_path: Path) -> None:
     cfg = DistillConfig(teacher=teacher_file, gt_weight=0.0, features=pairs, feature_weight=1.0)
     same = load_checkpoint(teacher_file).train()
     d = Distiller(cfg, same, scale=2, device=torch.device("cpu"))
+    # a tapped teacher keeps its module names and runs each block's fused kernel (the same function), also
+    # when its file was saved from the branch form
+    from edge_sr.models import create_model, save_checkpoint
+
+    branchy = create_model("ecbsr_m4c8", scale=2)
+    branchy.load_state_dict(same.state_dict())
+    assert not any(getattr(m, "collapsed", False) for m in branchy.modules())
+    cfg_b = DistillConfig(teacher=str(save_checkpoint(branchy, tmp_path / "b.safetensors")), features=pairs)
+    teacher = Distiller(cfg_b, same, scale=2, device=torch.device("cpu")).teacher
+    flags = [m.collapsed for m in teacher.modules() if isinstance(getattr(m, "collapsed", None), bool)]
+    assert flags and all(flags)
     lr, hr = torch.rand(2, 3, 10, 10), torch.rand(2, 3, 20, 20)
     assert float(d.loss(same, lr, hr, l1_loss)) < 1e-6
     other = load_checkpoint(teacher_file).train()

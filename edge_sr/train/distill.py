@@ -96,6 +96,10 @@ class Distiller:
             raise ConfigError(cfg.teacher, f"distill.teacher is a x{have} model; the student is x{scale}")
         if not cfg.features:  # nothing of the teacher is tapped: its deploy form computes the same, faster
             teacher = reparameterize(teacher, inplace=True)
+        else:  # tapped by module name: blocks that can run their fused kernel keep their names and do so
+            for m in teacher.modules():
+                if isinstance(getattr(m, "collapsed", None), bool):
+                    m.collapsed = True
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.pairs = [(s, t) for s, t in cfg.features]  # two names each (train.config_checks)
         self.student_taps = _Taps(student, [s for s, _ in self.pairs], "student")
