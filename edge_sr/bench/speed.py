@@ -575,6 +575,12 @@ def _ms(v: float | None) -> str:
     return "—" if v is None else (f"{v:.1f}" if v >= 10 else f"{v:.2f}")
 
 
+def _db(v: float | None) -> str:
+    return (
+        "—" if v is None else f"{0.0 if abs(v) < 5e-4 else v:.3f}"
+    )  # no "-0.000" for a float-exact artifact
+
+
 def _x(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}x"
 
@@ -615,11 +621,7 @@ def render(results: Sequence[ModelSpeed], s: SpeedSettings, env_block: str) -> s
                 vals.append(
                     _ms(v) if k == "torch eager fp32" or not e or not v else f"{_ms(v)} ({e / v:.1f}x)"
                 )
-            lines.append(
-                f"| {runtime} | {prec} | {'—' if loss is None else f'{loss:.3f}'} | "
-                + " | ".join(vals)
-                + " |"
-            )
+            lines.append(f"| {runtime} | {prec} | {_db(loss)} | " + " | ".join(vals) + " |")
     lines += [
         "",
         f"### Summary: the fastest artifact within {s.max_loss_db} dB of quality loss (Set5; Vid4 for a video "
