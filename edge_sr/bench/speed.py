@@ -411,12 +411,20 @@ def bench_model(
     return res
 
 
+def _stream_entry(path: Path) -> dict[str, Any]:
+    from edge_sr.convert import read_manifest
+
+    manifest = read_manifest(path)
+    assert manifest is not None  # required=True raises when it is missing
+    return dict(manifest["stream"])
+
+
 def bench_stream_model(
     ckpt: Path, s: SpeedSettings, work: Path, progress: Callable[[str], None] | None = None
 ) -> ModelSpeed:
     """Export, verify on Vid4 and time every chosen variant of a video model's step at the first size, one
     call per frame with the state fed back (see the module docstring)."""
-    from edge_sr.convert import ExportSpec, export, read_manifest
+    from edge_sr.convert import ExportSpec, export
     from edge_sr.models import card_of, load_checkpoint
     from edge_sr.models.stream import Stream
     from edge_sr.profile.stream import stream_call
@@ -485,7 +493,7 @@ def bench_stream_model(
             else:
                 path = paths[f"{v.target} {v.precision}"]
                 runner = target_module(v.target).Runner(path, threads=t, **dict(v.options))
-                calls.append(stream_call(runner, read_manifest(path)["stream"]))
+                calls.append(stream_call(runner, _stream_entry(path)))
         meds = time_rounds(calls, s.runs, settle=t > 1)
         res.median_ms[cell_name(size, t)] = {v.key: m for v, m in zip(variants, meds, strict=True)}
         del calls
@@ -498,7 +506,7 @@ def bench_stream_model(
             say(f"{ckpt.stem}: ETDump of {v.key}")
             path = paths[f"{v.target} {v.precision}"]
             profiled = EtdumpRunner(path, threads=1)
-            call = stream_call(profiled, read_manifest(path)["stream"])
+            call = stream_call(profiled, _stream_entry(path))
             for _ in range(s.runs):
                 call()
             # the INT8 step quantizes every conv (its first conv reads the state too)

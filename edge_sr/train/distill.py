@@ -99,7 +99,7 @@ class Distiller:
         else:  # tapped by module name: blocks that can run their fused kernel keep their names and do so
             for m in teacher.modules():
                 if isinstance(getattr(m, "collapsed", None), bool):
-                    m.collapsed = True
+                    setattr(m, "collapsed", True)  # noqa: B010 (a plain attribute of some modules only)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.pairs = [(s, t) for s, t in cfg.features]  # two names each (train.config_checks)
         self.student_taps = _Taps(student, [s for s, _ in self.pairs], "student")
