@@ -284,8 +284,6 @@ def profile(
     timer: Timer = time_calls,
 ) -> Timed:
     """Latency through the pybindings; operators from an ETDump of ``OPS_RUNS`` extra profiled runs."""
-    import tempfile
-
     from executorch.extension.pybindings import portable_lib as pl
 
     pl._unsafe_reset_threadpool(threads)
@@ -301,12 +299,9 @@ def profile(
     ops: list[OpTime] = []
     note = None
     if want_ops:
-        prof = pl._load_for_executorch(str(path), enable_etdump=True, debug_buffer_size=0)
+        prof = EtdumpRunner(path, threads=threads)
         for _ in range(OPS_RUNS):
-            prof.forward([x])
-        with tempfile.TemporaryDirectory() as d:
-            f = Path(d) / "profile.etdp"
-            prof.write_etdump_result_to_file(str(f))
-            ops = etdump_ops(f)
+            prof.module.forward([x])
+        ops = prof.ops()
         note = f"operator times: ETDump median over {OPS_RUNS} profiled runs"
     return Timed(times, shape, ops, note)

@@ -187,7 +187,19 @@ def test_coreml_quantizer_skips_only_annotators_that_cannot_match():
 
     assert _activation_ops()[F.relu] == [{"aten.relu.default"}, {"aten.relu_.default"}]
     assert _activation_ops()[F.relu6] == [{"aten.relu6.default"}, {"aten.relu6_.default"}]
-    assert len(utils._supported_activations) == 11 and F.mish in utils._supported_activations
+    # a graph of conv + relu + add: its convs annotated, the module's activation lists restored after
+    from edge_sr.convert.coreml import quantizer as coreml_quantizer
+    from edge_sr.quantize import deploy_form
+
+    from edge_sr.models import create_model
+
+    before = utils._supported_activations
+    net = deploy_form(create_model("ecbsr_m4c8", scale=2, blocks=1, channels=4, act="relu").eval())
+    gm = torch.export.export(net, (torch.rand(1, 3, 8, 8),)).module()
+    coreml_quantizer().annotate(gm)
+    convs = [n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    assert convs and all("quantization_annotation" in n.meta for n in convs)
+    assert utils._supported_activations is before and len(before) == 11
     assert annotators_for(set(), names) == [
         n for n in names if not any(w in n for w in ("conv", "linear", "add", "mul"))
     ]

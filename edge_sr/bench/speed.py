@@ -380,10 +380,7 @@ def bench_model(
         d = verify(paths[(v.key, first)], reference=deploy, data=str(set5)).to_dict()
         pf, pa = d.get("psnr_float"), d.get("psnr")
         res.loss_db[v.key] = pf - pa if pf is not None and pa is not None else None
-    for v in variants:
-        if v.options:
-            plain = next((u for u in variants if u.target == v.target and u.precision == v.precision), None)
-            res.loss_db[v.key] = res.loss_db.get(plain.key) if plain and not plain.options else None
+    _share_loss(res, variants)
     for t in s.threads:
         torch.set_num_threads(t)
         for size in s.sizes:
@@ -409,6 +406,14 @@ def bench_model(
             rep = profile(paths[(v.key, first)], runs=s.runs, warmup=2, threads=1, peak=False)
             res.layers[v.precision] = layer_classes(rep.ops, macs, floats, v.precision, 1)
     return res
+
+
+def _share_loss(res: ModelSpeed, variants: Sequence[Variant]) -> None:
+    """A variant with runtime options runs the same file as the plain one: it gets that one's loss."""
+    for v in variants:
+        if v.options:
+            plain = next((u for u in variants if u.target == v.target and u.precision == v.precision), None)
+            res.loss_db[v.key] = res.loss_db.get(plain.key) if plain and not plain.options else None
 
 
 def _stream_entry(path: Path) -> dict[str, Any]:
@@ -477,10 +482,7 @@ def bench_stream_model(
                 record=False,
             )
             res.loss_db[v.key] = rep.psnr_float - rep.psnr
-    for v in variants:
-        if v.options:
-            plain = next((u for u in variants if u.target == v.target and u.precision == v.precision), None)
-            res.loss_db[v.key] = res.loss_db.get(plain.key) if plain and not plain.options else None
+    _share_loss(res, variants)
     x = torch.from_numpy(np.random.default_rng(0).random((1, card.colors, *size), dtype=np.float32))
     for t in s.threads:
         torch.set_num_threads(t)
@@ -584,9 +586,10 @@ def _ms(v: float | None) -> str:
 
 
 def _db(v: float | None) -> str:
-    return (
-        "—" if v is None else f"{0.0 if abs(v) < 5e-4 else v:.3f}"
-    )  # no "-0.000" for a float-exact artifact
+    """A loss in dB to 3 decimals; a float-exact artifact's -0.0001 shows as 0.000, not -0.000."""
+    if v is None:
+        return "—"
+    return f"{0.0 if abs(v) < 5e-4 else v:.3f}"
 
 
 def _x(v: float | None) -> str:
