@@ -379,7 +379,9 @@ def bicubic_frames(lr: np.ndarray, scale: int) -> np.ndarray:
     return y.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _score_clip(clip: Clip, video: VideoRunner | ClipVideo | None, scale: int, crop: int) -> ClipScore:
+def _score_clip(
+    clip: Clip, video: VideoRunner | ClipVideo | None, scale: int, crop: int, reset_state: bool = False
+) -> ClipScore:
     psnrs: list[float] = []
     ssims: list[float] = []
     colors = 3 if video is None else int(video.colors)
@@ -397,6 +399,9 @@ def _score_clip(clip: Clip, video: VideoRunner | ClipVideo | None, scale: int, c
         stream = video.stream()  # a fresh state for every clip
 
         def step(x: Tensor) -> Tensor:  # (1, C, h, w) -> (1, C, h·s, w·s), through the (h, w, C) stream face
+            nonlocal stream
+            if reset_state:  # every frame its own first frame: what the model gets without the others
+                stream = video.stream()
             return _nchw(np.asarray(stream.push(x[0].permute(1, 2, 0).numpy()), dtype=np.float32))
 
         for lr, gt in clip.pairs():
@@ -429,6 +434,7 @@ def evaluate_video(
     device: str = "cpu",
     chunk: int | None = 0,
     chunk_overlap: int | None = None,
+    reset_state: bool = False,
 ) -> VideoEvalResult:
     """Score a model on a sequence root (``GT/<clip>/`` + ``<degradation>x<scale>/<clip>/``).
 
@@ -443,10 +449,13 @@ def evaluate_video(
         device: where a PyTorch model runs.
         chunk, chunk_overlap: a whole-clip model's temporal chunks; 0 (default): the whole clip at once, as
             the papers test (an artifact runs chunks of its fixed T).
+        reset_state: a streaming model starts every frame from its initial state, as if each frame were the
+            first of its clip; the score it loses against the stream is what it draws from the other frames.
 
     Raises:
         InputError: a folder not in the sequence layout (see ``edge_sr.data.sequences``).
-        ConfigError: a negative crop, or one that leaves nothing to measure.
+        ConfigError: a negative crop, or one that leaves nothing to measure; ``reset_state`` for a model
+            without a state (bicubic, a whole-clip or window model).
     """
     if crop < 0:
         raise ConfigError(None, f"--crop must be >= 0, got {crop}")
@@ -458,10 +467,14 @@ def evaluate_video(
             f"--crop {crop} leaves less than 11 pixels of clip {small.name} ({small.size[1]}x{small.size[0]})",
         )
     video, name = as_video(model_or_runner, scale, device, chunk=chunk, chunk_overlap=chunk_overlap)
+    if reset_state and (video is None or isinstance(video, ClipVideo)):
+        raise ConfigError(None, f"--reset-state is for a streaming model; {name} has no state to reset")
+    if reset_state:
+        name += ", state reset every frame"
     scores = []
     for c in seqs:
         try:
-            scores.append(_score_clip(c, video, scale, crop))
+            scores.append(_score_clip(c, video, scale, crop, reset_state))
         except InputError as e:  # a clip shorter than a clip model's window: name the clip
             if e.path is not None:
                 raise

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,17 @@ def artifact_qparams(path: str | os.PathLike[str]) -> dict[str, QParams]:
     """``{tensor name: (scale, zero_point) or None}`` for every input and output of a step artifact."""
     p = Path(path)
     ins, outs = _stream_names(p)
-    readers = {".pte": _pte, ".tflite": _tflite, ".onnx": _onnx, ".mlpackage": _coreml}
+    readers: dict[str, Callable[[Path], tuple[Any, Any]]] = {
+        ".pte": _pte,
+        ".tflite": _tflite,
+        ".onnx": _onnx,
+        ".mlpackage": _coreml,
+    }
     if p.suffix not in readers:
         raise InputError(p, f"reads {', '.join(readers)} step artifacts")
     qin, qout = readers[p.suffix](p)
+    if isinstance(qin, dict):  # read by name (a TFLite signature lists its tensors sorted by name)
+        return {n: qin[n] for n in ins} | {n: qout[n] for n in outs}
     return {**dict(zip(ins, qin)), **dict(zip(outs, qout))}
 
 
@@ -117,7 +125,7 @@ def _pte(path: Path) -> tuple[list[QParams], list[QParams]]:
 # ---------------------------------------------------------------- TFLite
 
 
-def _tflite(path: Path) -> tuple[list[QParams], list[QParams]]:
+def _tflite(path: Path) -> tuple[dict[str, QParams], dict[str, QParams]]:
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=os.fspath(path))
@@ -145,9 +153,10 @@ def _tflite(path: Path) -> tuple[list[QParams], list[QParams]]:
     sig = next(iter(it.get_signature_list().values()))
     runner = it.get_signature_runner()
     ind, outd = runner.get_input_details(), runner.get_output_details()
-    return [of_input(ind[n]["index"]) for n in sig["inputs"]], [
-        of_output(outd[n]["index"]) for n in sig["outputs"]
-    ]
+    # by name: the signature's lists are sorted by name, not in the step's argument order
+    return {n: of_input(ind[n]["index"]) for n in sig["inputs"]}, {
+        n: of_output(outd[n]["index"]) for n in sig["outputs"]
+    }
 
 
 # ---------------------------------------------------------------- ONNX

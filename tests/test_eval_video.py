@@ -136,6 +136,27 @@ def test_stream_model_fresh_state_per_clip(tmp_path: Path) -> None:
     assert both.model == "rrn_edge"
 
 
+def test_reset_state_scores_every_frame_as_a_first_frame(tmp_path: Path) -> None:
+    root = make_sequence_set(tmp_path / "seq")
+    torch.manual_seed(0)
+    model = create_model("rrn_edge", scale=4, n_c=4, n_b=1)
+    reset = evaluate_video(model, root, scale=4, reset_state=True)
+    stream = evaluate_video(model, root, scale=4)
+    firsts = [
+        evaluate_video(model, _one_frame_set(root, tmp_path / f"f{i}", "alpha", i), scale=4)
+        .clips[0]
+        .frame_psnr[0]
+        for i in (2, 3)
+    ]
+    assert reset.clips[0].frame_psnr[2:4] == firsts
+    # the first frame has no state either way
+    assert reset.clips[0].frame_psnr[0] == stream.clips[0].frame_psnr[0]
+    assert reset.clips[0].frame_psnr[2:4] != stream.clips[0].frame_psnr[2:4]
+    assert reset.model == "rrn_edge, state reset every frame"
+    with pytest.raises(ConfigError, match="no state to reset"):
+        evaluate_video("bicubic", root, scale=4, reset_state=True)
+
+
 def _one_frame_set(root: Path, dst: Path, clip: str, i: int) -> Path:
     for folder in ("GT", "BIx4"):
         (dst / folder / clip).mkdir(parents=True)
@@ -202,6 +223,7 @@ def _no_gt(root: Path) -> None:
         (None, ["--degradation", "BD"], "no BD x4 frames (found: BIx4)"),
         (None, ["--clips", "gamma"], "no clip 'gamma'"),
         (None, ["--lr", "imresize"], "--lr is for image benchmarks"),
+        (None, ["--reset-state"], "bicubic has no state to reset"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(

@@ -275,3 +275,25 @@ def test_every_shipped_recipe_is_valid(recipe: Path) -> None:
     patch on ``meta``); a teacher another recipe trains first need not exist yet."""
     cfg = load_config(recipe)
     assert cfg.out_dir == f"runs/{recipe.stem}", "a recipe writes runs/<its name>"
+
+
+def test_train_only_freezes_every_other_parameter() -> None:
+    """``optim.train_only``: one optimizer step moves the named parameters and leaves the rest bit-equal."""
+    from edge_sr.models import create_model
+    from edge_sr.train.config import OptimConfig
+    from edge_sr.train.parts import make_optimizer
+
+    torch.manual_seed(0)
+    m = create_model("ecbvsr_m4c16", scale=2, channels=4, blocks=1)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = make_optimizer(m, OptimConfig(lr=1e-2, train_only=["state_in", "conv_h"]))
+    x = torch.rand(2, 3, 8, 8)
+    sr, h = m(x, torch.rand_like(x), torch.rand(2, 4, 8, 8))
+    (sr.mean() + h.mean()).backward()
+    opt.step()
+    after = m.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("state_in.", "conv_h.")) for k in moved), moved
+    assert {"state_in.weight", "conv_h.weight"} <= moved
+    with pytest.raises(ConfigError, match="names no parameter"):
+        make_optimizer(m, OptimConfig(train_only=["head"]))

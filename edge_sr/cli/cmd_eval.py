@@ -68,6 +68,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--chunk-overlap", type=int, metavar="N", help="frames of context on each side of a cut (default 5)"
     )
+    v.add_argument(
+        "--reset-state",
+        action="store_true",
+        default=None,
+        help="a streaming model starts every frame from its initial state (what it scores without the other frames)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     add_model_flags(p, scale=False, model=False)
     add_json_flag(p)
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     video = is_sequence_root(args.data)
     given = [
         f"--{k.replace('_', '-')}"
-        for k in ("degradation", "crop", "clips", "frames", "chunk", "chunk_overlap")
+        for k in ("degradation", "crop", "clips", "frames", "chunk", "chunk_overlap", "reset_state")
         if getattr(args, k) is not None
     ]
     if not video and given:
@@ -128,6 +134,7 @@ def _run_video(args: argparse.Namespace, source: object) -> int:
         source, args.data, scale=args.scale, degradation=args.degradation or "BI", crop=args.crop or 0,
         clips=args.clips, frames=args.frames, device=args.device,
         chunk=0 if args.chunk is None else args.chunk, chunk_overlap=args.chunk_overlap,
+        reset_state=bool(args.reset_state),
     )  # fmt: skip
     lines = [f"{'clip':<14} {'frames':>6} {'PSNR':>8} {'SSIM':>7}"]
     lines += [f"{c.name:<14} {c.frames:>6} {c.psnr:8.4f} {c.ssim:7.4f}" for c in res.clips]

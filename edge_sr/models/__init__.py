@@ -16,6 +16,7 @@ from edge_sr.models import (  # noqa: F401
     deform,
     dipnet,
     ecbsr,
+    ecbvsr,
     edsr,
     edvr,
     espcn,

@@ -93,6 +93,9 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.5
     grad_clip: float = 0.0  # max gradient norm (0: off)
+    # parameter-name prefixes to train (e.g. [state_in, conv_h]); the others stay at their --init values.
+    # Empty: every parameter trains.
+    train_only: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from edge_sr.errors import ConfigError
 from edge_sr.train.config import OptimConfig
 
 
@@ -35,6 +36,24 @@ def lr_factor(it: int, total: int, cfg: OptimConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam / AdamW over the trainable parameters; with ``cfg.train_only``, only those whose names start
+    with one of its prefixes (DDP's ``module.`` ignored), the others frozen (``requires_grad`` off).
+
+    Raises:
+        ConfigError: ``train_only`` names no parameter of the model.
+    """
+    if cfg.train_only:
+        named = [(n.removeprefix("module."), p) for n, p in model.named_parameters()]
+        hit = [p for n, p in named if any(n == k or n.startswith(k + ".") for k in cfg.train_only)]
+        if not hit:
+            raise ConfigError(
+                None,
+                f"optim.train_only {cfg.train_only} names no parameter of the model "
+                f"(its names start with {sorted({n.split('.')[0] for n, _ in named})})",
+            )
+        keep = {id(p) for p in hit}
+        for _, p in named:
+            p.requires_grad_(id(p) in keep)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
