@@ -246,12 +246,13 @@ def video_step(
     None when the build has no bundled video model. ``targets`` (default all), ``eval_frames`` (Vid4 frames per clip in the
     table; default all), ``clip_frames`` (frames of the upscaled clip; default all) shorten it."""
     from edge_sr.upscale_video import upscale_video
-    from edge_sr.weights import bundled_checkpoint, bundled_video_checkpoint
+    from edge_sr.weights import DEFAULT_VIDEO_ARCH, bundled_checkpoint, bundled_video_checkpoint
 
     ckpt = checkpoint or bundled_video_checkpoint(4)
     if ckpt is None:
         say(
-            "\nno bundled x4 video model in this build (edge_sr/weights/rrn_edge_x4.safetensors): video step skipped"
+            f"\nno bundled x4 video model in this build (edge_sr/weights/{DEFAULT_VIDEO_ARCH}_x4.safetensors): "
+            "video step skipped"
         )
         return None
     image_ckpt = bundled_checkpoint(4)

@@ -1,6 +1,7 @@
 """ECB-VSR: started from an ECBSR checkpoint it is that image model frame by frame; its deploy form (one head
 conv over [cur, prev, hidden]) equals the train form; both forms are recognised from their keys; its cost; the
-step exported to every target streams like the eager step; in INT8 each state pair shares one scale."""
+step exported to every target streams like the eager step (CoreML through the MIL reference executor off macOS);
+in INT8 each state pair shares one scale."""
 
 from __future__ import annotations
 
@@ -124,8 +125,6 @@ def test_fp32_step_streams_like_the_eager_step(tiny, target, tmp_path) -> None:
     art = export(tiny, target, tmp_path / target, ExportSpec(input_size=HW, precision="fp32"))
     names = {t["name"] for t in art.manifest["stream"]["tensors"]}
     assert names == {"cur", "prev", "hidden", "sr", "hidden_out"}
-    if target == "coreml":  # converted and described here; predicting needs macOS
-        return
     ref = eager(tiny, frames)
     s = load(art.path).stream()
     got = [np.asarray(s.push(f)) for f in frames]

@@ -10,9 +10,10 @@ from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 DEFAULT_ARCH = "ecbsr_m4c16"
-DEFAULT_VIDEO_ARCH = "rrn_edge"
-# the bundled architectures that are streaming video models (a step per frame, not an image model)
-VIDEO_ARCHS: tuple[str, ...] = (DEFAULT_VIDEO_ARCH,)
+DEFAULT_VIDEO_ARCH = "ecbvsr_m4c16"
+# the bundled files that are streaming video models (a step per frame, not an image model), by name before
+# ``_x<scale>``: the default (BI), its BD model, and RRN-edge (BI)
+VIDEO_ARCHS: tuple[str, ...] = (DEFAULT_VIDEO_ARCH, "ecbvsr_m4c16_bd", "rrn_edge")
 
 
 def bundled_checkpoints(kind: str | None = "image") -> dict[str, dict[int, Path]]:
@@ -33,5 +34,5 @@ def bundled_checkpoint(scale: int = 4, arch: str | None = None) -> Path | None:
 
 
 def bundled_video_checkpoint(scale: int = 4) -> Path | None:
-    """The bundled streaming video model for ``scale`` (``rrn_edge_x<scale>.safetensors``), or None."""
+    """The bundled streaming video model for ``scale`` (``ecbvsr_m4c16_x<scale>.safetensors``, BI), or None."""
     return bundled_checkpoint(scale, DEFAULT_VIDEO_ARCH)
