@@ -1,6 +1,7 @@
 """Bundling a trained model into the package (its table in docs/MODEL_ZOO.md: ``edge-sr bench zoo``).
 
     python -m edge_sr.zoo bundle runs/ecbsr_m4c16_x2            # best checkpoint -> edge_sr/weights/
+    python -m edge_sr.zoo bundle runs/ecbvsr_m4c16_x4_bd --name ecbvsr_m4c16_bd   # -> ecbvsr_m4c16_bd_x4
 
 A bundled file is the run's best checkpoint (selected on images held out of the training folders, never
 on the benchmarks reported here), in train form, with the training-only ``collapsed`` flag dropped from
@@ -58,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bundle")
     b.add_argument("run_dir")
     b.add_argument("--init", help="the --init checkpoint the run started from (default: <run>/init.json)")
+    b.add_argument(
+        "--name", help="the file's name before _x<scale> (default: the architecture; e.g. ecbvsr_m4c16_bd)"
+    )
     args = p.parse_args(argv)
-    print(bundle(args.run_dir, init=args.init))
+    print(bundle(args.run_dir, name=args.name, init=args.init))
     return 0
 
 

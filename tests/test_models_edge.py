@@ -168,3 +168,22 @@ def test_fsrcnn_cropped_deconv_equals_the_padded_one(scale: int) -> None:
             ref, got = m.last_part(x), deconv_same(x, m.last_part)
         assert got.shape == ref.shape == (2, 3, scale * h, scale * w)
         assert (got - ref).abs().max() < 1e-12
+
+
+def test_bundled_files_under_another_name_are_listed_with_their_architecture(tmp_path, monkeypatch) -> None:
+    """A bundled file named otherwise than its architecture (``<arch>_bd_x4``: BD weights) is listed on its
+    architecture's row by file name, beside the ``<arch>_x<scale>`` files."""
+    import edge_sr.weights
+    from edge_sr.models import create_model, save_checkpoint
+    from edge_sr.models.stats import zoo_table
+
+    net = create_model("ecbsr_m4c8", scale=2)
+    for stem in ("ecbsr_m4c8_x2", "ecbsr_m4c8_bd_x2"):
+        save_checkpoint(net, tmp_path / f"{stem}.safetensors")
+    monkeypatch.setattr(edge_sr.weights, "WEIGHTS_DIR", tmp_path)
+    rows, text = zoo_table(kind="edge")
+    row = next(r for r in rows if r["name"] == "ecbsr_m4c8")
+    assert row["bundled"] == {"2": str(tmp_path / "ecbsr_m4c8_x2.safetensors")}
+    assert row["bundled_other"] == {"ecbsr_m4c8_bd_x2": str(tmp_path / "ecbsr_m4c8_bd_x2.safetensors")}
+    assert all(not r["bundled"] and not r["bundled_other"] for r in rows if r["name"] != "ecbsr_m4c8")
+    assert "x2,ecbsr_m4c8_bd_x2" in text

@@ -155,15 +155,25 @@ def model_summary(name: str, scale: int = 4) -> dict[str, Any]:
 
 
 def zoo_rows(kind: str | None = None, scale: int = 4) -> list[dict[str, Any]]:
-    """One ``model_summary`` per registered model, plus ``bundled``: ``{scale: checkpoint path}``.
+    """One ``model_summary`` per registered model, plus ``bundled``: ``{scale: checkpoint path}`` of its
+    ``<name>_x<scale>`` files, and ``bundled_other``: ``{file stem: path}`` of bundled files of the same
+    architecture under another name (``ecbvsr_m4c16_bd_x4``: the BD weights).
 
     A model that fails to build is listed with ``error`` set and no figures, so one broken family does
     not hide the others.
     """
+    from edge_sr.models.checkpoint import read_metadata
     from edge_sr.models.registry import get_entry, list_models
     from edge_sr.weights import bundled_checkpoints
 
     bundled = bundled_checkpoints(None)
+    # files of a model under another name (its BD weights, say): listed by file name beside the model's own
+    others: dict[str, dict[str, str]] = {}
+    for label, by_scale in bundled.items():
+        for p in by_scale.values():
+            arch = read_metadata(p).get("arch", label)
+            if arch != label:
+                others.setdefault(arch, {})[p.stem] = str(p)
     rows = []
     for name in list_models(kind=kind):  # type: ignore[arg-type]
         try:
@@ -174,6 +184,7 @@ def zoo_rows(kind: str | None = None, scale: int = 4) -> list[dict[str, Any]]:
             row = {"name": name, "family": entry.family, "kind": entry.kind, "params": None}
             row.update(macs_per_lr_pixel=None, gmacs_720p=None, error=(str(e).splitlines() or [""])[0][:200])
         row["bundled"] = {str(s): str(p) for s, p in sorted(bundled.get(name, {}).items())}
+        row["bundled_other"] = dict(sorted(others.get(name, {}).items()))
         rows.append(row)
     return rows
 
@@ -194,7 +205,8 @@ def zoo_table(kind: str | None = None, scale: int = 4) -> tuple[list[dict[str, A
     body = []
     for r in rows:
         gm = r.get("gmacs_720p")
-        bundled = ",".join(f"x{s}" for s in r["bundled"]) or ("error: " + r["error"] if "error" in r else "-")
+        files = [f"x{s}" for s in r["bundled"]] + list(r.get("bundled_other", {}))
+        bundled = ",".join(files) or ("error: " + r["error"] if "error" in r else "-")
         kind_s = r["kind"] + (" (rep)" if r.get("reparameterizable") else "")
         gm_s = "-" if gm is None else f"{gm:.2f}"
         body.append(
