@@ -417,6 +417,26 @@ def _score_clip(
     return score
 
 
+def _warn_degradation(model: Any, scale: int, degradation: str) -> None:
+    """Log a warning when a checkpoint says it was trained for another degradation (its ``degradation``
+    metadata, which ``python -m edge_sr.zoo bundle`` writes for a video model): BI weights score under bicubic
+    on BD frames."""
+    from edge_sr.models import card_of, has_card
+    from edge_sr.models.checkpoint import CHECKPOINT_SUFFIXES, has_edge_sr_metadata, read_metadata
+    from edge_sr.weights import bundled_video_checkpoint
+
+    path = bundled_video_checkpoint(scale) if model is None else model
+    if isinstance(model, nn.Module) and has_card(model):  # loaded from a file: the card names it
+        path = card_of(model).source or None
+    if not isinstance(path, str | os.PathLike) or Path(path).suffix.lower() not in CHECKPOINT_SUFFIXES:
+        return
+    if not Path(path).is_file() or not has_edge_sr_metadata(path):
+        return
+    trained = read_metadata(path).get("degradation")
+    if trained and trained != degradation:
+        log.warning("%s was trained for %s LR frames; these are %s", Path(path).name, trained, degradation)
+
+
 def _to_uint8(sr: np.ndarray) -> np.ndarray:
     """float (H, W, 3) -> uint8 as :func:`~edge_sr.evaluate.super_resolve` quantizes: clip, round."""
     return np.round(np.clip(sr.astype(np.float64), 0, 1) * 255.0).astype(np.uint8)
@@ -466,6 +486,7 @@ def evaluate_video(
             None,
             f"--crop {crop} leaves less than 11 pixels of clip {small.name} ({small.size[1]}x{small.size[0]})",
         )
+    _warn_degradation(model_or_runner, scale, degradation)
     video, name = as_video(model_or_runner, scale, device, chunk=chunk, chunk_overlap=chunk_overlap)
     if reset_state and (video is None or isinstance(video, ClipVideo)):
         raise ConfigError(None, f"--reset-state is for a streaming model; {name} has no state to reset")

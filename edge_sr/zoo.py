@@ -48,9 +48,25 @@ def bundle(run_dir: str | Path, *, name: str | None = None, init: str | None = N
     }
     if init:
         extra["init"] = str(init)
+    degradation = _video_degradation(run, meta["arch"])
+    if degradation:  # a video model's LR degradation (BI / BD): the file name need not say it
+        extra["degradation"] = degradation
     out = WEIGHTS_DIR / f"{name or meta['arch']}_x{meta['scale']}.safetensors"
     save_checkpoint(model, out, arch=meta["arch"], args=args, form="train", extra=extra)
     return out
+
+
+def _video_degradation(run: Path, arch: str) -> str | None:
+    """``data.video.degradation`` of the run's recipe (``<run>/config.yaml``; BI when unset) for a video model."""
+    import yaml
+
+    from edge_sr.models.registry import get_entry
+
+    cfg = run / "config.yaml"
+    if get_entry(arch).kind != "video" or not cfg.is_file():
+        return None
+    data = yaml.safe_load(cfg.read_text()) or {}
+    return str(((data.get("data") or {}).get("video") or {}).get("degradation") or "BI")
 
 
 def main(argv: list[str] | None = None) -> int:
