@@ -131,7 +131,9 @@ def test_fp32_step_streams_like_the_eager_step(tiny, target, tmp_path) -> None:
     assert max(float(np.abs(g - r).max()) for g, r in zip(got, ref, strict=True)) < 1e-4
 
 
-@pytest.mark.parametrize("target", ["onnx", "tflite", "executorch"])
+# ONNX's QDQ path is the same for every step (tests/test_stream_quantize.py runs it); these two read the
+# artifact's own tensors by name, where TFLite's signature order differs from the step's
+@pytest.mark.parametrize("target", ["tflite", "executorch"])
 def test_int8_state_pairs_share_scale_and_stream_close_to_float(tiny, target, tmp_path) -> None:
     seqs = synthetic_sequences(count=3, frames=5, input_size=HW, seed=1)
     art = stream_ptq(tiny, target, seqs, out=tmp_path / target)

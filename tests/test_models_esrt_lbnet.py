@@ -185,7 +185,8 @@ def test_patch_unfold_and_fold_equal_nn_unfold_and_fold() -> None:
     t = torch.randn(2, 63, 45)
     got = PatchFold(5)(t, 7, 9)
     want = F.fold(t.permute(0, 2, 1), (7, 9), 3, padding=1)
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    # up to 9 overlapping float32 values summed in another order: a few ulp of sums of magnitude ~5
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def _official_split(q: Tensor, k: Tensor, v: Tensor, parts: int, scale: float) -> Tensor:

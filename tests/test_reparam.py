@@ -45,6 +45,7 @@ from edge_sr.reparam import (
 
 TINY = {
     "ecbsr": {"blocks": 1, "channels": 4},
+    "ecbvsr": {"blocks": 1, "channels": 4},
     "repsr": {"blocks": 1, "channels": 4},
     "span": {"feature_channels": 4},
     **FAMILY_TINY,
@@ -171,10 +172,27 @@ def test_conv3xc_rule_matches_official_definition() -> None:
 # --- every re-parameterizable zoo model ------------------------------------------------------------------
 
 
+class _Step(nn.Module):
+    """A video step as an image model: the state made from the frame (the previous frame mirrored, a hidden
+    state from its first channel), the output and the next hidden state flattened side by side, so the
+    equivalence check covers both outputs and every input of the step."""
+
+    def __init__(self, step: nn.Module) -> None:
+        super().__init__()
+        self.step = step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.sigmoid(x[:, :1]).expand(-1, self.step.channels, -1, -1)
+        sr, hidden_out = self.step(x, x.flip(-1), hidden)
+        return torch.cat((sr.flatten(1), hidden_out.flatten(1)), dim=1)
+
+
 def _trained(name: str, scale: int) -> nn.Module:
     """A tiny model after a few Adam steps in train mode: moved weights and non-trivial BN statistics."""
     torch.manual_seed(0)
     m = create_model(name, scale=scale, **TINY[get_entry(name).family]).train()
+    if get_entry(name).kind == "video":
+        return _trained_step(m)
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     for _ in range(3):
         x = torch.rand(4, 3, 12, 12)
@@ -187,6 +205,19 @@ def _trained(name: str, scale: int) -> nn.Module:
 
 def test_every_reparameterizable_family_is_covered() -> None:
     assert {get_entry(n).family for n in REP} >= {"ecbsr", "repsr", "span"}
+
+
+def _trained_step(step: nn.Module) -> nn.Module:
+    m = _Step(step).train()
+    with torch.no_grad():  # the recurrent input starts at zero: give it weights to fuse
+        step.state_in.weight.normal_(0, 0.1)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = m(torch.rand(4, 3, 12, 12)).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m
 
 
 @pytest.mark.parametrize(("name", "scale"), CASES)
