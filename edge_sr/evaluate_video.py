@@ -422,15 +422,14 @@ def _warn_degradation(model: Any, scale: int, degradation: str) -> None:
     metadata, which ``python -m edge_sr.zoo bundle`` writes for a video model): BI weights score under bicubic
     on BD frames."""
     from edge_sr.models import card_of, has_card
-    from edge_sr.models.checkpoint import CHECKPOINT_SUFFIXES, has_edge_sr_metadata, read_metadata
+    from edge_sr.models.checkpoint import has_edge_sr_metadata, read_metadata
     from edge_sr.weights import bundled_video_checkpoint
 
     path = bundled_video_checkpoint(scale) if model is None else model
     if isinstance(model, nn.Module) and has_card(model):  # loaded from a file: the card names it
         path = card_of(model).source or None
-    if not isinstance(path, str | os.PathLike) or Path(path).suffix.lower() not in CHECKPOINT_SUFFIXES:
-        return
-    if not Path(path).is_file() or not has_edge_sr_metadata(path):
+    # an edge-sr .safetensors file (not a bare state dict, an artifact or "bicubic")
+    if not isinstance(path, str | os.PathLike) or not has_edge_sr_metadata(path):
         return
     trained = read_metadata(path).get("degradation")
     if trained and trained != degradation:

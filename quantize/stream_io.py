@@ -51,17 +51,15 @@ def artifact_qparams(path: str | os.PathLike[str]) -> dict[str, QParams]:
     """``{tensor name: (scale, zero_point) or None}`` for every input and output of a step artifact."""
     p = Path(path)
     ins, outs = _stream_names(p)
-    readers: dict[str, Callable[[Path], tuple[Any, Any]]] = {
+    readers: dict[str, Callable[[Path], tuple[list[QParams], list[QParams]]]] = {
         ".pte": _pte,
-        ".tflite": _tflite,
+        ".tflite": lambda q: _tflite(q, ins, outs),  # by name: its signature lists tensors sorted
         ".onnx": _onnx,
         ".mlpackage": _coreml,
     }
     if p.suffix not in readers:
         raise InputError(p, f"reads {', '.join(readers)} step artifacts")
     qin, qout = readers[p.suffix](p)
-    if isinstance(qin, dict):  # read by name (a TFLite signature lists its tensors sorted by name)
-        return {n: qin[n] for n in ins} | {n: qout[n] for n in outs}
     return {**dict(zip(ins, qin)), **dict(zip(outs, qout))}
 
 
@@ -125,7 +123,8 @@ def _pte(path: Path) -> tuple[list[QParams], list[QParams]]:
 # ---------------------------------------------------------------- TFLite
 
 
-def _tflite(path: Path) -> tuple[dict[str, QParams], dict[str, QParams]]:
+def _tflite(path: Path, ins: list[str], outs: list[str]) -> tuple[list[QParams], list[QParams]]:
+    """The step's inputs / outputs in the order ``ins`` / ``outs`` name them."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=os.fspath(path))
@@ -150,13 +149,9 @@ def _tflite(path: Path) -> tuple[dict[str, QParams], dict[str, QParams]]:
         )
         return own(i) or (own(d) if d is not None else None)
 
-    sig = next(iter(it.get_signature_list().values()))
     runner = it.get_signature_runner()
     ind, outd = runner.get_input_details(), runner.get_output_details()
-    # by name: the signature's lists are sorted by name, not in the step's argument order
-    return {n: of_input(ind[n]["index"]) for n in sig["inputs"]}, {
-        n: of_output(outd[n]["index"]) for n in sig["outputs"]
-    }
+    return [of_input(ind[n]["index"]) for n in ins], [of_output(outd[n]["index"]) for n in outs]
 
 
 # ---------------------------------------------------------------- ONNX

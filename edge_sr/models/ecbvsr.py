@@ -27,7 +27,6 @@ ECBSR-M4C16 x4 alone: 16.7 K, RRN-edge: 33.1 K).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -60,10 +59,7 @@ class _Stream:
 
     @property
     def stream(self) -> StreamSpec:
-        state = tuple(
-            dataclasses.replace(s, channels=self.channels) if s.name == "hidden" else s for s in _SPEC.state
-        )
-        return dataclasses.replace(_SPEC, state=state)
+        return _SPEC.with_channels("hidden", self.channels)
 
 
 class ECBVSR(_Stream, nn.Module):

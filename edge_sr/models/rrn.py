@@ -122,13 +122,7 @@ class RRN(nn.Module):
     @property
     def stream(self) -> StreamSpec:
         """The step contract with the hidden state's channel count filled in."""
-        import dataclasses
-
-        spec = type(self).STREAM
-        state = tuple(
-            dataclasses.replace(s, channels=self.n_c) if s.name == "hidden" else s for s in spec.state
-        )
-        return dataclasses.replace(spec, state=state)
+        return type(self).STREAM.with_channels("hidden", self.n_c)
 
     def forward(self, cur: Tensor, prev: Tensor, hidden: Tensor, prev_sr: Tensor) -> tuple[Tensor, Tensor]:
         # (N, C, h·s, w·s) -> (N, C·s², h, w): the previous output at LR resolution

@@ -24,7 +24,7 @@ follows from this table.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -93,6 +93,12 @@ class StreamSpec:
     @property
     def output_names(self) -> list[str]:
         return [self.output, *self.state_outputs]
+
+    def with_channels(self, name: str, channels: int) -> StreamSpec:
+        """The same contract with state ``name``'s channel count set (a model's hidden width)."""
+        return replace(
+            self, state=tuple(replace(s, channels=channels) if s.name == name else s for s in self.state)
+        )
 
     def manifest_entry(self, colors: int, hw: tuple[int, int], scale: int) -> dict[str, Any]:
         """The manifest's ``stream`` entry for an LR frame of ``hw`` (dtype / quant added by the target)."""
