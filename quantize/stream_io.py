@@ -323,10 +323,17 @@ def quantize_onnx_step(
             "float_input_layers": [],
             "int8_io": False,
             "state": entries,
+            "reduced_range_weights": onnx_mod.input_conv_weights(float_art.path),
         }
         with atomic_path(manifest_path(path)) as tmp_m, atomic_path(path) as tmp:
             _quantize_static(
-                float_art.path, tmp, steps, sspec.input_names, overrides, embedded_metadata(manifest)
+                float_art.path,
+                tmp,
+                steps,
+                sspec.input_names,
+                overrides,
+                manifest["quantization"]["reduced_range_weights"],
+                embedded_metadata(manifest),
             )
             manifest.update(artifact_sha256=sha256_path(tmp), size_bytes=size_bytes(tmp))
             write_manifest(tmp_m, manifest)
@@ -366,6 +373,7 @@ def _quantize_static(
     steps: list[tuple[np.ndarray, ...]],
     names: list[str],
     overrides: dict[str, list[dict[str, Any]]],
+    reduced: list[str],
     metadata: dict[str, str],
 ) -> None:
     import onnx
@@ -394,9 +402,11 @@ def _quantize_static(
                 for b in range(s[0].shape[0])
             )
 
+    onnx_mod: Any = target_module("onnx")
     graph = onnx.load(os.fspath(float_path), load_external_data=False).graph
     # the quantize of an input may sit after a reshape / transpose (pixel_unshuffle): override those too
     overrides = {a: v for n, v in overrides.items() for a in _aliases(graph, n)}
+    overrides.update(onnx_mod.reduce_range_overrides(reduced))
     quantize_static(
         os.fspath(float_path),
         os.fspath(out_path),
@@ -409,7 +419,7 @@ def _quantize_static(
         extra_options={
             "WeightSymmetric": True,
             "ActivationSymmetric": False,
-            "CalibPercentile": target_module("onnx").CALIB_PERCENTILE,  # type: ignore[attr-defined]
+            "CalibPercentile": onnx_mod.CALIB_PERCENTILE,
             "TensorQuantOverrides": overrides,
         },
     )

@@ -92,11 +92,29 @@ def test_onnx_quantizes_every_conv_and_keeps_float_layers(model, calib, tmp_path
     )
     kfacts = kept.manifest["quantization"]["onnxruntime"]
     assert kfacts["excluded_nodes"] and kfacts["quantized_convs"] == facts["convs"] - 1
+    # the int8 convs that read the image get 7-bit weights (no u8 x s8 int16 saturation without VNNI)
+    assert facts["reduced_range_weights"] == ["body.0.0.weight", "residual.kernel"]
+    q = _onnx_int8_weights(art.path)
+    assert all(int(np.abs(q[w]).max()) == 64 for w in facts["reduced_range_weights"])  # 255 x 64 x 2 < 2^15
+    assert max(int(np.abs(v).max()) for k, v in q.items() if k.startswith("body.1.")) == 127
     # the default: the head conv and the residual conv read the image and stay float
     default = ptq(model, "onnx", calib, out=tmp_path / "c.onnx")
     dq = default.manifest["quantization"]
     assert dq["float_input_layers"] == ["body.0.0", "residual"] == dq["keep_float"]
     assert dq["onnxruntime"]["quantized_convs"] == facts["convs"] - 2
+    assert dq["onnxruntime"]["reduced_range_weights"] == []  # the first int8 conv reads a feature map
+
+
+def _onnx_int8_weights(path: Path) -> dict[str, np.ndarray]:
+    """Conv weight initializer name -> its stored int8 values (``<name>_quantized``)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = onnx.load(str(path)).graph.initializer
+    sfx = "_quantized"
+    return {
+        i.name[: -len(sfx)]: numpy_helper.to_array(i) for i in inits if i.name.endswith(f"weight{sfx}")
+    } | {i.name[: -len(sfx)]: numpy_helper.to_array(i) for i in inits if i.name.endswith(f"kernel{sfx}")}
 
 
 def test_input_layers_are_the_convs_that_read_the_image(model):
