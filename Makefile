@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edge-sr-installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint lint-imports package-tree install clean
+.PHONY: demo test lint lint-imports package-tree install clean zoo-stats
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ lint-imports: $(STAMP) package-tree
 
 test: lint
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -rs --durations=15
+
+# the figures `edge-sr models` lists, rewritten after a change to edge_sr/models or edge_sr/reparam (a test checks)
+zoo-stats: $(STAMP)
+	$(PY) -m edge_sr.models.stats
 
 clean:
 	rm -rf build dist *.egg-info

@@ -150,6 +150,52 @@ def test_models_cli_json(capsys) -> None:
         assert r["params"] > 0 and r["macs_per_lr_pixel"] > 0 and isinstance(r["bundled"], dict)
 
 
+def test_shipped_zoo_figures_match_the_model_sources() -> None:
+    """``edge-sr models`` reads zoo_stats.json; it must have been written from the current model sources."""
+    from edge_sr.models.registry import list_models
+    from edge_sr.models.stats import SHIPPED, SHIPPED_SCALES, source_digest
+
+    data = json.loads(SHIPPED.read_text())
+    assert data["source_sha256"] == source_digest(), (
+        "edge_sr/models or edge_sr/reparam changed: rewrite the figures with `python -m edge_sr.models.stats`"
+    )
+    assert sorted(data["scales"]) == [str(s) for s in SHIPPED_SCALES]
+    assert set(data["scales"]["4"]) == set(list_models())  # every registered model builds at x4
+
+
+@pytest.mark.parametrize(
+    ("name", "scale"), [("ecbsr_m4c16", 4), ("fsrcnn", 3), ("span_ch48", 2), ("rrn_edge", 4)]
+)
+def test_shipped_zoo_figures_equal_a_fresh_count(name: str, scale: int) -> None:
+    from edge_sr.models.stats import model_summary, shipped_summary
+
+    shipped = shipped_summary(name, scale)
+    assert shipped is not None and shipped == model_summary(name, scale=scale)
+
+
+def test_zoo_rows_count_the_figures_when_the_sources_changed(monkeypatch) -> None:
+    from edge_sr.models import stats
+
+    counted: list[str] = []
+    real = stats.model_summary
+
+    def counting(name: str, scale: int = 4) -> dict:
+        counted.append(name)
+        return real(name, scale=scale)
+
+    monkeypatch.setattr(stats, "model_summary", counting)
+    stats._shipped.cache_clear()
+    shipped_rows = stats.zoo_rows(kind="edge", scale=2)
+    assert counted == []  # all from the file
+    monkeypatch.setattr(stats, "source_digest", lambda: "another")
+    stats._shipped.cache_clear()
+    try:
+        fresh_rows = stats.zoo_rows(kind="edge", scale=2)
+    finally:
+        stats._shipped.cache_clear()
+    assert sorted(counted) == sorted(EDGE) and fresh_rows == shipped_rows
+
+
 def test_models_cli_table(capsys) -> None:
     assert main(["models", "--kind", "edge"]) == 0
     out = capsys.readouterr().out

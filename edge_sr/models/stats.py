@@ -6,11 +6,21 @@ inside training-time blocks count too (module hooks would miss them). Element-wi
 train form, additions, interpolation, attention softmax) is not counted, as is customary in SR papers.
 The model runs once on a small input on the ``meta`` device when it can (no compute, no memory), else on
 the CPU; MACs scale with the pixel count, so dividing by the LR pixels gives a per-pixel figure.
+
+Counting the whole zoo that way takes about 40 s per scale, so ``zoo_rows`` (``edge-sr models``) reads the
+figures of the registered models from ``zoo_stats.json`` beside this file, which records the SHA-256 of the
+model and re-parameterization sources it was computed from (:func:`source_digest`). When the sources differ
+(a model changed and the file was not rewritten) or a model is not in it (one registered by a user), the
+figures are counted as above. Rewrite it with ``python -m edge_sr.models.stats``.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # 1280x720 output: what one 720p frame costs.
 HD_OUTPUT = (720, 1280)
+SHIPPED = Path(__file__).with_name("zoo_stats.json")
+SHIPPED_SCALES = (2, 3, 4)
 
 
 def count_params(model: nn.Module) -> int:
@@ -151,6 +163,57 @@ def model_summary(name: str, scale: int = 4) -> dict[str, Any]:
     return out
 
 
+# --- the figures of the registered models, computed once and shipped ---
+
+
+def source_digest() -> str:
+    """SHA-256 over the sources the figures depend on: ``edge_sr/models`` and ``edge_sr/reparam``."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted([*root.glob("models/*.py"), *root.glob("reparam/*.py")]):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped() -> dict[str, dict[str, dict[str, Any]]]:
+    """``{scale: {name: summary}}`` from ``zoo_stats.json`` when it matches the sources, else empty."""
+    try:
+        data = json.loads(SHIPPED.read_text())
+    except (OSError, ValueError):
+        return {}
+    if data.get("source_sha256") != source_digest():
+        log.info("%s was computed from other model sources: counting the figures", SHIPPED.name)
+        return {}
+    return dict(data.get("scales", {}))
+
+
+def shipped_summary(name: str, scale: int) -> dict[str, Any] | None:
+    """``model_summary(name, scale)`` as shipped in ``zoo_stats.json``, or None when it has no valid entry."""
+    row = _shipped().get(str(scale), {}).get(name)
+    return dict(row) if row is not None else None
+
+
+def write_shipped(path: Path = SHIPPED, scales: tuple[int, ...] = SHIPPED_SCALES) -> dict[str, Any]:
+    """Count every registered model that builds at each of ``scales`` and write ``path`` (atomically)."""
+    from edge_sr.io_utils import atomic_path
+    from edge_sr.models.registry import list_models
+
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for scale in scales:
+        rows = table.setdefault(str(scale), {})
+        for name in list_models():
+            try:
+                rows[name] = model_summary(name, scale=scale)
+            except Exception as e:  # noqa: BLE001 - a model that does not build at this scale is left out
+                log.info("%s x%d not recorded: %s", name, scale, e)
+    data = {"source_sha256": source_digest(), "scales": table}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    _shipped.cache_clear()
+    return data
+
+
 # --- the zoo as a table: what `edge-sr models` prints ---
 
 
@@ -177,7 +240,7 @@ def zoo_rows(kind: str | None = None, scale: int = 4) -> list[dict[str, Any]]:
     rows = []
     for name in list_models(kind=kind):  # type: ignore[arg-type]
         try:
-            row = model_summary(name, scale=scale)
+            row = shipped_summary(name, scale) or model_summary(name, scale=scale)
         except Exception as e:  # noqa: BLE001 - listed, not fatal
             log.warning("model %s cannot be built: %s", name, e)
             entry = get_entry(name)
@@ -216,3 +279,9 @@ def zoo_table(kind: str | None = None, scale: int = 4) -> tuple[list[dict[str, A
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in (head, *body)]
     note = "(rep): re-parameterizable, figures for the deploy form; GMACs for one 1280x720 output frame."
     return rows, "\n".join([*lines, "", note])
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    written = write_shipped()
+    print(f"{SHIPPED}: {sum(len(v) for v in written['scales'].values())} rows")
