@@ -71,7 +71,13 @@ def read_wide(path: Path) -> np.ndarray:
     return (high.astype(np.uint16) << 8) | low.astype(np.uint16)
 
 
-def write_png(path: Path, arr: np.ndarray, *, level: int = 6, rows_per_chunk: int = 256) -> None:
+# zlib level of every PNG written: 1, as OpenCV's imwrite (so the outputs of BasicSR / Real-ESRGAN scripts).
+# On 4x-upscaled photos (skimage astronaut, coffee) it encodes 5x faster than zlib's default 6 (93 against
+# 18 MB/s of pixels) for files 25 % larger; a 16000x12000 output (576 MB of pixels) takes 6 s instead of 32.
+PNG_LEVEL = 1
+
+
+def write_png(path: Path, arr: np.ndarray, *, level: int = PNG_LEVEL, rows_per_chunk: int = 256) -> None:
     """Write a (H, W, C) uint8 / uint16 array, C in 1..4 (gray, gray+alpha, RGB, RGBA), as a PNG.
 
     Streams: rows are filtered and compressed a block at a time, so memory stays near the array itself
@@ -97,7 +103,7 @@ class PngWriter:
     rows_per_chunk = 256
 
     def __init__(
-        self, f: BinaryIO, *, height: int, width: int, channels: int, depth: int, level: int = 6
+        self, f: BinaryIO, *, height: int, width: int, channels: int, depth: int, level: int = PNG_LEVEL
     ) -> None:
         self.f, self.height, self.depth = f, height, depth
         self.row_bytes = width * channels * depth // 8
