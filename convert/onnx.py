@@ -8,15 +8,15 @@ INT8 is onnxruntime's static QDQ quantization of the float export (:func:`quanti
 model is exported at the calibration shape; ``onnxruntime.quantization.quantize_static`` runs the
 calibration patches through it, fixes activation ranges and writes QuantizeLinear / DequantizeLinear pairs
 around every conv: int8 per-channel symmetric weights, uint8 activations (the combination onnxruntime's
-x86 / ARM kernels run fastest). I/O stays float32. The convs that read a graph input (the image, a video step's
-frames and state) get 7-bit weights (``reduce_range``): their uint8 inputs fill the whole 0..255 grid, and on an
-x86 CPU without a dot-product instruction (AVX2, AVX-512 without VNNI) onnxruntime's u8 x s8 kernel adds two
-such products into an int16 that saturates (``VPMADDUBSW``); 127 x 255 x 2 overflows it, 63 x 255 x 2 does not.
-Measured on an AVX2 host: ECBSR-M4C16 x4 with its input convs in int8 lost 1.36 dB Set5 against its own QDQ
-graph run in float, 0.00 dB with 7-bit input-conv weights (docs/NOTES.md). Activation ranges come from the 99.999th percentile of
-each tensor's values over the calibration set, not its min / max: a handful of extreme feature values
-otherwise stretch the uint8 grid for every pixel (docs/NOTES.md has the comparison). Layers kept in float
-are passed as ``nodes_to_exclude``; ONNX node names are matched to torch module paths through the
+x86 / ARM kernels run fastest). I/O stays float32. The convs that read a graph input (the image, a video
+step's frames and state) get 7-bit weights (``reduce_range``, |q| <= 64): their uint8 inputs fill the whole
+0..255 grid, and on an x86 CPU without a dot-product instruction (AVX2, AVX-512 without VNNI) onnxruntime's
+u8 x s8 kernel adds two such products into a saturating int16 (``VPMADDUBSW``): 255 x 127 x 2 overflows it,
+255 x 64 x 2 does not. Measured on an AVX2 host: ECBSR-M4C16 x4 with its input convs in int8 lost 1.36 dB of
+Set5 PSNR to the float model with 8-bit weights, 0.055 dB with 7-bit ones (docs/NOTES.md). Activation
+ranges come from the 99.999th percentile of each tensor's values over the calibration set, not its min / max:
+a handful of extreme feature values otherwise stretch the uint8 grid for every pixel (docs/NOTES.md has the
+comparison). Layers kept in float are passed as ``nodes_to_exclude``; ONNX node names are matched to torch module paths through the
 exporter's name scopes. onnxruntime's quantization is post-training only: QAT runs through PT2E targets.
 """
 
@@ -57,7 +57,10 @@ PT2E_MODES: tuple[str, ...] = ()
 INT8_IO = False
 FLOAT_IO_CLAMP = False
 FOLD_QUANTIZE = True
-SCHEME = "onnxruntime-qdq: int8 per-channel symmetric weights, uint8 per-tensor activations (static, percentile 99.999)"
+SCHEME = (
+    "onnxruntime-qdq: int8 per-channel symmetric weights (7-bit on the convs that read a graph input), "
+    "uint8 per-tensor activations (static, percentile 99.999)"
+)
 CALIB_PERCENTILE = 99.999
 MIN_OPSET = 18
 logger = logging.getLogger(__name__)

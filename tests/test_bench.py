@@ -335,3 +335,28 @@ def test_bench_speed_unknown_variant(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["bench", "speed", "--variants", "tflite fp64", "--out", ""]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown variant 'tflite fp64'" in err[0]
+
+
+def test_speed_workdir_reuses_an_artifact_only_with_the_current_int8_scheme(tmp_path: Path) -> None:
+    from edge_sr.convert import target_module
+    from edge_sr.convert.manifest import sha256_path
+
+    from edge_sr.bench.speed import _reusable
+
+    src, art = tmp_path / "m.safetensors", tmp_path / "onnx_int8_8x8.onnx"
+    src.write_bytes(b"weights")
+    art.write_bytes(b"program")
+    scheme = target_module("onnx").quant_scheme("qdq")
+
+    def manifest(scheme_: str | None) -> bool:
+        made = {"target": "onnx", "source": {"sha256": sha256_path(src)}, "artifact_sha256": sha256_path(art)}
+        if scheme_ is not None:
+            made["quantization"] = {"scheme": scheme_, "mode": "qdq"}
+        (tmp_path / (art.name + ".json")).write_text(json.dumps(made))
+        return _reusable(art, src)
+
+    assert manifest(None) and manifest(scheme)
+    assert not manifest(scheme.replace("7-bit", "8-bit"))  # made with an older scheme: made again
+    assert manifest(scheme)
+    src.write_bytes(b"other weights")  # the manifest names the old weights
+    assert not _reusable(art, src)

@@ -187,15 +187,20 @@ def _artifact_path(out: Path, target: str, precision: str, size: Size) -> Path:
 
 
 def _reusable(path: Path, source: Path) -> bool:
-    """An artifact kept from an earlier run, made from these weights and unchanged since."""
+    """An artifact kept from an earlier run, made from these weights and unchanged since, and an INT8 one
+    with the target's current quantization scheme (an artifact of an older scheme is made again)."""
     import json
 
+    from edge_sr.convert import target_module
     from edge_sr.convert.manifest import sha256_path
 
     manifest = path.with_name(path.name + ".json")
     if not (path.exists() and manifest.exists()):
         return False
     made = json.loads(manifest.read_text())
+    quant = made.get("quantization") or {}
+    if quant and quant.get("scheme") != target_module(made.get("target", "")).quant_scheme(quant.get("mode")):
+        return False
     return bool(
         (made.get("source") or {}).get("sha256") == sha256_path(source)
         and made.get("artifact_sha256") == sha256_path(path)
