@@ -15,11 +15,24 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge_sr.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from edge_sr.weights import WEIGHTS_DIR
 
 TRAINING_ONLY_ARGS = ("collapsed",)
+
+
+def _wall_seconds(records: list[dict[str, Any]]) -> float:
+    """A run's training wall time from its metrics: each sitting's clock restarts at a ``--resume`` (its
+    ``elapsed_s`` falls), so the sittings' last readings add up."""
+    total, last = 0.0, 0.0
+    for r in records:
+        t = float(r.get("elapsed_s", 0.0))
+        if t < last:
+            total += last
+        last = t
+    return round(total + last, 1)
 
 
 def bundle(run_dir: str | Path, *, name: str | None = None, init: str | None = None) -> Path:
@@ -38,7 +51,7 @@ def bundle(run_dir: str | Path, *, name: str | None = None, init: str | None = N
     last = run / "metrics.jsonl"
     records = [json.loads(x) for x in last.read_text().splitlines()] if last.exists() else []
     steps = max((r["step"] for r in records), default=0)
-    seconds = max((r.get("elapsed_s", 0.0) for r in records), default=0.0)
+    seconds = _wall_seconds(records)
     extra = {
         "step": meta.get("step", ""),
         "val_psnr": meta.get("val_psnr", ""),

@@ -48,3 +48,11 @@ def test_a_video_recipe_without_degradation_is_bi(tmp_path, monkeypatch) -> None
     monkeypatch.setattr(edge_sr.zoo, "WEIGHTS_DIR", tmp_path)
     run, _ = _run(tmp_path, None)
     assert read_metadata(edge_sr.zoo.bundle(run))["degradation"] == "BI"
+
+
+def test_wall_time_adds_up_the_sittings_of_a_resumed_run() -> None:
+    from edge_sr.zoo import _wall_seconds
+
+    straight = [{"step": 100, "elapsed_s": 10.0}, {"step": 200, "elapsed_s": 20.0}]
+    resumed = [*straight, {"step": 300, "elapsed_s": 4.0}, {"step": 400, "elapsed_s": 15.5}]
+    assert _wall_seconds(straight) == 20.0 and _wall_seconds(resumed) == 35.5 and _wall_seconds([]) == 0.0
