@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -352,23 +352,22 @@ def quantize_artifact(
     return Artifact(path, manifest_path(path), manifest)
 
 
-def _reader(patches: np.ndarray, input_name: str) -> Any:
+def _reader(feeds: Callable[[], Iterator[dict[str, np.ndarray]]]) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
-    class PatchReader(CalibrationDataReader):
-        """Feeds (1, C, H, W) float32 patches one at a time."""
+    class FeedReader(CalibrationDataReader):
+        """Feeds one calibration sample at a time; ``rewind`` starts the feeds again."""
 
         def __init__(self) -> None:
-            self._it = iter(range(len(patches)))
+            self.rewind()
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            i = next(self._it, None)
-            return None if i is None else {input_name: patches[i : i + 1]}
+            return next(self._it, None)
 
         def rewind(self) -> None:
-            self._it = iter(range(len(patches)))
+            self._it = feeds()
 
-    return PatchReader()
+    return FeedReader()
 
 
 def node_scopes(model_path: str | os.PathLike[str]) -> dict[str, str]:
@@ -444,24 +443,37 @@ def reduce_range_overrides(weights: Sequence[str]) -> dict[str, list[dict[str, A
 def quantize_file(
     float_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
-    patches: np.ndarray,
+    calib: np.ndarray | Callable[[], Iterator[dict[str, np.ndarray]]],
     *,
     keep_float: Sequence[str] = (),
     input_name: str = "input",
+    overrides: dict[str, list[dict[str, Any]]] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Static QDQ quantization of ``float_path`` into ``out_path``; returns facts for the manifest.
 
-    ``metadata`` replaces the embedded ``metadata_props`` the float export carried (precision, scheme).
+    ``calib``: (N, C, H, W) patches fed to ``input_name`` one at a time, or a function returning a fresh
+    iterator of feeds (a video step's inputs by name). ``overrides``: ``TensorQuantOverrides`` (a step's
+    shared state parameters), beside the 7-bit weights of the input convs. ``metadata`` replaces the embedded
+    ``metadata_props`` the float export carried (precision, scheme).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     excluded = exclude_nodes(float_path, keep_float)
     reduced = input_conv_weights(float_path, excluded)
+    if isinstance(calib, np.ndarray):
+        patches = np.ascontiguousarray(calib, dtype=np.float32)
+
+        def feeds() -> Iterator[dict[str, np.ndarray]]:
+            return ({input_name: patches[i : i + 1]} for i in range(len(patches)))
+
+    else:
+        feeds = calib
+
     quantize_static(
         os.fspath(float_path),
         os.fspath(out_path),
-        _reader(np.ascontiguousarray(patches, dtype=np.float32), input_name),
+        _reader(feeds),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
@@ -472,7 +484,7 @@ def quantize_file(
             "WeightSymmetric": True,
             "ActivationSymmetric": False,
             "CalibPercentile": CALIB_PERCENTILE,
-            "TensorQuantOverrides": reduce_range_overrides(reduced),
+            "TensorQuantOverrides": {**(overrides or {}), **reduce_range_overrides(reduced)},
         },
     )
     import onnx

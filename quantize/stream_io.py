@@ -22,7 +22,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -323,18 +323,12 @@ def quantize_onnx_step(
             "float_input_layers": [],
             "int8_io": False,
             "state": entries,
-            "reduced_range_weights": onnx_mod.input_conv_weights(float_art.path),
         }
         with atomic_path(manifest_path(path)) as tmp_m, atomic_path(path) as tmp:
-            _quantize_static(
-                float_art.path,
-                tmp,
-                steps,
-                sspec.input_names,
-                overrides,
-                manifest["quantization"]["reduced_range_weights"],
-                embedded_metadata(manifest),
+            facts = _quantize_static(
+                float_art.path, tmp, steps, sspec.input_names, overrides, embedded_metadata(manifest)
             )
+            manifest["quantization"]["reduced_range_weights"] = facts["reduced_range_weights"]
             manifest.update(artifact_sha256=sha256_path(tmp), size_bytes=size_bytes(tmp))
             write_manifest(tmp_m, manifest)
     finally:
@@ -373,61 +367,24 @@ def _quantize_static(
     steps: list[tuple[np.ndarray, ...]],
     names: list[str],
     overrides: dict[str, list[dict[str, Any]]],
-    reduced: list[str],
     metadata: dict[str, str],
-) -> None:
+) -> dict[str, Any]:
+    """The target's static QDQ quantization fed the streamed step inputs one sample at a time, with the
+    shared state parameters as overrides; returns its facts."""
     import onnx
     from edge_sr.convert import target_module
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
 
-    class StepReader(CalibrationDataReader):
-        """Feeds the streamed step inputs one sample at a time."""
+    def feeds() -> Iterator[dict[str, np.ndarray]]:
+        return (
+            {n: np.ascontiguousarray(s[k][b : b + 1]) for k, n in enumerate(names)}
+            for s in steps
+            for b in range(s[0].shape[0])
+        )
 
-        def __init__(self) -> None:
-            self.rewind()
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
-        def rewind(self) -> None:
-            self._it = iter(
-                {n: np.ascontiguousarray(s[k][b : b + 1]) for k, n in enumerate(names)}
-                for s in steps
-                for b in range(s[0].shape[0])
-            )
-
-    onnx_mod: Any = target_module("onnx")
     graph = onnx.load(os.fspath(float_path), load_external_data=False).graph
     # the quantize of an input may sit after a reshape / transpose (pixel_unshuffle): override those too
     overrides = {a: v for n, v in overrides.items() for a in _aliases(graph, n)}
-    overrides.update(onnx_mod.reduce_range_overrides(reduced))
-    quantize_static(
-        os.fspath(float_path),
-        os.fspath(out_path),
-        StepReader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.Percentile,
-        extra_options={
-            "WeightSymmetric": True,
-            "ActivationSymmetric": False,
-            "CalibPercentile": onnx_mod.CALIB_PERCENTILE,
-            "TensorQuantOverrides": overrides,
-        },
+    facts: dict[str, Any] = target_module("onnx").quantize_file(  # type: ignore[attr-defined]
+        float_path, out_path, feeds, overrides=overrides, metadata=metadata
     )
-    proto = onnx.load(os.fspath(out_path))
-    props = {p.key: p.value for p in proto.metadata_props}
-    props.update(metadata)
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, os.fspath(out_path))
+    return facts
