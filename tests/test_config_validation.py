@@ -76,6 +76,13 @@ BAD_VALUES = [
     ("seed", -1),
     ("device", "gpu0"),
     ("charbonnier_eps", 0.0),
+    ("data.hr_scales", []),
+    ("data.hr_scales", [1.0, 1.0]),
+    ("data.hr_scales", [1.0, 0.05]),
+    ("data.hr_scales", [1.5]),
+    ("loss_ycbcr", [0.0, 0.0, 0.0]),
+    ("loss_ycbcr", [1.0, -0.1, 0.0]),
+    ("loss_ycbcr", [1.0, float("nan"), 0.0]),
 ]
 
 

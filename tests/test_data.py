@@ -71,6 +71,29 @@ def test_samples_are_a_function_of_seed_and_index(tmp_path: Path) -> None:
     assert any(not torch.equal(a[i][1], c[i][1]) for i in range(5))
 
 
+def test_hr_scales_add_reduced_copies_of_each_image(tmp_path: Path) -> None:
+    """``hr_scales`` (FSRCNN's augmentation): each image joins once per factor, reduced by MATLAB bicubic; patches
+    are cut from the reduced copies too, and a copy smaller than one HR patch is skipped like a small image."""
+    imgs = _rand_images(tmp_path / "hr", 2, size=(60, 50))
+    plain = AugmentConfig(flip=0, rot90=0)
+    ds = HRFolderDataset([tmp_path / "hr"], scale=2, patch_size=12, hr_scales=[1.0, 0.8], augment=plain)
+    assert len(ds.hr) == 4 and ds.names[1].endswith("0000.png (x0.8)")
+    assert ds.hr[1].shape == (48, 40, 3) and np.array_equal(ds.hr[1], imresize(imgs[0], 0.8))
+    small = HRFolderDataset([tmp_path / "hr"], scale=2, patch_size=13, hr_scales=[1.0, 0.4], skip_small=True)
+    assert len(small.hr) == 2  # the 24x20 copies are under the 26-pixel HR patch
+    reduced = [imresize(img, 0.8) for img in imgs]
+    from_reduced = 0
+    for i in range(40):
+        hr = np.round(ds[i][1].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        from_reduced += any(
+            np.array_equal(img[y : y + 24, x : x + 24], hr)
+            for img in reduced
+            for y in range(0, img.shape[0] - 23, 2)
+            for x in range(0, img.shape[1] - 23, 2)
+        )
+    assert 0 < from_reduced < 40  # drawn by area: 0.64 of an original's share
+
+
 def test_paired_div2k_and_benchmark_layouts(tmp_path: Path) -> None:
     hrs = _rand_images(tmp_path / "DIV2K_train_HR", 2, size=(40, 48))
     (tmp_path / "DIV2K_train_LR_bicubic" / "X4").mkdir(parents=True)

@@ -297,3 +297,57 @@ def test_train_only_freezes_every_other_parameter() -> None:
     assert {"state_in.weight", "conv_h.weight"} <= moved
     with pytest.raises(ConfigError, match="names no parameter"):
         make_optimizer(m, OptimConfig(train_only=["head"]))
+
+
+def test_ycbcr_loss_weighs_the_metric_planes(tmp_path: Path) -> None:
+    """``loss_ycbcr``: the loss on Y, Cb, Cr as the Y-PSNR metric converts them; an error of chroma alone costs
+    nothing with weights (1, 0, 0); a run trains with it; a one-channel model is refused."""
+    import numpy as np
+
+    from edge_sr.metrics import RGB_MATRIX, rgb_to_ycbcr
+    from edge_sr.train.parts import l1_loss, ycbcr_loss
+
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 3, 6, 6, dtype=torch.float64), torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    ya, yb = (rgb_to_ycbcr(x.permute(0, 2, 3, 1).numpy(), peak=1.0) for x in (a, b))
+    per_plane = np.abs(ya - yb).mean(axis=(0, 1, 2))
+    assert ycbcr_loss(l1_loss, (1.0, 0.5, 0.25))(a, b).item() == pytest.approx(
+        per_plane @ np.array([1.0, 0.5, 0.25]), rel=1e-12
+    )
+    chroma = torch.from_numpy(RGB_MATRIX @ np.array([0.0, 0.05, -0.03]))[
+        :, None, None
+    ]  # RGB of a Cb/Cr shift
+    assert ycbcr_loss(l1_loss, (1.0, 0.0, 0.0))(a, a + chroma).item() < 1e-12
+    assert ycbcr_loss(l1_loss, (0.0, 1.0, 0.0))(a, a + chroma).item() == pytest.approx(0.05)
+    five_d = torch.rand(2, 4, 3, 6, 6)  # video batches: (B, T, C, H, W)
+    assert ycbcr_loss(l1_loss, (1.0, 1.0, 1.0))(five_d, five_d).item() == 0.0
+    with pytest.raises(ConfigError, match="RGB model"):
+        ycbcr_loss(l1_loss, (1.0, 0.0, 0.0))(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4))
+
+    out = train(load_config(_write_cfg(tmp_path, iters=4, loss_ycbcr=[1.0, 0.2, 0.2])), progress=False)
+    lines = [json.loads(line) for line in (out.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert out.step == 4 and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in lines if "loss" in r)
+
+
+def test_hr_scales_train_and_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:
+    """A run with ``data.hr_scales`` trains; paired folders, arbitrary-scale samples and a video model have no HR
+    folder images to reduce; YCbCr weights need an RGB model. Each refusal names the recipe and the field."""
+    from edge_sr.train.loop import _build_data
+
+    cfg = load_config(_write_cfg(tmp_path, iters=2))
+    cfg.data.hr_scales = [1.0, 0.7]
+    dataset, _ = _build_data(cfg)
+    assert sum(n.endswith("(x0.7)") for n in dataset.names) == len(dataset.names) // 2
+    assert train(cfg, progress=False).step == 2
+    data = {"train_folders": [str(T91)], "patch_size": 12, "batch_size": 2, "hr_scales": [1.0, 0.8]}
+    for model, extra, words in [
+        ({"name": "ecbsr_m4c8", "scale": 2}, {"paired": str(tmp_path)}, "with data.paired"),
+        ({"name": "ecbvsr_m4c16", "scale": 2}, {}, "for a video model"),
+    ]:
+        path = _write_cfg(tmp_path / words.replace(" ", "_"), model=model, data={**data, **extra})
+        with pytest.raises(ConfigError, match=f"cfg.yaml: data.hr_scales is .*{words}"):
+            load_config(path)
+    y_model = {"name": "ecbsr_m4c8", "scale": 2, "args": {"colors": 1}}
+    gray = _write_cfg(tmp_path / "gray", model=y_model, loss_ycbcr=[1.0, 0.0, 0.0])
+    with pytest.raises(ConfigError, match="loss_ycbcr is .*an RGB model"):
+        load_config(gray)

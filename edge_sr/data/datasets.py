@@ -124,6 +124,8 @@ class HRFolderDataset(_Cached):
 
     Each sample: a random HR crop of ``patch_size·scale`` (aligned to the scale), its LR by bicubic
     downscaling (uint8, exactly as the benchmark LR sets are made), both flipped / rotated alike.
+    ``hr_scales`` (FSRCNN's augmentation, e.g. 1, 0.9, 0.8, 0.7, 0.6): every image joins once per factor, reduced
+    by it (MATLAB bicubic) before patches are cut; images are drawn in proportion to their area.
     Returns ``(lr (3, p, p), hr (3, p·s, p·s))`` float in [0, 1].
     """
 
@@ -138,12 +140,16 @@ class HRFolderDataset(_Cached):
         seed: int = 0,
         skip_small: bool = False,
         exclude: Collection[str | os.PathLike[str]] = (),
+        hr_scales: Sequence[float] = (1.0,),
     ) -> None:
         super().__init__(scale=scale, patch_size=patch_size, length=length, augment=augment, seed=seed)
         skip = {Path(e).resolve() for e in exclude}
         files = [f for folder in folders for f in find_images(folder) if f.resolve() not in skip]
-        self.names = [str(f) for f in files]
-        self.hr = [load_rgb_uint8(f) for f in files]
+        for name, img in ((str(f), load_rgb_uint8(f)) for f in files):
+            for f in hr_scales:
+                # FSRCNN's augmentation: each image also downscaled (MATLAB bicubic) serves as a new HR image
+                self.names.append(name if f == 1 else f"{name} (x{f:g})")
+                self.hr.append(img if f == 1 else imresize(img, f))
         keep = self._check_sizes(patch_size * scale, skip_small)
         self.names, self.hr = [self.names[i] for i in keep], [self.hr[i] for i in keep]
         # Sample images in proportion to their area, so big images are not under-used.

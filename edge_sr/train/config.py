@@ -70,6 +70,8 @@ class DataConfig:
     batch_size: int = 16  # per process
     workers: int = 0
     skip_small: bool = True  # drop images smaller than one HR patch (T91 has 78x78 images)
+    # every training image also joins reduced by each of these factors (FSRCNN: 1, 0.9, 0.8, 0.7, 0.6)
+    hr_scales: list[float] = field(default_factory=lambda: [1.0])
     holdout: int = 0  # hold this many images out of train_folders (evenly spread) for validation
     val_dir: str | None = None  # or a folder laid out like a benchmark folder (HR/ [+ LR_bicubic/X{s}/])
     val_max_size: int = 0  # crop validation HR images to at most this side (0: full images)
@@ -122,6 +124,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: Literal["l1", "charbonnier"] = "l1"
     charbonnier_eps: float = 1e-3
+    # weights of the loss on Y, Cb, Cr (BT.601, as the Y-channel metrics) for an RGB model; None: on R, G, B
+    loss_ycbcr: tuple[float, float, float] | None = None
     iters: int = 100_000
     ema_decay: float = 0.999  # 0 disables EMA
     val_every: int = 2_000

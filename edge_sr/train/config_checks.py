@@ -64,6 +64,10 @@ RULES: dict[str, Check] = {
     "data.patch_size": _int_in(MIN_PATCH, MAX_PATCH),
     "data.batch_size": _int_in(1, MAX_BATCH),
     "data.workers": _int_in(0, 256),
+    "data.hr_scales": (
+        (lambda v: 0 < len(v) <= 16 and all(0.1 <= x <= 1 for x in v) and len(set(v)) == len(v)),
+        "1 to 16 distinct factors in [0.1, 1]",
+    ),
     "data.holdout": _int_in(0),
     "data.val_max_size": _int_in(0),
     "data.augment.flip": _PROB,
@@ -151,10 +155,27 @@ def check_config(
             raise refuse(key, value, what)
     if cfg.optim.min_lr > cfg.optim.lr:
         raise refuse("optim.min_lr", cfg.optim.min_lr, f"at most optim.lr ({cfg.optim.lr:g})")
+    _check_loss(cfg, refuse)
     _check_distill(cfg, refuse)
     _check_out_dir(cfg.out_dir, refuse)
     _check_device(cfg.device, refuse)
     _check_model(cfg, path, refuse)
+
+
+def _check_loss(cfg: TrainConfig, refuse: Callable[[str, Any, str], ConfigError]) -> None:
+    """YCbCr weights: none negative, one at least > 0; a per-pixel (coordinate) run has no planes to weigh.
+    ``data.hr_scales`` reduces HR folders: not paired folders, not arbitrary-scale samples."""
+    d = cfg.data
+    if d.hr_scales != [1.0] and (d.paired or d.scale_range):
+        what = "data.paired" if d.paired else "data.scale_range"
+        raise refuse("data.hr_scales", d.hr_scales, f"[1.0] with {what} (it reduces data.train_folders)")
+    w = cfg.loss_ycbcr
+    if w is None:
+        return
+    if min(w) < 0 or max(w) == 0 or not all(math.isfinite(x) for x in w):
+        raise refuse("loss_ycbcr", list(w), "three weights [Y, Cb, Cr] >= 0, one at least > 0")
+    if cfg.data.scale_range:
+        raise refuse("loss_ycbcr", list(w), "no YCbCr weights for an arbitrary-scale run (data.scale_range)")
 
 
 def _check_distill(cfg: TrainConfig, refuse: Callable[[str, Any, str], ConfigError]) -> None:
@@ -211,6 +232,7 @@ def _check_model(
 
     from edge_sr.models.card import card_of, check_args
     from edge_sr.models.registry import create_model, get_entry
+    from edge_sr.models.stream import stream_spec
 
     name, scale, args = cfg.model.name, cfg.model.scale, cfg.model.args
     get_entry(name)  # an unknown name: ConfigError listing the registered ones
@@ -232,7 +254,14 @@ def _check_model(
     count = sum(p.numel() for p in model.parameters())
     if count > MAX_PARAMS:
         raise refuse("model.args", args, f"a model of at most {MAX_PARAMS:,} parameters, not {count:,}")
-    _check_patch(model, cfg, card_of(model).colors, refuse)
+    colors = card_of(model).colors
+    if cfg.loss_ycbcr is not None and colors != 3:
+        raise refuse(
+            "loss_ycbcr", list(cfg.loss_ycbcr), f"an RGB model ({name} has {colors} colour channel(s))"
+        )
+    if cfg.data.hr_scales != [1.0] and stream_spec(model) is not None:
+        raise refuse("data.hr_scales", cfg.data.hr_scales, "[1.0] for a video model (it trains on clips)")
+    _check_patch(model, cfg, colors, refuse)
 
 
 def _check_patch(

@@ -40,7 +40,15 @@ from edge_sr.train.config import TrainConfig, save_config, to_dict
 from edge_sr.train.config_checks import check_config
 from edge_sr.train.distill import Distiller
 from edge_sr.train.init import init_from
-from edge_sr.train.parts import EMA, Unrolled, charbonnier_loss, l1_loss, lr_factor, make_optimizer
+from edge_sr.train.parts import (
+    EMA,
+    Unrolled,
+    charbonnier_loss,
+    l1_loss,
+    lr_factor,
+    make_optimizer,
+    ycbcr_loss,
+)
 from edge_sr.train.qat import check_qat, finish_qat, freeze_step, prepare_qat
 from edge_sr.train.runlog import append_jsonl, ctrl_c_between_steps, progress_bar, truncate_metrics
 from edge_sr.train.state import (
@@ -115,7 +123,9 @@ def _build_data(cfg: TrainConfig, *, video: bool = False):  # type: ignore[no-un
             raise ConfigError(None, "data.train_folders is empty (or set data.paired)")
         files = [f for folder in d.train_folders for f in find_images(folder)]
         _, held = holdout_split(files, d.holdout)
-        dataset = HRFolderDataset(d.train_folders, length=1 << 62, exclude=held, **common)
+        dataset = HRFolderDataset(
+            d.train_folders, length=1 << 62, exclude=held, hr_scales=d.hr_scales, **common
+        )
     if d.val_dir:
         val = load_val_dir(d.val_dir, scale, d.val_max_size)
     else:
@@ -212,8 +222,10 @@ def _build_video_data(cfg: TrainConfig):  # type: ignore[no-untyped-def]
 
 def _loss_fn(cfg: TrainConfig):  # type: ignore[no-untyped-def]
     if cfg.loss == "charbonnier":
-        return lambda a, b: charbonnier_loss(a, b, cfg.charbonnier_eps)
-    return l1_loss
+        fn = lambda a, b: charbonnier_loss(a, b, cfg.charbonnier_eps)  # noqa: E731
+    else:
+        fn = l1_loss
+    return fn if cfg.loss_ycbcr is None else ycbcr_loss(fn, cfg.loss_ycbcr)
 
 
 def train(

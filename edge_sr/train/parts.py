@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,37 @@ def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
 def charbonnier_loss(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     """sqrt((x - y)² + eps²), the smooth L1 used by LapSRN / SwinIR's real-world recipes."""
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
+
+
+# BT.601 (MATLAB ``rgb2ycbcr``) rows for values in [0, 1]; the offsets cancel in a difference
+_YCBCR = (
+    torch.tensor(
+        [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=torch.float64
+    )
+    / 255.0
+)
+
+
+def ycbcr_loss(
+    loss_fn: Callable[[Tensor, Tensor], Tensor], weights: tuple[float, float, float]
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """``loss_fn`` on the Y, Cb and Cr planes of RGB tensors (channels at dim -3), weighted and summed.
+
+    The SR benchmarks score the Y channel: a small RGB model trained with more weight on Y spends more of
+    its capacity where it is measured, while Cb / Cr (which the eye resolves less) are still learnt.
+    """
+
+    def loss(pred: Tensor, target: Tensor) -> Tensor:
+        if pred.shape[-3] != 3:
+            raise ConfigError(
+                None, f"loss_ycbcr needs an RGB model; its output has {pred.shape[-3]} channels"
+            )
+        m = _YCBCR.to(pred.device, pred.dtype)
+        p, t = (torch.einsum("ij,...jhw->...ihw", m, x) for x in (pred, target.to(pred.dtype)))
+        terms = [w * loss_fn(p[..., c, :, :], t[..., c, :, :]) for c, w in enumerate(weights) if w]
+        return torch.stack(terms).sum()
+
+    return loss
 
 
 def lr_factor(it: int, total: int, cfg: OptimConfig) -> float:
