@@ -343,6 +343,7 @@ def test_hr_scales_train_and_are_refused_where_they_cannot_apply(tmp_path: Path)
     for model, extra, words in [
         ({"name": "ecbsr_m4c8", "scale": 2}, {"paired": str(tmp_path)}, "with data.paired"),
         ({"name": "ecbvsr_m4c16", "scale": 2}, {}, "for a video model"),
+        ({"name": "ecbsr_m4c8", "scale": 2}, {"scale_range": [1.5, 3.0]}, "with data.scale_range"),
     ]:
         path = _write_cfg(tmp_path / words.replace(" ", "_"), model=model, data={**data, **extra})
         with pytest.raises(ConfigError, match=f"cfg.yaml: data.hr_scales is .*{words}"):
@@ -351,3 +352,10 @@ def test_hr_scales_train_and_are_refused_where_they_cannot_apply(tmp_path: Path)
     gray = _write_cfg(tmp_path / "gray", model=y_model, loss_ycbcr=[1.0, 0.0, 0.0])
     with pytest.raises(ConfigError, match="loss_ycbcr is .*an RGB model"):
         load_config(gray)
+    coords = _write_cfg(
+        tmp_path / "coords",
+        data={**data, "hr_scales": [1.0], "scale_range": [1.5, 3.0]},
+        loss_ycbcr=[1.0, 0.1, 0.1],
+    )
+    with pytest.raises(ConfigError, match="loss_ycbcr is .*arbitrary-scale run"):
+        load_config(coords)
