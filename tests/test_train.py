@@ -314,9 +314,8 @@ def test_ycbcr_loss_weighs_the_metric_planes(tmp_path: Path) -> None:
     assert ycbcr_loss(l1_loss, (1.0, 0.5, 0.25))(a, b).item() == pytest.approx(
         per_plane @ np.array([1.0, 0.5, 0.25]), rel=1e-12
     )
-    chroma = torch.from_numpy(RGB_MATRIX @ np.array([0.0, 0.05, -0.03]))[
-        :, None, None
-    ]  # RGB of a Cb/Cr shift
+    # the RGB of a shift of Cb and Cr alone
+    chroma = torch.from_numpy(RGB_MATRIX @ np.array([0.0, 0.05, -0.03]))[:, None, None]
     assert ycbcr_loss(l1_loss, (1.0, 0.0, 0.0))(a, a + chroma).item() < 1e-12
     assert ycbcr_loss(l1_loss, (0.0, 1.0, 0.0))(a, a + chroma).item() == pytest.approx(0.05)
     five_d = torch.rand(2, 4, 3, 6, 6)  # video batches: (B, T, C, H, W)

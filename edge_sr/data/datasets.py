@@ -146,10 +146,10 @@ class HRFolderDataset(_Cached):
         skip = {Path(e).resolve() for e in exclude}
         files = [f for folder in folders for f in find_images(folder) if f.resolve() not in skip]
         for name, img in ((str(f), load_rgb_uint8(f)) for f in files):
-            for f in hr_scales:
+            for k in hr_scales:
                 # FSRCNN's augmentation: each image also downscaled (MATLAB bicubic) serves as a new HR image
-                self.names.append(name if f == 1 else f"{name} (x{f:g})")
-                self.hr.append(img if f == 1 else imresize(img, f))
+                self.names.append(name if k == 1 else f"{name} (x{k:g})")
+                self.hr.append(img if k == 1 else imresize(img, k))
         keep = self._check_sizes(patch_size * scale, skip_small)
         self.names, self.hr = [self.names[i] for i in keep], [self.hr[i] for i in keep]
         # Sample images in proportion to their area, so big images are not under-used.

@@ -155,14 +155,14 @@ def check_config(
             raise refuse(key, value, what)
     if cfg.optim.min_lr > cfg.optim.lr:
         raise refuse("optim.min_lr", cfg.optim.min_lr, f"at most optim.lr ({cfg.optim.lr:g})")
-    _check_loss(cfg, refuse)
+    _check_loss_and_data(cfg, refuse)
     _check_distill(cfg, refuse)
     _check_out_dir(cfg.out_dir, refuse)
     _check_device(cfg.device, refuse)
     _check_model(cfg, path, refuse)
 
 
-def _check_loss(cfg: TrainConfig, refuse: Callable[[str, Any, str], ConfigError]) -> None:
+def _check_loss_and_data(cfg: TrainConfig, refuse: Callable[[str, Any, str], ConfigError]) -> None:
     """YCbCr weights: none negative, one at least > 0; a per-pixel (coordinate) run has no planes to weigh.
     ``data.hr_scales`` reduces HR folders: not paired folders, not arbitrary-scale samples."""
     d = cfg.data
@@ -174,7 +174,7 @@ def _check_loss(cfg: TrainConfig, refuse: Callable[[str, Any, str], ConfigError]
         return
     if min(w) < 0 or max(w) == 0 or not all(math.isfinite(x) for x in w):
         raise refuse("loss_ycbcr", list(w), "three weights [Y, Cb, Cr] >= 0, one at least > 0")
-    if cfg.data.scale_range:
+    if d.scale_range:
         raise refuse("loss_ycbcr", list(w), "no YCbCr weights for an arbitrary-scale run (data.scale_range)")
 
 

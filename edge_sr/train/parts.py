@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from edge_sr.errors import ConfigError
+from edge_sr.metrics import YCBCR_MATRIX
 from edge_sr.train.config import OptimConfig
 
 
@@ -20,15 +21,6 @@ def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
 def charbonnier_loss(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     """sqrt((x - y)² + eps²), the smooth L1 used by LapSRN / SwinIR's real-world recipes."""
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
-
-
-# BT.601 (MATLAB ``rgb2ycbcr``) rows for values in [0, 1]; the offsets cancel in a difference
-_YCBCR = (
-    torch.tensor(
-        [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=torch.float64
-    )
-    / 255.0
-)
 
 
 def ycbcr_loss(
@@ -45,7 +37,7 @@ def ycbcr_loss(
             raise ConfigError(
                 None, f"loss_ycbcr needs an RGB model; its output has {pred.shape[-3]} channels"
             )
-        m = _YCBCR.to(pred.device, pred.dtype)
+        m = torch.from_numpy(YCBCR_MATRIX).to(pred.device, pred.dtype)  # the offsets cancel in a difference
         p, t = (torch.einsum("ij,...jhw->...ihw", m, x) for x in (pred, target.to(pred.dtype)))
         terms = [w * loss_fn(p[..., c, :, :], t[..., c, :, :]) for c, w in enumerate(weights) if w]
         return torch.stack(terms).sum()
